@@ -1,0 +1,44 @@
+# cidx-auth: `make demo` and `make test` work on a fresh machine with python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install lint typecheck contracts unit test demo bench stress clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy --strict cidx_auth adapters
+
+contracts: install
+	$(BIN)/lint-imports
+
+unit: install
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+test: lint typecheck contracts
+	$(BIN)/pytest -q -p no:cacheprovider --cov=cidx_auth --cov-branch \
+		--cov-report=term-missing:skip-covered --cov-fail-under=95 $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/cidx-auth demo
+
+bench: install
+	$(BIN)/python bench/run.py
+
+stress: install
+	CIDX_STRESS_TRIALS=3000 $(BIN)/pytest -q tests/integration -k kill $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis

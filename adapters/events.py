@@ -1,0 +1,75 @@
+"""Event sinks: to the log, to counters in memory, and to the persisted counters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+
+from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.ports import EventSink, StateStore
+
+_LEVELS = {
+    EventKind.STORAGE_DEGRADED: logging.WARNING,
+    EventKind.LOGIN_REFUSED: logging.WARNING,
+    EventKind.LOCK_TIMEOUT: logging.WARNING,
+    EventKind.REFRESH_FAILED: logging.INFO,
+    EventKind.BREAKER: logging.INFO,
+    EventKind.RETRY: logging.INFO,
+    EventKind.REFRESH_REFUSED: logging.INFO,
+}
+
+
+class LoggingSink:
+    """Logs each event; events hold no secrets, so neither does the log."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._logger = logger or logging.getLogger("cidx_auth")
+
+    def emit(self, event: AuthEvent) -> None:
+        level = _LEVELS.get(event.kind, logging.DEBUG)
+        if event.kind is EventKind.BREAKER and event.detail.endswith("open"):
+            level = logging.WARNING
+        token = f" [token {event.fingerprint}]" if event.fingerprint else ""
+        self._logger.log(level, "%s: %s%s", event.kind.value, event.detail, token)
+
+
+class CountingSink:
+    """Counts events by kind and keeps them, for tests and the demo."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[EventKind] = Counter()
+        self.events: list[AuthEvent] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: AuthEvent) -> None:
+        with self._lock:
+            self.counts[event.kind] += 1
+            self.events.append(event)
+
+    def __getitem__(self, kind: EventKind) -> int:
+        return self.counts[kind]
+
+
+class StateCountingSink:
+    """Adds counted events to the persisted state, for ``cidx-auth status``."""
+
+    def __init__(self, state: StateStore) -> None:
+        self._state = state
+
+    def emit(self, event: AuthEvent) -> None:
+        self._state.update(lambda state: state.counted(event))
+
+
+class FanOutSink:
+    """Sends every event to several sinks; one failing sink does not silence the rest."""
+
+    def __init__(self, *sinks: EventSink) -> None:
+        self._sinks = sinks
+
+    def emit(self, event: AuthEvent) -> None:
+        for sink in self._sinks:
+            try:
+                sink.emit(event)
+            except Exception:
+                logging.getLogger("cidx_auth").exception("event sink %r failed", sink)

@@ -1,0 +1,263 @@
+"""In-memory adapters and fakes: deterministic stand-ins for every port.
+
+Tests import these, and so may users' own tests::
+
+    clock = FakeClock()
+    gateway = ScriptedGateway(clock, users={"alice": "secret"})
+    ...
+    clock.advance(600)          # the token expires; nobody sleeps
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import (
+    CidxAuthError,
+    InvalidCredentials,
+    LockTimeout,
+    RefreshRejected,
+    StorageError,
+)
+from cidx_auth.domain.events import ClientState
+from cidx_auth.domain.token import Grant, Session
+
+
+class FakeClock:
+    """A clock that moves only when told to; ``sleep`` moves it instead of waiting."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.advance(seconds)
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+        await asyncio.sleep(0)
+
+
+class _Failing:
+    """Lets a test make the next operations raise a storage error."""
+
+    def __init__(self) -> None:
+        self.failure: StorageError | None = None
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+
+class MemoryTokenStore(_Failing):
+    """A token store in a variable, with a real (thread) lock and call counts."""
+
+    def __init__(self, session: Session | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.loads = 0
+        self.saves = 0
+        self._lock = threading.Lock()
+
+    def load(self) -> Session | None:
+        self._check()
+        self.loads += 1
+        return self.session
+
+    def save(self, session: Session) -> None:
+        self._check()
+        self.saves += 1
+        self.session = session
+
+    def clear(self) -> None:
+        self._check()
+        self.session = None
+
+    @contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        self._check()
+        if not self._lock.acquire(timeout=timeout):
+            raise LockTimeout(f"token lock not acquired within {timeout:.0f} s")
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @property
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+
+class MemoryCredentialStore(_Failing):
+    def __init__(self, credentials: Credentials | None = None) -> None:
+        super().__init__()
+        self.credentials = credentials
+
+    def load(self) -> Credentials | None:
+        self._check()
+        return self.credentials
+
+    def save(self, credentials: Credentials) -> None:
+        self._check()
+        self.credentials = credentials
+
+    def clear(self) -> None:
+        self._check()
+        self.credentials = None
+
+
+class MemoryStateStore:
+    """Breaker state and counters in a variable; ``update`` is atomic across threads."""
+
+    def __init__(self, state: ClientState | None = None) -> None:
+        self.state = state or ClientState()
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def read(self) -> ClientState:
+        return self.state
+
+    def update(self, change: Callable[[ClientState], ClientState]) -> ClientState:
+        with self._lock:
+            new = change(self.state)
+            if new != self.state:
+                self.state = new
+                self.writes += 1
+            return self.state
+
+
+def make_jwt(
+    claims: dict[str, Any], alg: str = "RS256", header: dict[str, Any] | None = None
+) -> str:
+    """An unsigned-but-well-formed JWT for tests: the client never checks signatures."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part(header or {'alg': alg, 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+class ScriptedGateway:
+    """A fake CIDX auth server: rotating refresh tokens with replay detection, counts,
+    and failures on demand (``fail_next``). Implements both gateway ports."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        users: dict[str, str] | None = None,
+        lifetime: float = 600.0,
+        alg: str = "RS256",
+    ) -> None:
+        self.clock = clock
+        self.users = dict(users or {"alice": "secret"})
+        self.lifetime = lifetime
+        self.alg = alg
+        self.logins = 0
+        self.refreshes = 0
+        self.replays = 0
+        self.server_offset = 0.0
+        self.send_date = False
+        self.gate: threading.Event | None = None
+        self._script: deque[CidxAuthError | Grant] = deque()
+        self._families: dict[str, str] = {}
+        self._used: set[str] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def calls(self) -> int:
+        return self.logins + self.refreshes
+
+    def fail_next(self, error: CidxAuthError, times: int = 1) -> None:
+        """The next ``times`` calls raise ``error`` instead of answering."""
+        self._script.extend([error] * times)
+
+    def answer_next(self, grant: Grant) -> None:
+        """The next call answers with ``grant`` as it is (to test bad tokens)."""
+        self._script.append(grant)
+
+    def revoke_all(self) -> None:
+        """Every refresh token dies, as after the server revokes the user's sessions."""
+        with self._lock:
+            self._used.update(self._families)
+
+    def login(self, credentials: Credentials) -> Grant:
+        with self._lock:
+            self.logins += 1
+            scripted = self._scripted()
+            if scripted is not None:
+                return scripted
+            if self.users.get(credentials.username) != credentials.password:
+                raise InvalidCredentials("the server refused the username or password")
+            return self._grant(credentials.username)
+
+    def refresh(self, refresh_token: str) -> Grant:
+        self._wait_gate()
+        with self._lock:
+            self.refreshes += 1
+            scripted = self._scripted()
+            if scripted is not None:
+                return scripted
+            username = self._families.get(refresh_token)
+            if username is None:
+                raise RefreshRejected("Invalid refresh token")
+            if refresh_token in self._used:
+                self.replays += 1
+                raise RefreshRejected("Token replay attack detected")
+            self._used.add(refresh_token)
+            return self._grant(username)
+
+    async def alogin(self, credentials: Credentials) -> Grant:
+        await asyncio.sleep(0)
+        return self.login(credentials)
+
+    async def arefresh(self, refresh_token: str) -> Grant:
+        if self.gate is not None:
+            await asyncio.to_thread(self._wait_gate)
+        return self.refresh(refresh_token)
+
+    def _wait_gate(self) -> None:
+        if self.gate is not None:
+            self.gate.wait(timeout=30)
+
+    def _scripted(self) -> Grant | None:
+        if not self._script:
+            return None
+        item = self._script.popleft()
+        if isinstance(item, Grant):
+            return item
+        raise item
+
+    def _grant(self, username: str) -> Grant:
+        server_now = self.clock.now() + self.server_offset
+        token = make_jwt(
+            {
+                "username": username,
+                "role": "normal_user",
+                "iat": server_now,
+                "exp": server_now + self.lifetime,
+                "jti": str(uuid.uuid4()),
+            },
+            alg=self.alg,
+        )
+        refresh = secrets.token_urlsafe(48)
+        self._families[refresh] = username
+        return Grant(token, refresh, None, server_now if self.send_date else None)

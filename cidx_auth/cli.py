@@ -1,0 +1,1 @@
+"""The cidx-auth command line (placeholder until the CLI issue)."""

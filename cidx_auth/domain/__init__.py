@@ -1,0 +1,1 @@
+"""The pure core: token rules, expiry, breaker and retry. Standard library only."""

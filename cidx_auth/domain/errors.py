@@ -1,0 +1,144 @@
+"""The errors cidx-auth raises. Every one says what the user can do next.
+
+The tree::
+
+    CidxAuthError
+    ├── ConfigurationError (ValueError)     bad setting or argument          exit 2
+    ├── TokenRejected (ValueError)          a JWT the rules refuse
+    │   ├── MalformedToken                  not three base64url JSON parts
+    │   ├── DisallowedAlgorithm             alg "none" or outside the allowed set
+    │   └── UnusableLifetime                no exp, lifetime > 24 h, iat in the future
+    ├── AuthenticationError                 the server refused who we are     exit 3
+    │   ├── InvalidCredentials              login answered 401
+    │   ├── AccountLocked                   lockout or login rate limit
+    │   ├── MfaRequired                     the account needs a second factor
+    │   ├── PasswordExpired                 login answered 403 password_expired
+    │   ├── RefreshRejected                 refresh token refused (triggers re-login)
+    │   └── NotLoggedIn                     no stored credentials
+    ├── TransportError                      the server could not be used      exit 4
+    │   ├── ServerUnavailable               network error, timeout, 5xx
+    │   ├── RateLimited                     429 that is not about the account
+    │   └── CircuitOpen                     the breaker refuses calls for now
+    ├── ProtocolError                       the server answered nonsense      exit 1
+    └── StorageError (OSError)              local token storage failed        exit 5
+        ├── LockTimeout (TimeoutError)      another process holds the lock
+        ├── CorruptStore                    a stored file cannot be read back
+        └── CredentialsUnreadable           .creds cannot be decrypted
+
+Messages never contain a password, token or key: callers may print them.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class CidxAuthError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigurationError(CidxAuthError, ValueError):
+    """A setting or argument is wrong."""
+
+    exit_code = 2
+
+
+class TokenRejected(CidxAuthError, ValueError):
+    """The server handed us a token that our rules do not accept."""
+
+
+class MalformedToken(TokenRejected):
+    """Not a JWT: three base64url parts with JSON header and claims."""
+
+
+class DisallowedAlgorithm(TokenRejected):
+    """The JWT header names an algorithm that the settings do not allow."""
+
+
+class UnusableLifetime(TokenRejected):
+    """The token has no usable expiry, lives too long, or was issued in the future."""
+
+
+class AuthenticationError(CidxAuthError):
+    """The server refused to authenticate us; retrying will not help."""
+
+    exit_code = 3
+
+
+class InvalidCredentials(AuthenticationError):
+    """The server refused the stored username and password."""
+
+
+class AccountLocked(AuthenticationError):
+    """Too many attempts: the server refuses logins until ``retry_at``."""
+
+    def __init__(self, message: str, retry_at: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class MfaRequired(AuthenticationError):
+    """The account needs a second factor, which a non-interactive client cannot give."""
+
+
+class PasswordExpired(AuthenticationError):
+    """The server says the password has expired."""
+
+
+class RefreshRejected(AuthenticationError):
+    """The refresh token was refused (expired, revoked or replayed)."""
+
+
+class NotLoggedIn(AuthenticationError):
+    """No credentials are stored for this project."""
+
+
+class TransportError(CidxAuthError):
+    """The server could not be reached or did not answer usefully."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerUnavailable(TransportError):
+    """A network error, a timeout or a 5xx answer: counts against the breaker."""
+
+
+class RateLimited(TransportError):
+    """The server answered 429; ``retry_after`` says how long it wants us to wait."""
+
+
+class CircuitOpen(TransportError):
+    """The breaker is open: no call goes out until ``retry_at``."""
+
+    def __init__(self, retry_at: float) -> None:
+        when = time.strftime("%H:%M:%S", time.localtime(retry_at))
+        super().__init__(f"server unavailable, next attempt after {when}")
+        self.retry_at = retry_at
+
+
+class ProtocolError(CidxAuthError):
+    """The server's answer does not follow the CIDX contract."""
+
+
+class StorageError(CidxAuthError, OSError):
+    """Local storage of tokens, credentials or state failed."""
+
+    exit_code = 5
+
+
+class LockTimeout(StorageError, TimeoutError):
+    """Another process held the token lock for longer than the timeout."""
+
+
+class CorruptStore(StorageError):
+    """A stored file exists but cannot be read back (damaged, foreign or tampered)."""
+
+
+class CredentialsUnreadable(StorageError):
+    """The stored credentials cannot be decrypted or parsed."""

@@ -1,0 +1,67 @@
+"""What the token provider tells the outside world, and the state it keeps for status.
+
+Events carry no secret: a token is named by its fingerprint, a user by name.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from cidx_auth.domain.breaker import BreakerState
+
+
+class EventKind(enum.Enum):
+    ACQUIRED = "acquired"
+    """A valid token was taken from the store (another process had refreshed it)."""
+    LOGGED_IN = "logged_in"
+    REFRESHED = "refreshed"
+    RELOGGED_IN = "relogged_in"
+    """Refresh was impossible or refused, so stored credentials logged in again."""
+    REFRESH_REFUSED = "refresh_refused"
+    REFRESH_FAILED = "refresh_failed"
+    """A refresh could not reach the server; a still-valid token stays in use."""
+    LOGIN_REFUSED = "login_refused"
+    RETRY = "retry"
+    BREAKER = "breaker"
+    STORAGE_DEGRADED = "storage_degraded"
+    LOCK_TIMEOUT = "lock_timeout"
+    INVALIDATED = "invalidated"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    kind: EventKind
+    at: float
+    detail: str = ""
+    fingerprint: str | None = None
+
+
+COUNTED = {
+    EventKind.LOGGED_IN: "logins",
+    EventKind.REFRESHED: "refreshes",
+    EventKind.RELOGGED_IN: "relogins",
+    EventKind.REFRESH_REFUSED: "failures",
+    EventKind.REFRESH_FAILED: "failures",
+    EventKind.LOGIN_REFUSED: "failures",
+}
+"""Which events the persistent counters (shown by ``cidx-auth status``) count."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientState:
+    """Breaker state and counters, persisted so the next CLI process sees them."""
+
+    breaker: BreakerState = BreakerState()
+    counters: dict[str, int] = field(default_factory=dict)
+    last_refresh: float | None = None
+
+    def counted(self, event: AuthEvent) -> ClientState:
+        """This state with ``event`` added to the counters."""
+        name = COUNTED.get(event.kind)
+        if name is None:
+            return self
+        counters = dict(self.counters)
+        counters[name] = counters.get(name, 0) + 1
+        last = event.at if event.kind is EventKind.REFRESHED else self.last_refresh
+        return ClientState(self.breaker, counters, last)

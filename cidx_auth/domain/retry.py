@@ -1,0 +1,67 @@
+"""How often and how long to wait before trying a failed call again (errata #10, #11).
+
+Three attempts in all, exponential backoff with *full jitter* (a uniform draw between
+0 and ``min(cap, base * factor ** n)``) so that many clients do not retry in step,
+capped at 60 s. A ``Retry-After`` from the server replaces the draw; one longer than
+the cap is not waited out: the call fails at once, telling the user when to come back.
+Only transport trouble is retried: a refused login would lock the account.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from dataclasses import dataclass
+
+from cidx_auth.domain.errors import CidxAuthError, RateLimited, ServerUnavailable
+
+MAX_ATTEMPTS = 3
+BACKOFF_BASE = 1.0
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = MAX_ATTEMPTS
+    base: float = BACKOFF_BASE
+    factor: float = BACKOFF_FACTOR
+    cap: float = BACKOFF_MAX
+
+    def backoff(self, failures: int, draw: float) -> float:
+        """Full-jitter delay after ``failures`` failed attempts; ``draw`` is in [0, 1)."""
+        return draw * min(self.cap, self.base * self.factor ** max(0, failures - 1))
+
+    def delay(self, error: CidxAuthError, failures: int, draw: float) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        if not is_retryable(error) or failures >= self.attempts:
+            return None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return retry_after if retry_after <= self.cap else None
+        return self.backoff(failures, draw)
+
+
+def is_retryable(error: CidxAuthError) -> bool:
+    """Transport trouble is worth another attempt; a refusal never is."""
+    return isinstance(error, ServerUnavailable | RateLimited)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - now
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

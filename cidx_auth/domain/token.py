@@ -1,0 +1,212 @@
+"""Access tokens read from the JWT itself, and the session a store keeps.
+
+The signature is not checked here: the server checks it on every call, and the
+client only needs the claims to know when the token stops working. What is checked
+is everything the client relies on (errata #2, #3): the algorithm comes from the JWT
+header, the expiry from its ``exp`` claim, and ``expires_in`` is a fallback only for
+a JWT without ``exp``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from cidx_auth.domain.errors import DisallowedAlgorithm, MalformedToken, UnusableLifetime
+
+MAX_LIFETIME = 24 * 3600.0
+"""No access token may live longer than a day (user story, security requirements)."""
+
+DEFAULT_ALLOWED_ALGORITHMS = frozenset({"RS256"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """What the client accepts from the server; a setting, RS256 only by default."""
+
+    allowed_algorithms: frozenset[str] = DEFAULT_ALLOWED_ALGORITHMS
+    max_lifetime: float = MAX_LIFETIME
+    max_future_iat: float = 30.0
+
+    def __post_init__(self) -> None:
+        if any(alg.lower() == "none" for alg in self.allowed_algorithms):
+            raise DisallowedAlgorithm('the JWT algorithm "none" can never be allowed')
+        if not self.allowed_algorithms:
+            raise DisallowedAlgorithm("at least one JWT algorithm must be allowed")
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A parsed access token. ``raw`` is the secret and stays out of ``repr``."""
+
+    raw: str = field(repr=False)
+    alg: str
+    exp: float
+    iat: float | None
+    jti: str | None
+    username: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """A short, non-secret name for this token, safe for logs and comparisons."""
+        return fingerprint_of(self.raw)
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds between issue and expiry, when the token says when it was issued."""
+        return None if self.iat is None else self.exp - self.iat
+
+
+def fingerprint_of(raw: str) -> str:
+    """A short one-way name for a token: tells tokens apart without revealing them."""
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What the server answers to a login or a refresh, before our rules look at it."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(default=None, repr=False)
+    expires_in: float | None = None
+    server_date: float | None = None
+    """The server's clock when it answered (its ``Date`` header), if known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What the token store keeps: the token, its rotating refresh token, clock offset."""
+
+    token: AccessToken
+    refresh_token: str | None = field(default=None, repr=False)
+    clock_offset: float = 0.0
+    """Estimated ``server clock - client clock`` in seconds when the token arrived."""
+    username: str | None = None
+
+
+def _b64decode(part: str) -> bytes:
+    padded = part + "=" * (-len(part) % 4)
+    try:
+        return base64.urlsafe_b64decode(padded.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise MalformedToken("the access token is not base64url-encoded") from exc
+
+
+def _json_object(part: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64decode(part))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedToken(f"the access token's {what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise MalformedToken(f"the access token's {what} is not a JSON object")
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def parse_access_token(
+    raw: str,
+    rules: TokenRules,
+    server_now: float,
+    expires_in: float | None = None,
+) -> AccessToken:
+    """Parse and check a JWT; ``server_now`` is our best guess at the server's clock.
+
+    Raises a :class:`TokenRejected` subclass naming what is wrong, never the token.
+    """
+    parts = raw.split(".") if isinstance(raw, str) else []
+    if len(parts) != 3 or not all(parts[:2]):
+        raise MalformedToken("the access token is not a JWT (three dot-separated parts)")
+    header = _json_object(parts[0], "header")
+    claims = _json_object(parts[1], "claims")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg.lower() == "none":
+        raise DisallowedAlgorithm('the access token is unsigned (alg "none" or missing)')
+    if alg not in rules.allowed_algorithms:
+        allowed = ", ".join(sorted(rules.allowed_algorithms))
+        raise DisallowedAlgorithm(
+            f"the server signs tokens with {alg}, but only {allowed} is allowed; "
+            f"allow it explicitly (cidx-auth login --allow-alg {alg}) if you trust this server"
+        )
+    iat = _number(claims.get("iat"))
+    exp = _number(claims.get("exp"))
+    if exp is None and "exp" not in claims:
+        fallback = _number(expires_in)
+        if fallback is not None and fallback > 0:
+            exp = (iat if iat is not None else server_now) + fallback
+    if exp is None:
+        raise UnusableLifetime("the access token has no usable expiry (exp claim)")
+    if iat is not None and iat > server_now + rules.max_future_iat:
+        raise UnusableLifetime("the access token was issued in the future: check the clock")
+    start = iat if iat is not None else server_now
+    if exp - start > rules.max_lifetime:
+        raise UnusableLifetime("the access token lives longer than the 24 h maximum")
+    if iat is not None and exp <= iat:
+        raise UnusableLifetime("the access token expires before it was issued")
+    jti = claims.get("jti")
+    username = claims.get("username", claims.get("sub"))
+    return AccessToken(
+        raw=raw,
+        alg=alg,
+        exp=exp,
+        iat=iat,
+        jti=jti if isinstance(jti, str) else None,
+        username=username if isinstance(username, str) else None,
+    )
+
+
+SESSION_FORMAT_VERSION = 1
+
+
+def session_to_dict(session: Session, stored_at: float) -> dict[str, Any]:
+    """The session as plain JSON data, for a store to encrypt and keep."""
+    token = session.token
+    return {
+        "version": SESSION_FORMAT_VERSION,
+        "access_token": token.raw,
+        "alg": token.alg,
+        "expires_at": token.exp,
+        "issued_at": token.iat,
+        "jti": token.jti,
+        "token_username": token.username,
+        "refresh_token": session.refresh_token,
+        "clock_offset": session.clock_offset,
+        "username": session.username,
+        "stored_at": stored_at,
+    }
+
+
+def session_from_dict(data: Any) -> Session:
+    """Rebuild a stored session; raises :class:`MalformedToken` if anything is off."""
+    if not isinstance(data, dict) or data.get("version") != SESSION_FORMAT_VERSION:
+        raise MalformedToken("the stored session has an unknown format")
+    raw = data.get("access_token")
+    exp = _number(data.get("expires_at"))
+    iat = data.get("issued_at")
+    offset = _number(data.get("clock_offset"))
+    if not isinstance(raw, str) or raw.count(".") != 2 or exp is None or offset is None:
+        raise MalformedToken("the stored session is missing its token or expiry")
+    if iat is not None and _number(iat) is None:
+        raise MalformedToken("the stored session has a bad issue time")
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise MalformedToken(f"the stored session has a bad {key}")
+        return value
+
+    alg = text("alg")
+    if alg is None:
+        raise MalformedToken("the stored session has no algorithm")
+    token = AccessToken(raw, alg, exp, _number(iat), text("jti"), text("token_username"))
+    return Session(token, text("refresh_token"), offset, text("username"))

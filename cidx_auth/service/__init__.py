@@ -1,0 +1,1 @@
+"""Application services: the token provider and the breaker guard, over the ports."""

@@ -1,0 +1,79 @@
+"""The breaker guard: the domain's table, kept in the state store.
+
+Keeping the state behind the :class:`StateStore` port is what lets the next CLI
+process see an open circuit (errata #12) instead of starting closed every time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cidx_auth.domain import breaker as table
+from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState
+from cidx_auth.domain.errors import CircuitOpen
+from cidx_auth.domain.events import AuthEvent, ClientState, EventKind
+from cidx_auth.ports import Clock, EventSink, StateStore
+
+
+class CircuitBreaker:
+    """Admits calls and records their outcome, persisting every change."""
+
+    def __init__(
+        self,
+        state: StateStore,
+        clock: Clock,
+        events: EventSink,
+        config: BreakerConfig = BreakerConfig(),
+    ) -> None:
+        self._state = state
+        self._clock = clock
+        self._events = events
+        self._config = config
+
+    @property
+    def config(self) -> BreakerConfig:
+        return self._config
+
+    def current(self) -> BreakerState:
+        """The persisted state, as the next call would see it."""
+        return self._state.read().breaker
+
+    def admit(self) -> Admission:
+        """Let a call through (``ALLOW`` or the one ``PROBE``) or raise :class:`CircuitOpen`."""
+        now = self._clock.now()
+        decision = Admission.REJECT
+
+        def decide(breaker: BreakerState) -> BreakerState:
+            nonlocal decision
+            decision, breaker = table.admit(breaker, now, self._config)
+            return breaker
+
+        after = self._change(decide, now)
+        if decision is Admission.REJECT:
+            raise CircuitOpen(table.retry_at(after))
+        return decision
+
+    def record(self, failed: bool, retry_after: float | None = None) -> None:
+        """Fold a finished call into the state: ``failed`` for network errors and 5xx."""
+        now = self._clock.now()
+        self._change(
+            lambda breaker: table.record(breaker, failed, now, self._config, retry_after), now
+        )
+
+    def _change(self, rule: Callable[[BreakerState], BreakerState], now: float) -> BreakerState:
+        """Apply ``rule`` atomically in the store; announce a change of circuit."""
+        before = BreakerState()
+
+        def change(state: ClientState) -> ClientState:
+            nonlocal before
+            before = state.breaker
+            after = rule(before)
+            if after == before:
+                return state
+            return ClientState(after, state.counters, state.last_refresh)
+
+        after = self._state.update(change).breaker
+        if before.circuit is not after.circuit:
+            detail = f"{before.circuit.value} -> {after.circuit.value}"
+            self._events.emit(AuthEvent(EventKind.BREAKER, now, detail))
+        return after

@@ -1,0 +1,257 @@
+"""The token provider: a valid access token for every caller, one renewal at a time.
+
+``get_token`` and ``aget_token`` share the fast path (a fresh token in memory, no
+lock, no I/O) and the slow path's decisions (``flow.acquire``). What they add is
+the single flight: at most one renewal runs in this process at a time, whoever
+asked for it, a thread or an asyncio task (errata #4). The leader runs the flow;
+followers wait on a :class:`concurrent.futures.Future`, which a thread can block on
+and a task can await without blocking its loop. While the current token is still
+valid (stale), followers do not wait at all: they keep using it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import CidxAuthError
+from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.expiry import TokenState
+from cidx_auth.domain.token import Session, fingerprint_of
+from cidx_auth.ports import (
+    AsyncAuthGateway,
+    AuthGateway,
+    Clock,
+    CredentialStore,
+    EventSink,
+    TokenStore,
+)
+from cidx_auth.service import flow
+from cidx_auth.service.breaker import CircuitBreaker
+from cidx_auth.service.drivers import Ports, run_async, run_sync
+from cidx_auth.service.flow import Outcome, Rules
+
+logger = logging.getLogger(__name__)
+
+RENEWAL_BACKOFF = 30.0
+"""After a proactive renewal failed, keep the still-valid token this long before trying
+again, so a dead server or a refused password is not hit on every call."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """The in-memory token with its deadlines on the client clock, read in one go."""
+
+    session: Session
+    raw: str = field(repr=False)
+    stale_at: float
+    expired_at: float
+
+
+class _Flight:
+    """One renewal in progress, and who leads it."""
+
+    def __init__(self, is_async: bool) -> None:
+        self.future: concurrent.futures.Future[Session] = concurrent.futures.Future()
+        self.thread = threading.get_ident()
+        self.is_async = is_async
+
+
+class TokenProvider:
+    """Hands out valid access tokens; refreshes, re-logs-in and stores as needed."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: TokenStore,
+        credentials: CredentialStore,
+        gateway: AuthGateway,
+        agateway: AsyncAuthGateway,
+        breaker: CircuitBreaker,
+        events: EventSink,
+        rules: Rules = Rules(),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._clock = clock
+        self._store = store
+        self._gateway = gateway
+        self._agateway = agateway
+        self._events = events
+        self._rules = rules
+        self._ports = Ports(clock, store, credentials, breaker, self._emit, self._degrade, rng)
+        self._current: _Current | None = None
+        self._mutex = threading.Lock()
+        self._flight: _Flight | None = None
+        self._rejected: deque[str] = deque(maxlen=32)
+        self._retry_renewal_at = 0.0
+        self._degraded = False
+
+    @property
+    def rules(self) -> Rules:
+        return self._rules
+
+    @property
+    def session(self) -> Session | None:
+        """The session in memory (it may be stale or expired); None before the first use."""
+        current = self._current
+        return current.session if current is not None else None
+
+    def get_token(self) -> str:
+        """A token that is safe to send now. Blocks only when a renewal is unavoidable."""
+        current = self._current
+        if current is not None and self._clock.now() < current.stale_at:
+            return current.raw
+        flight, early = self._join(is_async=False)
+        if early is not None:
+            return early
+        if flight is None:
+            return self._lead_sync()
+        if flight.is_async and flight.thread == threading.get_ident():
+            raise RuntimeError(
+                "get_token() was called on an event loop thread while aget_token() renews "
+                "the token on it; use `await aget_token()` inside async code"
+            )
+        return flight.future.result().token.raw
+
+    async def aget_token(self) -> str:
+        """The same as :meth:`get_token`, without blocking the event loop."""
+        current = self._current
+        if current is not None and self._clock.now() < current.stale_at:
+            return current.raw
+        flight, early = self._join(is_async=True)
+        if early is not None:
+            return early
+        if flight is None:
+            return await self._lead_async()
+        return (await _wait(flight.future)).token.raw
+
+    def invalidate(self, token: str) -> None:
+        """The server refused ``token`` (401): drop it if it is still the current one.
+
+        Tokens are compared, not generations counted, so twenty callers reporting the
+        same refused token cause one renewal, and a report about an older token than
+        the current one changes nothing.
+        """
+        rejected = fingerprint_of(token)
+        with self._mutex:
+            if rejected not in self._rejected:
+                self._rejected.append(rejected)
+            current = self._current
+            if current is not None and current.raw == token:
+                self._current = None
+                self._emit(AuthEvent(EventKind.INVALIDATED, self._clock.now(), "", rejected))
+
+    def state(self) -> TokenState | None:
+        """How usable the in-memory token is now; None when there is none."""
+        current = self._current
+        if current is None:
+            return None
+        return self._rules.expiry.state(
+            current.session.token, self._clock.now(), current.session.clock_offset
+        )
+
+    def login(self, credentials: Credentials) -> Session:
+        """Log in with ``credentials``; on success store them and the new session."""
+        session: Session = run_sync(flow.first_login(credentials, self._rules), *self._sync())
+        self._install(Outcome(session))
+        return session
+
+    def logout(self, forget: bool = False) -> None:
+        """Forget the session here and in the store; ``forget`` drops credentials too."""
+        run_sync(flow.log_out(forget, self._rules), *self._sync())
+        with self._mutex:
+            self._current = None
+
+    def _join(self, is_async: bool) -> tuple[_Flight | None, str | None]:
+        """This caller's part: (a flight to follow, or None to lead; or an early answer)."""
+        now = self._clock.now()
+        with self._mutex:
+            current = self._current
+            if current is not None and now < current.stale_at:
+                return None, current.raw  # renewed while this caller was deciding
+            valid = current is not None and now < current.expired_at
+            if valid and (self._flight is not None or now < self._retry_renewal_at):
+                return None, current.raw  # type: ignore[union-attr]
+            if self._flight is not None:
+                return self._flight, None
+            self._flight = _Flight(is_async)
+            return None, None
+
+    def _lead_sync(self) -> str:
+        flight = self._flight
+        assert flight is not None
+        try:
+            outcome = run_sync(self._acquire(), *self._sync())
+        except BaseException as error:
+            self._land(flight, error)
+            raise
+        return self._land(flight, outcome)
+
+    async def _lead_async(self) -> str:
+        flight = self._flight
+        assert flight is not None
+        try:
+            outcome = await run_async(self._acquire(), self._ports, self._agateway)
+        except asyncio.CancelledError:
+            self._land(flight, CidxAuthError("the token request was cancelled; try again"))
+            raise
+        except BaseException as error:
+            self._land(flight, error)
+            raise
+        return self._land(flight, outcome)
+
+    def _acquire(self) -> flow.Flow:
+        current = self._current
+        return flow.acquire(
+            current.session if current is not None else None,
+            frozenset(self._rejected),
+            self._rules,
+        )
+
+    def _land(self, flight: _Flight, result: Outcome | BaseException) -> str:
+        """Install the outcome, end the flight, and release the followers."""
+        with self._mutex:
+            if isinstance(result, Outcome):
+                self._install(result)
+            self._flight = None
+        if isinstance(result, BaseException):
+            flight.future.set_exception(result)
+            return ""
+        flight.future.set_result(result.session)
+        return result.session.token.raw
+
+    def _install(self, outcome: Outcome) -> None:
+        session = outcome.session
+        stale_at, expired_at = self._rules.expiry.deadlines(session.token, session.clock_offset)
+        self._current = _Current(session, session.token.raw, stale_at, expired_at)
+        if outcome.renewal_failed:
+            self._retry_renewal_at = self._clock.now() + RENEWAL_BACKOFF
+        else:
+            self._retry_renewal_at = 0.0
+
+    def _sync(self) -> tuple[Ports, AuthGateway]:
+        return self._ports, self._gateway
+
+    def _emit(self, event: AuthEvent) -> None:
+        try:
+            self._events.emit(event)
+        except Exception:  # an observer must never break token handling
+            logger.exception("event sink failed on %s", event.kind.value)
+
+    def _degrade(self, detail: str) -> None:
+        if not self._degraded:
+            self._degraded = True
+            self._emit(AuthEvent(EventKind.STORAGE_DEGRADED, self._clock.now(), detail))
+
+
+async def _wait(future: concurrent.futures.Future[Session]) -> Session:
+    """Await a thread-safe future without letting our cancellation cancel it for all."""
+    return await asyncio.shield(asyncio.wrap_future(future))
