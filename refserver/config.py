@@ -58,6 +58,8 @@ class ServerConfig:
     """Seconds every password check takes, standing in for bcrypt's cost."""
     hs256_secret: str | None = field(default=None, repr=False)
     """Fixed HS256 signing secret; None draws a random one at start-up."""
+    clock_offset: float = 0.0
+    """Seconds added to the server's clock from the start (skew tests)."""
 
     def __post_init__(self) -> None:
         if self.alg not in ("RS256", "HS256"):

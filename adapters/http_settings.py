@@ -1,0 +1,183 @@
+"""The HTTP plumbing the auth gateway and the API client share.
+
+Settings come from the user story (timeouts 10/30/10/5 s, 5 keep-alive and 10 pooled
+connections kept 30 s, HTTP/2, 10 requests in flight) and the server contract (paths).
+TLS verification cannot be switched off: there is a CA bundle setting for private
+CAs, and no ``verify=False`` anywhere. httpx's exceptions are translated here, once,
+into the project's errors (errata #8), with messages that name the server, never a token.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from cidx_auth import __version__
+from cidx_auth.domain.errors import CidxAuthError, ConfigurationError, ServerUnavailable
+
+MAX_DETAIL = 300
+"""A server's ``detail`` is quoted in messages, but never at any length."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """How to reach one CIDX server. Frozen: a client is built from it once."""
+
+    base_url: str
+    login_path: str = "/auth/login"
+    refresh_path: str = "/api/auth/refresh"
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    write_timeout: float = 10.0
+    pool_timeout: float = 5.0
+    max_keepalive: int = 5
+    max_connections: int = 10
+    keepalive_expiry: float = 30.0
+    http2: bool = True
+    ca_bundle: Path | None = None
+    max_in_flight: int = 10
+    user_agent: str = f"cidx-auth/{__version__}"
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(
+                f"the server URL {self.base_url!r} is not an http(s) URL; "
+                "give one like https://cidx.example.com"
+            )
+        timeouts = (self.connect_timeout, self.read_timeout, self.write_timeout,
+                    self.pool_timeout, self.keepalive_expiry)
+        if min(timeouts) <= 0:
+            raise ConfigurationError("HTTP timeouts must be positive numbers of seconds")
+        if min(self.max_keepalive, self.max_connections, self.max_in_flight) < 1:
+            raise ConfigurationError("connection and in-flight limits must be at least 1")
+
+    @property
+    def server(self) -> str:
+        """The base URL without a trailing slash, as messages name the server."""
+        return self.base_url.rstrip("/")
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout,
+                             write=self.write_timeout, pool=self.pool_timeout)
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(max_keepalive_connections=self.max_keepalive,
+                            max_connections=self.max_connections,
+                            keepalive_expiry=self.keepalive_expiry)
+
+
+def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
+    """A verifying TLS context: the system CAs, or only ``ca_bundle`` when one is set."""
+    cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
+    # create_default_context turns on CERT_REQUIRED and hostname checks; nothing here
+    # or elsewhere turns them off. httpcore adds the ALPN offer (h2, http/1.1) itself.
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # ssl.SSLError included: a file that is not PEM
+        raise ConfigurationError(
+            f"the CA bundle {cafile} cannot be used ({exc.strerror or exc}); "
+            "pass a PEM file of CA certificates with --ca-bundle"
+        ) from None
+
+
+def _client_options(settings: HttpSettings) -> dict[str, Any]:
+    return {
+        "base_url": settings.server,
+        "timeout": settings.timeout(),
+        "limits": settings.limits(),
+        "http2": settings.http2,
+        "verify": ssl_context(settings),
+        "headers": {"User-Agent": settings.user_agent, "Accept": "application/json"},
+        "follow_redirects": False,
+    }
+
+
+def make_client(
+    settings: HttpSettings,
+    auth: httpx.Auth | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    """A blocking httpx client configured from ``settings`` (``transport`` for tests)."""
+    return httpx.Client(auth=auth, transport=transport, **_client_options(settings))
+
+
+def make_async_client(
+    settings: HttpSettings,
+    auth: httpx.Auth | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The asyncio twin of :func:`make_client`."""
+    return httpx.AsyncClient(auth=auth, transport=transport, **_client_options(settings))
+
+
+def _untrusted(exc: BaseException) -> bool:
+    """Whether a connection failed because the server's certificate did not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def never_sent(exc: httpx.HTTPError) -> bool:
+    """True when the request certainly did not reach the server (safe to send again)."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthError:
+    """Translate an httpx exception; the message names the server and what to do."""
+    server = settings.server
+    if isinstance(exc, httpx.ConnectError) and _untrusted(exc):
+        # Not a transient fault: retrying or counting it against the breaker would hide
+        # the real problem (a private CA, or someone in the middle) behind "unavailable".
+        return ConfigurationError(
+            f"the certificate of {server} is not trusted (or does not match its name); "
+            "if the server uses a private CA, pass its certificate with --ca-bundle"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        phase = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "waiting for an answer",
+                 httpx.WriteTimeout: "sending the request",
+                 httpx.PoolTimeout: "waiting for a free connection"}.get(type(exc), "waiting")
+        return ServerUnavailable(f"{server} timed out while {phase}; try again later")
+    if isinstance(exc, httpx.ConnectError):
+        return ServerUnavailable(f"could not connect to {server} ({_short(exc)}); "
+                                 "check the URL and that the server is running")
+    if isinstance(exc, httpx.TransportError):
+        return ServerUnavailable(f"the connection to {server} failed "
+                                 f"({type(exc).__name__}: {_short(exc)}); try again later")
+    return ConfigurationError(f"the request to {server} could not be made ({_short(exc)})")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:MAX_DETAIL]
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The parsed JSON body, or None when the body is not JSON."""
+    try:
+        return response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def detail_of(response: httpx.Response) -> str:
+    """The server's ``detail`` as text: a string, a 422's list of messages, or the reason."""
+    body = json_body(response)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        # Only each item's "msg": a 422 item also echoes the input, which may be a password.
+        messages = [str(item.get("msg", "invalid value")) if isinstance(item, dict)
+                    else "invalid value" for item in detail]
+        detail = "; ".join(messages)
+    if not isinstance(detail, str) or not detail:
+        detail = response.reason_phrase or f"HTTP {response.status_code}"
+    return detail[:MAX_DETAIL]

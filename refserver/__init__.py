@@ -1,0 +1,16 @@
+"""A stand-in for the CIDX server's authentication, for tests and demos.
+
+It answers `/auth/login`, `/api/auth/refresh` and a few protected calls
+with the real server's paths, bodies, status codes and messages (see
+`shared/spec/server-contract.md`), and adds `/_admin` controls: statistics,
+fault injection, revocation and a shiftable clock. `refserver.runner` serves
+it over HTTP or HTTPS with HTTP/2 and runs it as a child process for tests.
+
+Nothing here may import the client packages; the client never imports this.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

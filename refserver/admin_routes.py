@@ -1,0 +1,126 @@
+"""Test controls under `/_admin`: statistics, faults, revocation, reset, clock.
+
+These exist only on the reference server. They need no token, which is
+safe only because they answer loopback clients alone: anything else gets a
+403 before the handler runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from ipaddress import ip_address
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from refserver.clock import iso
+from refserver.faults import FAULT_KINDS, FaultRule
+from refserver.sessions import ADMIN_REASON
+from refserver.state import ServerState
+from refserver.validation import Field, ValidationFailed, read_body
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+FAULT_FIELDS = (
+    Field("kind", str),
+    Field("count", int, required=False, ge=1, default=1),
+    Field("status", int, required=False, ge=400, le=599, default=500),
+    Field("retry_after", int, required=False, ge=0, default=1),
+    Field("seconds", float, required=False, ge=0.0, default=60.0),
+)
+REVOKE_FIELDS = (Field("username", str, min_length=1),)
+CLOCK_FIELDS = (Field("offset", float),)
+
+
+def _loopback_only(endpoint: Endpoint) -> Endpoint:
+    async def guarded(request: Request) -> Response:
+        host = request.client.host if request.client else ""
+        try:
+            allowed = ip_address(host).is_loopback
+        except ValueError:
+            allowed = host == "localhost"
+        if not allowed:
+            return JSONResponse({"detail": "Admin endpoints answer loopback clients only"}, 403)
+        return await endpoint(request)
+
+    return guarded
+
+
+class AdminEndpoints:
+    """The `/_admin` routes, bound to one server's state."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    def routes(self) -> list[Route]:
+        """Starlette routes for these endpoints, all loopback-only."""
+        table: list[tuple[str, Endpoint, str]] = [
+            ("/_admin/stats", self.stats, "GET"),
+            ("/_admin/faults", self.list_faults, "GET"),
+            ("/_admin/faults", self.add_fault, "POST"),
+            ("/_admin/faults", self.clear_faults, "DELETE"),
+            ("/_admin/revoke", self.revoke, "POST"),
+            ("/_admin/reset", self.reset, "POST"),
+            ("/_admin/clock", self.clock, "GET"),
+            ("/_admin/clock", self.set_clock, "POST"),
+        ]
+        return [Route(path, _loopback_only(endpoint), methods=[method])
+                for path, endpoint, method in table]
+
+    async def stats(self, request: Request) -> Response:
+        """Per-user and total counters."""
+        return JSONResponse(self.state.stats.snapshot())
+
+    async def list_faults(self, request: Request) -> Response:
+        """The faults still armed."""
+        return JSONResponse({"pending": self.state.faults.pending()})
+
+    async def add_fault(self, request: Request) -> Response:
+        """Arm a fault for the next `count` matching requests."""
+        body = await read_body(request, FAULT_FIELDS)
+        raw = await request.json()
+        paths = raw.get("paths") or []
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ValidationFailed([{"type": "list_type", "loc": ["body", "paths"],
+                                     "msg": "Input should be a valid list of strings"}])
+        if body["kind"] not in FAULT_KINDS:
+            msg = "Input should be " + ", ".join(repr(kind) for kind in FAULT_KINDS)
+            raise ValidationFailed([{"type": "literal_error", "loc": ["body", "kind"],
+                                     "msg": msg}])
+        rule = FaultRule(kind=body["kind"], remaining=body["count"], status=body["status"],
+                         retry_after=body["retry_after"], seconds=float(body["seconds"]),
+                         paths=tuple(paths))
+        self.state.faults.add(rule)
+        return JSONResponse({"armed": rule.describe(), "pending": self.state.faults.pending()})
+
+    async def clear_faults(self, request: Request) -> Response:
+        """Disarm every fault."""
+        self.state.faults.clear()
+        return JSONResponse({"pending": []})
+
+    async def revoke(self, request: Request) -> Response:
+        """Revoke every refresh family of a user, as an administrator would."""
+        body = await read_body(request, REVOKE_FIELDS)
+        count = self.state.sessions.revoke_user(body["username"], ADMIN_REASON)
+        return JSONResponse({"username": body["username"], "revoked_families": count})
+
+    async def reset(self, request: Request) -> Response:
+        """Zero the counters and forget limiters, lockouts and faults."""
+        self.state.reset()
+        return JSONResponse({"reset": True})
+
+    async def clock(self, request: Request) -> Response:
+        """The server clock's offset and current reading."""
+        return JSONResponse(self._clock_body())
+
+    async def set_clock(self, request: Request) -> Response:
+        """Shift the server clock by `offset` seconds from the real time."""
+        body = await read_body(request, CLOCK_FIELDS)
+        self.state.clock.offset = float(body["offset"])
+        return JSONResponse(self._clock_body())
+
+    def _clock_body(self) -> dict[str, Any]:
+        now = self.state.clock.now()
+        return {"offset": self.state.clock.offset, "now": now, "iso": iso(now)}

@@ -1,0 +1,64 @@
+"""The reference server's ASGI application, assembled.
+
+`create_app` is the composition root: it builds one `ServerState`, binds
+the three groups of endpoints to it and wraps them in the fault layer.
+Tests call it directly with a fake clock and talk to it through
+`httpx.ASGITransport`; the runner calls it with a connection dropper.
+"""
+
+from __future__ import annotations
+
+import time
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from refserver.admin_routes import AdminEndpoints
+from refserver.api_routes import ApiEndpoints
+from refserver.auth_routes import AuthEndpoints
+from refserver.clock import Clock
+from refserver.config import ServerConfig
+from refserver.faults import ConnectionDropper, FaultMiddleware
+from refserver.state import ServerState
+from refserver.validation import ValidationFailed, validation_response
+
+
+async def _on_validation_failed(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationFailed)
+    return validation_response(exc.errors)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    # The real server is FastAPI, whose 404s and 405s are JSON with a string detail.
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def create_app(config: ServerConfig, clock: Clock = time.time,
+               dropper: ConnectionDropper | None = None) -> Starlette:
+    """A fresh server app; its state is reachable with `server_state(app)`."""
+    state = ServerState.build(config, clock)
+    routes = [
+        *AuthEndpoints(state).routes(),
+        *ApiEndpoints(state).routes(),
+        *AdminEndpoints(state).routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(FaultMiddleware, book=state.faults, stats=state.stats,
+                               dropper=dropper)],
+        exception_handlers={ValidationFailed: _on_validation_failed,
+                            HTTPException: _on_http_error},
+    )
+    app.state.refserver = state
+    return app
+
+
+def server_state(app: Starlette) -> ServerState:
+    """The state behind an app made by `create_app` (for tests and tooling)."""
+    state = app.state.refserver
+    assert isinstance(state, ServerState)
+    return state

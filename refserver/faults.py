@@ -1,0 +1,161 @@
+"""Fault injection: make the next N requests fail in a chosen way.
+
+Kinds, and what a client sees:
+
+    error       an HTTP error status (500 unless told) with a JSON detail
+    rate_limit  429 with a Retry-After header
+    hang        nothing for `seconds`, then the normal answer; a client that
+                gives up first has simply hit its read timeout
+    drop        the connection closes with no response at all
+
+A "drop" needs the server's help, since ASGI gives an app no way to close
+its connection: the runner passes a `ConnectionDropper` that can find the
+socket behind a request. Without one (e.g. under `httpx.ASGITransport`) the
+middleware raises `ConnectionDropped`, which an in-process client receives
+as an exception and a foreign server turns into a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from refserver.stats import Stats
+
+FaultKind = Literal["error", "rate_limit", "hang", "drop"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("error", "rate_limit", "hang", "drop")
+ADMIN_PREFIX = "/_admin"
+
+ConnectionDropper = Callable[[Scope], bool]
+"""Cuts the connection carrying a request; True when it did."""
+
+
+class ConnectionDropped(ConnectionAbortedError):
+    """Raised for a "drop" fault when nothing can cut the connection."""
+
+
+@dataclass(slots=True)
+class FaultRule:
+    """One armed fault: its kind, how many more requests it hits, and where."""
+
+    kind: FaultKind
+    remaining: int
+    status: int = 500
+    retry_after: int = 1
+    seconds: float = 60.0
+    paths: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FAULT_KINDS)}")
+        if self.remaining < 1:
+            raise ValueError("count must be at least 1")
+        if not 400 <= self.status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        if self.retry_after < 0 or self.seconds < 0:
+            raise ValueError("retry_after and seconds cannot be negative")
+
+    def matches(self, path: str) -> bool:
+        """Whether this rule applies to a request for `path` (no paths: all of them)."""
+        return not self.paths or any(path.startswith(prefix) for prefix in self.paths)
+
+    def describe(self) -> dict[str, object]:
+        """The rule as JSON, for the admin API."""
+        return {"kind": self.kind, "remaining": self.remaining, "status": self.status,
+                "retry_after": self.retry_after, "seconds": self.seconds,
+                "paths": list(self.paths)}
+
+
+class FaultBook:
+    """The armed faults, consulted in the order they were added."""
+
+    def __init__(self) -> None:
+        self._rules: list[FaultRule] = []
+
+    def add(self, rule: FaultRule) -> None:
+        """Arm one more fault."""
+        self._rules.append(rule)
+
+    def clear(self) -> None:
+        """Disarm everything."""
+        self._rules.clear()
+
+    def pending(self) -> list[dict[str, object]]:
+        """The faults still armed, as JSON."""
+        return [rule.describe() for rule in self._rules]
+
+    def take(self, path: str) -> FaultRule | None:
+        """Spend one hit of the first rule matching `path`, if any."""
+        for rule in self._rules:
+            if rule.matches(path):
+                rule.remaining -= 1
+                if rule.remaining == 0:
+                    self._rules.remove(rule)
+                return rule
+        return None
+
+
+class FaultMiddleware:
+    """ASGI middleware that applies armed faults to non-admin requests."""
+
+    def __init__(self, app: ASGIApp, book: FaultBook, stats: Stats,
+                 dropper: ConnectionDropper | None = None) -> None:
+        self.app = app
+        self.book = book
+        self.stats = stats
+        self.dropper = dropper
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rule = None
+        if scope["type"] == "http" and not scope["path"].startswith(ADMIN_PREFIX):
+            rule = self.book.take(scope["path"])
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        self.stats.bump("faults_fired")
+        if rule.kind == "error":
+            detail = f"Injected fault: HTTP {rule.status}"
+            await JSONResponse({"detail": detail}, rule.status)(scope, receive, send)
+        elif rule.kind == "rate_limit":
+            headers = {"Retry-After": str(rule.retry_after)}
+            body = {"detail": "Too many requests (injected fault)."}
+            await JSONResponse(body, 429, headers=headers)(scope, receive, send)
+        elif rule.kind == "hang":
+            replay = await _stall(rule.seconds, receive)
+            if replay is not None:
+                await self.app(scope, replay, send)
+        elif self.dropper is None or not self.dropper(scope):
+            raise ConnectionDropped("drop fault: the connection could not be cut")
+
+
+async def _stall(seconds: float, receive: Receive) -> Receive | None:
+    """Wait `seconds`, or less if the client leaves; None when it left.
+
+    The request body is read while waiting (that is how a departure shows up
+    in ASGI), so the returned callable hands the body on to the app.
+    """
+    held: list[Message] = []
+
+    async def until_disconnect() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            held.append(message)
+
+    try:
+        await asyncio.wait_for(until_disconnect(), timeout=seconds)
+    except TimeoutError:
+        pass
+    else:
+        return None
+
+    async def replay() -> Message:
+        return held.pop(0) if held else await receive()
+
+    return replay

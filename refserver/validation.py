@@ -1,0 +1,131 @@
+"""Request-body checks that answer the way the real server's 422s look.
+
+The real server validates bodies with pydantic and wraps the errors as
+`{"error": "validation_error", "message": ..., "detail": [...]}`. This is a
+small stand-in for the handful of field shapes the contract uses, with the
+same error `type` and `msg` strings, so a client's parser meets the real
+thing. Offending values are never echoed back: one of them is a password.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+ErrorItem = dict[str, Any]
+
+
+class ValidationFailed(Exception):
+    """A request body the server will not process; answered with 422."""
+
+    def __init__(self, errors: list[ErrorItem]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One expected body field; `kind` is str, int or float."""
+
+    name: str
+    kind: type
+    required: bool = True
+    min_length: int | None = None
+    max_length: int | None = None
+    ge: float | None = None
+    le: float | None = None
+    default: Any = None
+
+    def check(self, value: Any) -> ErrorItem | None:
+        """The error for `value`, or None when it is acceptable."""
+        loc = ["body", self.name]
+        if not _has_kind(value, self.kind):
+            return _error(loc, *_KIND_ERRORS[self.kind])
+        if self.min_length is not None and len(value) < self.min_length:
+            suffix = "" if self.min_length == 1 else "s"
+            msg = f"String should have at least {self.min_length} character{suffix}"
+            return _error(loc, "string_too_short", msg, {"min_length": self.min_length})
+        if self.max_length is not None and len(value) > self.max_length:
+            msg = f"String should have at most {self.max_length} characters"
+            return _error(loc, "string_too_long", msg, {"max_length": self.max_length})
+        if self.ge is not None and value < self.ge:
+            msg = f"Input should be greater than or equal to {self.ge:g}"
+            return _error(loc, "greater_than_equal", msg, {"ge": self.ge})
+        if self.le is not None and value > self.le:
+            msg = f"Input should be less than or equal to {self.le:g}"
+            return _error(loc, "less_than_equal", msg, {"le": self.le})
+        return None
+
+
+_KIND_ERRORS: dict[type, tuple[str, str]] = {
+    str: ("string_type", "Input should be a valid string"),
+    int: ("int_type", "Input should be a valid integer"),
+    float: ("float_type", "Input should be a valid number"),
+}
+
+
+def _has_kind(value: Any, kind: type) -> bool:
+    # bool is an int subclass in Python, but JSON true is not a number.
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def _error(loc: list[Any], kind: str, msg: str, ctx: dict[str, Any] | None = None) -> ErrorItem:
+    item: ErrorItem = {"type": kind, "loc": loc, "msg": msg}
+    if ctx is not None:
+        item["ctx"] = ctx
+    return item
+
+
+async def read_body(request: Request, fields: Sequence[Field]) -> dict[str, Any]:
+    """Parse and check a JSON object body; raise `ValidationFailed` on any problem."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ValidationFailed([_error(["body"], "missing", "Field required")])
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "invalid UTF-8"
+        raise ValidationFailed([_error(["body", position], "json_invalid", "JSON decode error",
+                                       {"error": reason})]) from exc
+    return check_fields(body, fields)
+
+
+def check_fields(body: Any, fields: Sequence[Field]) -> dict[str, Any]:
+    """Check an already-decoded body against `fields`; unknown keys are ignored."""
+    if not isinstance(body, dict):
+        msg = "Input should be a valid dictionary or object to extract fields from"
+        raise ValidationFailed([_error(["body"], "model_attributes_type", msg)])
+    values: dict[str, Any] = {}
+    errors: list[ErrorItem] = []
+    for field in fields:
+        value = body.get(field.name)
+        if field.name not in body or (value is None and not field.required):
+            if field.required:
+                errors.append(_error(["body", field.name], "missing", "Field required"))
+            values[field.name] = field.default
+            continue
+        problem = field.check(value)
+        if problem is None:
+            values[field.name] = value
+        else:
+            errors.append(problem)
+    if errors:
+        raise ValidationFailed(errors)
+    return values
+
+
+def validation_response(errors: list[ErrorItem]) -> JSONResponse:
+    """The 422 answer for `errors`, shaped like the real server's."""
+    body = {"error": "validation_error", "message": "Request validation failed",
+            "detail": errors}
+    return JSONResponse(body, status_code=422)

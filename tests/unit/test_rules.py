@@ -1,0 +1,237 @@
+"""Expiry, breaker and retry rules: examples plus properties over all times and sequences."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cidx_auth.domain import breaker as br
+from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState, Circuit
+from cidx_auth.domain.errors import (
+    InvalidCredentials,
+    RateLimited,
+    RefreshRejected,
+    ServerUnavailable,
+)
+from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+from cidx_auth.domain.retry import RetryPolicy, is_retryable, parse_retry_after
+from cidx_auth.domain.token import AccessToken
+
+NOW = 1_800_000_000.0
+POLICY = ExpiryPolicy()
+CONFIG = BreakerConfig()
+
+
+def token(lifetime: float = 600.0, iat: float = NOW) -> AccessToken:
+    return AccessToken("h.c.s", "RS256", iat + lifetime, iat, None, None)
+
+
+# --- expiry -------------------------------------------------------------------------
+
+
+def test_ten_minute_token_states() -> None:
+    t = token()
+    assert POLICY.state(t, NOW) is TokenState.FRESH
+    assert POLICY.state(t, NOW + 299.9) is TokenState.FRESH
+    assert POLICY.state(t, NOW + 300) is TokenState.STALE
+    assert POLICY.state(t, NOW + 569.9) is TokenState.STALE
+    # errata #1: unusable 30 s *before* exp, not after it.
+    assert POLICY.state(t, NOW + 570) is TokenState.EXPIRED
+    assert POLICY.state(t, NOW + 630) is TokenState.EXPIRED
+
+
+def test_offset_moves_the_judgement_to_the_server_clock() -> None:
+    t = token()
+    # Client clock 10 minutes slow: server time is client + 600.
+    assert POLICY.state(t, NOW - 600, clock_offset=600) is TokenState.FRESH
+    assert POLICY.state(t, NOW - 30, clock_offset=600) is TokenState.EXPIRED
+    # Client clock 10 minutes fast.
+    assert POLICY.state(t, NOW + 600, clock_offset=-600) is TokenState.FRESH
+    assert POLICY.seconds_left(t, NOW + 600, clock_offset=-600) == pytest.approx(570)
+
+
+def test_short_lived_tokens_scale_the_margins() -> None:
+    t = token(lifetime=4)
+    assert POLICY.margins(t) == (0.4, 2.0)
+    assert POLICY.state(t, NOW + 1) is TokenState.FRESH
+    assert POLICY.state(t, NOW + 2.5) is TokenState.STALE
+    assert POLICY.state(t, NOW + 3.6) is TokenState.EXPIRED
+
+
+def test_token_without_iat_uses_the_plain_constants() -> None:
+    t = AccessToken("h.c.s", "RS256", NOW + 600, None, None, None)
+    assert POLICY.margins(t) == (30.0, 300.0)
+
+
+@given(
+    lifetime=st.floats(min_value=0.01, max_value=86_400),
+    at=st.floats(min_value=-90_000, max_value=90_000),
+    offset=st.floats(min_value=-3600, max_value=3600),
+)
+def test_expiry_properties(lifetime: float, at: float, offset: float) -> None:
+    t = token(lifetime)
+    now = NOW + at
+    state = POLICY.state(t, now, offset)
+    server_now = now + offset
+    skew, window = POLICY.margins(t)
+    assert 0 < skew <= window <= max(POLICY.refresh_window, skew)
+    # A token is never sent when it dies within the skew: errata #1.
+    if state is not TokenState.EXPIRED:
+        assert server_now + skew < t.exp + 1e-6
+        assert POLICY.seconds_left(t, now, offset) > 0
+    else:
+        assert POLICY.seconds_left(t, now, offset) == 0 or server_now + skew >= t.exp - 1e-6
+    # Time only moves a token forward through the states.
+    order = [TokenState.FRESH, TokenState.STALE, TokenState.EXPIRED]
+    assert order.index(POLICY.state(t, now + 1, offset)) >= order.index(state)
+
+
+# --- breaker ------------------------------------------------------------------------
+
+
+def fail(state: BreakerState, now: float = NOW, retry_after: float | None = None) -> BreakerState:
+    return br.record(state, True, now, CONFIG, retry_after)
+
+
+def test_opens_after_exactly_five_consecutive_failures() -> None:
+    state = BreakerState()
+    for _ in range(4):
+        state = fail(state)
+        assert br.admit(state, NOW, CONFIG)[0] is Admission.ALLOW
+    state = fail(state)
+    assert state.circuit is Circuit.OPEN
+    assert br.admit(state, NOW + 299, CONFIG)[0] is Admission.REJECT
+    assert br.retry_at(state) == NOW + 300
+
+
+def test_a_success_resets_the_count() -> None:
+    state = BreakerState()
+    for _ in range(4):
+        state = fail(state)
+    state = br.record(state, False, NOW, CONFIG)
+    for _ in range(4):
+        state = fail(state)
+    assert state.circuit is Circuit.CLOSED
+
+
+def test_half_open_lets_exactly_one_probe_through() -> None:
+    state = BreakerState()
+    for _ in range(5):
+        state = fail(state)
+    decision, state = br.admit(state, NOW + 300, CONFIG)
+    assert decision is Admission.PROBE and state.circuit is Circuit.HALF_OPEN
+    assert br.admit(state, NOW + 301, CONFIG)[0] is Admission.REJECT
+    assert br.retry_at(state) == NOW + 300 + CONFIG.probe_timeout
+    closed = br.record(state, False, NOW + 302, CONFIG)
+    assert closed == BreakerState()
+    reopened = fail(state, NOW + 302)
+    assert reopened.circuit is Circuit.OPEN and reopened.open_until == NOW + 602
+
+
+def test_a_lost_probe_is_replaced_after_its_timeout() -> None:
+    state = BreakerState(Circuit.HALF_OPEN, 5, NOW, probe_until=NOW + 90)
+    assert br.admit(state, NOW + 89, CONFIG)[0] is Admission.REJECT
+    decision, state = br.admit(state, NOW + 90, CONFIG)
+    assert decision is Admission.PROBE and state.probe_until == NOW + 180
+
+
+def test_retry_after_lengthens_the_open_period() -> None:
+    state = BreakerState(failures=4)
+    assert fail(state, retry_after=900).open_until == NOW + 900
+    assert fail(state, retry_after=10).open_until == NOW + 300
+
+
+def test_late_answers_do_not_close_an_open_circuit() -> None:
+    state = BreakerState(Circuit.OPEN, 5, NOW + 300)
+    assert br.record(state, False, NOW, CONFIG) == state
+    assert fail(state) == state
+
+
+def test_the_table_is_the_whole_state_machine() -> None:
+    for (source, signal), target in br.TRANSITIONS.items():
+        stepped = br.step(BreakerState(circuit=source), signal, NOW, CONFIG)
+        assert stepped.circuit is target
+    assert br.step(BreakerState(), br.Signal.COOLDOWN_OVER, NOW, CONFIG) == BreakerState()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ok", "fail", "admit"]), st.floats(0, 1000)), max_size=60))
+def test_breaker_properties(ops: list[tuple[str, float]]) -> None:
+    state, now, streak = BreakerState(), NOW, 0
+    for op, dt in ops:
+        now += dt
+        if op == "admit":
+            decision, new = br.admit(state, now, CONFIG)
+            if decision is Admission.PROBE:
+                assert state.circuit is not Circuit.CLOSED
+                assert state.probe_until is None or now >= state.probe_until
+            if decision is Admission.REJECT:
+                assert new.circuit is not Circuit.CLOSED
+            state = new
+            continue
+        before = state
+        state = br.record(state, op == "fail", now, CONFIG)
+        if before.circuit is Circuit.CLOSED:
+            streak = streak + 1 if op == "fail" else 0
+            # Open exactly when the fifth consecutive failure lands.
+            assert (state.circuit is Circuit.OPEN) == (streak >= CONFIG.failure_threshold)
+            if state.circuit is Circuit.OPEN:
+                streak = 0
+        if before.circuit is Circuit.OPEN:
+            assert state == before
+
+
+# --- retry --------------------------------------------------------------------------
+
+
+def test_backoff_is_full_jitter_exponential_and_capped() -> None:
+    policy = RetryPolicy()
+    assert policy.backoff(1, 0.999) == pytest.approx(0.999)
+    assert policy.backoff(2, 0.5) == pytest.approx(1.0)
+    assert policy.backoff(3, 0.5) == pytest.approx(2.0)
+    assert policy.backoff(20, 0.999) == pytest.approx(59.94)
+    assert policy.backoff(2, 0.0) == 0.0
+
+
+def test_three_attempts_then_give_up() -> None:
+    policy = RetryPolicy()
+    error = ServerUnavailable("down")
+    assert policy.delay(error, 1, 0.5) is not None
+    assert policy.delay(error, 2, 0.5) is not None
+    assert policy.delay(error, 3, 0.5) is None
+
+
+def test_refusals_are_never_retried() -> None:
+    policy = RetryPolicy()
+    assert policy.delay(InvalidCredentials("no"), 1, 0.5) is None
+    assert policy.delay(RefreshRejected("no"), 1, 0.5) is None
+    assert not is_retryable(InvalidCredentials("no"))
+
+
+def test_retry_after_is_honoured_up_to_the_cap() -> None:
+    policy = RetryPolicy()
+    assert policy.delay(RateLimited("slow down", retry_after=7), 1, 0.1) == 7
+    assert policy.delay(ServerUnavailable("503", retry_after=60), 1, 0.1) == 60
+    assert policy.delay(RateLimited("slow down", retry_after=61), 1, 0.1) is None
+
+
+def test_parse_retry_after_seconds_and_dates() -> None:
+    assert parse_retry_after("120", NOW) == 120
+    assert parse_retry_after(" 0 ", NOW) == 0
+    assert parse_retry_after("-5", NOW) == 0
+    date = email.utils.formatdate(NOW + 90, usegmt=True)
+    assert parse_retry_after(date, NOW) == pytest.approx(90)
+    assert parse_retry_after(email.utils.formatdate(NOW - 90, usegmt=True), NOW) == 0
+    for bad in (None, "soon", "", "inf", "Mon, 99 Foo 2026 00:00:00"):
+        assert parse_retry_after(bad, NOW) is None
+    assert parse_retry_after("Sun, 06 Nov 1994 08:49:37", NOW) is None  # no zone
+
+
+@given(failures=st.integers(1, 50), draw=st.floats(0, 0.999999))
+def test_backoff_properties(failures: int, draw: float) -> None:
+    policy = RetryPolicy()
+    delay = policy.backoff(failures, draw)
+    assert 0 <= delay <= policy.cap
+    assert delay <= policy.base * policy.factor ** (failures - 1) + 1e-9
