@@ -32,7 +32,7 @@ test: lint typecheck contracts
 		--cov-report=term-missing:skip-covered --cov-fail-under=95 $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/cidx-auth demo
+	$(BIN)/cidx-auth simulate
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -180,6 +180,7 @@ class ScriptedGateway:
         self._script: deque[CidxAuthError | Grant] = deque()
         self._families: dict[str, str] = {}
         self._used: set[str] = set()
+        self._revoked: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -197,7 +198,7 @@ class ScriptedGateway:
     def revoke_all(self) -> None:
         """Every refresh token dies, as after the server revokes the user's sessions."""
         with self._lock:
-            self._used.update(self._families)
+            self._revoked.update(self._families)
 
     def login(self, credentials: Credentials) -> Grant:
         with self._lock:
@@ -219,6 +220,8 @@ class ScriptedGateway:
             username = self._families.get(refresh_token)
             if username is None:
                 raise RefreshRejected("Invalid refresh token")
+            if refresh_token in self._revoked:
+                raise RefreshRejected("Refresh token revoked due to admin_revoke")
             if refresh_token in self._used:
                 self.replays += 1
                 raise RefreshRejected("Token replay attack detected")

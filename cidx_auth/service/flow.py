@@ -110,13 +110,23 @@ def save(session: Session) -> Flow:
 
 
 def load(current: Session | None) -> Flow:
-    """The stored session, or the in-memory one when storage has nothing or fails."""
+    """The newest of the stored and the in-memory session.
+
+    Normally the store is newer (another process refreshed). After storage failed for
+    a while, memory is newer: its refresh token has rotated past the stored one, which
+    the server would now treat as a replay. Then memory wins and is written back.
+    """
     try:
         stored = yield fx.LoadSession()
     except StorageError as error:
         yield fx.Degraded(f"token not loaded ({type(error).__name__}: {error})")
         return current
-    return stored if stored is not None else current
+    if stored is None:
+        return current
+    if current is not None and current.token.exp > stored.token.exp:
+        yield from save(current)
+        return current
+    return stored
 
 
 def acquire(current: Session | None, rejected: frozenset[str], rules: Rules) -> Flow:

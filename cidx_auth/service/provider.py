@@ -88,6 +88,8 @@ class TokenProvider:
         self._rules = rules
         self._ports = Ports(clock, store, credentials, breaker, self._emit, self._degrade, rng)
         self._current: _Current | None = None
+        self._dropped: Session | None = None
+        """The last invalidated session: its refresh token is still good to renew with."""
         self._mutex = threading.Lock()
         self._flight: _Flight | None = None
         self._rejected: deque[str] = deque(maxlen=32)
@@ -146,7 +148,7 @@ class TokenProvider:
                 self._rejected.append(rejected)
             current = self._current
             if current is not None and current.raw == token:
-                self._current = None
+                self._current, self._dropped = None, current.session
                 self._emit(AuthEvent(EventKind.INVALIDATED, self._clock.now(), "", rejected))
 
     def state(self) -> TokenState | None:
@@ -168,7 +170,7 @@ class TokenProvider:
         """Forget the session here and in the store; ``forget`` drops credentials too."""
         run_sync(flow.log_out(forget, self._rules), *self._sync())
         with self._mutex:
-            self._current = None
+            self._current = self._dropped = None
 
     def _join(self, is_async: bool) -> tuple[_Flight | None, str | None]:
         """This caller's part: (a flight to follow, or None to lead; or an early answer)."""
@@ -211,7 +213,7 @@ class TokenProvider:
     def _acquire(self) -> flow.Flow:
         current = self._current
         return flow.acquire(
-            current.session if current is not None else None,
+            current.session if current is not None else self._dropped,
             frozenset(self._rejected),
             self._rules,
         )

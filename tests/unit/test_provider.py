@@ -322,3 +322,23 @@ def test_refresh_rejected_without_stored_credentials_while_stale_keeps_token() -
     world.clock.advance(301)
     assert world.provider.get_token() == first
     assert world.events[EventKind.REFRESH_FAILED] == 1
+
+
+def test_storage_coming_back_does_not_replay_a_rotated_refresh_token(world: World) -> None:
+    world.provider.get_token()
+    world.store.failure = StorageError("disk full")
+    world.clock.advance(600)
+    in_memory = world.provider.get_token()  # refreshed while the store kept the old session
+    world.store.failure = None
+    world.clock.advance(600)
+    assert world.provider.get_token() != in_memory
+    assert world.gateway.replays == 0 and world.gateway.logins == 1
+    assert world.store.session is not None and world.store.session.token.raw != in_memory
+
+
+def test_simulated_hours_of_use_fail_nothing() -> None:
+    from cidx_auth.simulate import simulate
+
+    report, counts = simulate(hours=3)
+    assert report.ok and report.operations > 1000
+    assert counts["refreshed"] > 10 and counts["relogged_in"] >= 1

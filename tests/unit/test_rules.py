@@ -157,7 +157,10 @@ def test_the_table_is_the_whole_state_machine() -> None:
     assert br.step(BreakerState(), br.Signal.COOLDOWN_OVER, NOW, CONFIG) == BreakerState()
 
 
-@given(st.lists(st.tuples(st.sampled_from(["ok", "fail", "admit"]), st.floats(0, 1000)), max_size=60))
+OPS = st.tuples(st.sampled_from(["ok", "fail", "admit"]), st.floats(0, 1000))
+
+
+@given(st.lists(OPS, max_size=60))
 def test_breaker_properties(ops: list[tuple[str, float]]) -> None:
     state, now, streak = BreakerState(), NOW, 0
     for op, dt in ops:
