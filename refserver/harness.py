@@ -1,0 +1,245 @@
+"""`RunningServer`: the reference server as a child process, for tests.
+
+A child process (not a thread) because tests need what only a process
+gives: a real socket, a kill that looks like a crash, and a restart on the
+same port. The child is told to exit when its stdin closes, so even a test
+run killed outright leaves no server behind; `close()` and an `atexit`
+hook cover the ordinary paths.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from refserver.cli import DEFAULT_USERS, config_to_argv
+from refserver.config import ServerConfig
+from refserver.tls import client_context, ensure_tls_material
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_READY_PREFIX = "serving on "
+_live: weakref.WeakSet[RunningServer] = weakref.WeakSet()
+
+
+class RunningServer:
+    """Start, stop, restart and steer a reference server in a child process.
+
+    Use as a context manager; `url` is the base URL, `ca_file` the CA bundle
+    to trust when serving TLS (None otherwise).
+    """
+
+    def __init__(self, config: ServerConfig | None = None, tls_dir: Path | None = None, *,
+                 tls: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 startup_timeout: float = 15.0) -> None:
+        self.config = config or ServerConfig(users=dict(DEFAULT_USERS))
+        self.host = host
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self.url = ""
+        self._own_tls_dir = tls and tls_dir is None
+        if self._own_tls_dir:
+            tls_dir = Path(tempfile.mkdtemp(prefix="refserver-tls-"))
+        self.tls_dir = tls_dir
+        self.ca_file = ensure_tls_material(self.tls_dir).ca_file if self.tls_dir else None
+        self._process: subprocess.Popen[str] | None = None
+        self._output: deque[str] = deque(maxlen=200)
+        self._pump_thread: threading.Thread | None = None
+        _live.add(self)
+
+    # Lifecycle -------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self.running and self._process else None
+
+    def start(self) -> None:
+        """Start the child (on the port used before, after a stop) and wait for /health."""
+        if self.running:
+            raise RuntimeError("the reference server is already running")
+        deadline = time.monotonic() + self.startup_timeout
+        announced: queue.Queue[str] = queue.Queue()
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, env=self._environment())
+        self._pump_thread = threading.Thread(
+            target=self._pump, args=(self._process, announced), name="refserver-output",
+            daemon=True)
+        self._pump_thread.start()
+        try:
+            self.url = self._await_announcement(announced, deadline)
+            self.port = int(self.url.rsplit(":", 1)[1])
+            self._await_health(deadline)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the child to shut down gracefully; kill it if it will not."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._release(process)
+
+    def kill(self) -> None:
+        """Kill the child at once, as a crash would."""
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        self._release(process)
+
+    def close(self) -> None:
+        """Stop the child and remove any TLS directory this harness made."""
+        self.stop()
+        if self._own_tls_dir and self.tls_dir is not None:
+            shutil.rmtree(self.tls_dir, ignore_errors=True)
+            self._own_tls_dir = False
+
+    def output(self) -> str:
+        """The child's recent output (stdout and stderr), for failure messages."""
+        return "".join(self._output)
+
+    # Admin controls --------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """`GET /_admin/stats`."""
+        return dict(self._admin("GET", "/_admin/stats"))
+
+    def inject(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
+        """Arm a fault: `kind` is error, rate_limit, hang or drop; see `refserver.faults`."""
+        body = {"kind": kind, "count": count, **options}
+        return dict(self._admin("POST", "/_admin/faults", body))
+
+    def clear_faults(self) -> None:
+        """`DELETE /_admin/faults`."""
+        self._admin("DELETE", "/_admin/faults")
+
+    def revoke(self, username: str) -> int:
+        """Revoke all of a user's refresh families; returns how many."""
+        body = self._admin("POST", "/_admin/revoke", {"username": username})
+        return int(body["revoked_families"])
+
+    def reset(self) -> None:
+        """Zero counters and forget limiters, lockouts and faults."""
+        self._admin("POST", "/_admin/reset")
+
+    def set_clock_offset(self, seconds: float) -> None:
+        """Shift the server's clock `seconds` away from real time."""
+        self._admin("POST", "/_admin/clock", {"offset": seconds})
+
+    def verify(self) -> Any:
+        """What to pass as httpx's `verify=` to trust this server."""
+        return client_context(self.ca_file) if self.ca_file else True
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client aimed at this server, trusting its CA."""
+        options.setdefault("verify", self.verify())
+        options.setdefault("trust_env", False)
+        return httpx.Client(base_url=self.url, **options)
+
+    # Internals -------------------------------------------------------------
+
+    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        with self.client(timeout=10.0) as http:
+            response = http.request(method, path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def _command(self) -> list[str]:
+        command = [sys.executable, "-m", "refserver", *config_to_argv(self.config),
+                   "--host", self.host, "--port", str(self.port), "--stop-on-stdin-eof"]
+        if self.tls_dir is not None:
+            command += ["--tls", str(self.tls_dir)]
+        return command
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The child must import this very copy of the package, wherever the cwd is.
+        paths = [str(_PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _pump(self, process: subprocess.Popen[str], announced: queue.Queue[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self._output.append(line)
+            if line.startswith(_READY_PREFIX):
+                announced.put(line[len(_READY_PREFIX):].strip())
+
+    def _await_announcement(self, announced: queue.Queue[str], deadline: float) -> str:
+        while time.monotonic() < deadline:
+            try:
+                return announced.get(timeout=0.05)
+            except queue.Empty:
+                if self._process is None or self._process.poll() is not None:
+                    raise RuntimeError(f"reference server exited:\n{self.output()}") from None
+        raise TimeoutError(f"reference server did not announce itself:\n{self.output()}")
+
+    def _await_health(self, deadline: float) -> None:
+        with self.client(timeout=2.0) as http:
+            while True:
+                try:
+                    if http.get("/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"/health never answered:\n{self.output()}")
+                time.sleep(0.05)
+
+    def _release(self, process: subprocess.Popen[str]) -> None:
+        # The child is gone, so its output pipe is at EOF: let the pump finish
+        # reading before the pipe is closed under it.
+        if self._pump_thread is not None:
+            self._pump_thread.join(timeout=2.0)
+            self._pump_thread = None
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                stream.close()
+        self._process = None
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # Last resort for harnesses never closed: no child and no temp directory may outlive us.
+    for server in list(_live):
+        server.kill()
+        server.close()
