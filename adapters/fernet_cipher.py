@@ -1,0 +1,100 @@
+"""Fernet encryption under a key that belongs to one user and one project (errata #14).
+
+The key is PBKDF2-HMAC-SHA256 of the per-user secret (:mod:`adapters.user_secret`),
+salted with the project's identity: its resolved path and its server URL. So a token
+file copied into another project, or pointed at another server, does not decrypt
+there, and one taken to another user or machine does not decrypt anywhere.
+
+Iterations: PBKDF2's stretching slows down guessing a *low-entropy* input such as a
+password. Our input is 256 random bits, which nobody can guess at any speed, so the
+count buys no security; it only costs start-up time in every CLI process that reads
+the token. :data:`PBKDF2_ITERATIONS` is therefore small (1,000, well under a
+millisecond). PBKDF2 is kept, rather than a bare hash, because it is the standard
+keyed derivation the user story asks for. ``hashlib.pbkdf2_hmac`` is the same
+function as cryptography's ``PBKDF2HMAC`` and costs nothing to import.
+
+Any decryption failure (damaged, truncated, foreign key, tampered) is one opaque
+:class:`CorruptStore` that says nothing about which check failed.
+
+Memory (errata #13): the stores wipe the plaintext buffers they own with :func:`wipe`
+(:data:`MEMORY_CLEAR_ITERATIONS` passes). What Python cannot wipe stays in memory until
+the allocator reuses it: the ``str`` that ``json.dumps`` returns, the ``bytes`` handed
+to and returned by Fernet, the key and the secret, and the token as the provider holds
+it. Wiping narrows the window; it does not close it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+from adapters.user_secret import UserSecret
+from cidx_auth.domain.errors import CorruptStore
+
+PBKDF2_ITERATIONS = 1_000
+MEMORY_CLEAR_ITERATIONS = 3
+_SALT_LABEL = b"cidx-auth project key v1\0"
+_WIPE_PATTERNS = (0x00, 0xFF, 0x00)
+
+
+def wipe(buffer: bytearray) -> None:
+    """Overwrite ``buffer`` in place, :data:`MEMORY_CLEAR_ITERATIONS` times."""
+    size = len(buffer)
+    for index in range(MEMORY_CLEAR_ITERATIONS):
+        buffer[:] = bytes([_WIPE_PATTERNS[index % len(_WIPE_PATTERNS)]]) * size
+
+
+def project_salt(project: Path, server_url: str) -> bytes:
+    """The project's identity as a salt: resolved path and server URL, unambiguously joined."""
+    path = str(project.resolve()).encode("utf-8", "surrogateescape")
+    url = server_url.strip().rstrip("/").encode("utf-8")
+    return hashlib.sha256(_SALT_LABEL + path + b"\0" + url).digest()
+
+
+def derive_key(secret: bytes, salt: bytes, iterations: int = PBKDF2_ITERATIONS) -> bytes:
+    """32 key bytes from the user's secret and a project salt."""
+    return hashlib.pbkdf2_hmac("sha256", secret, salt, iterations, dklen=32)
+
+
+class FernetCipher:
+    """Authenticated encryption (AES-128-CBC + HMAC-SHA256) behind the ``Cipher`` port.
+
+    ``key`` returns the 32 raw key bytes; it is called once, on first use, so building
+    a container costs no file I/O. It may raise :class:`StorageError` (no secret): that
+    is a storage failure, not a damaged file, and is passed on as it is.
+    """
+
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        self._key = key
+        self._fernet: Fernet | None = None
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def for_project(cls, project: Path, server_url: str, secret: UserSecret) -> FernetCipher:
+        """The cipher for ``project`` talking to ``server_url``, keyed by ``secret``."""
+        salt = project_salt(project, server_url)
+        return cls(lambda: derive_key(secret.value(), salt))
+
+    def encrypt(self, plaintext: bytes) -> bytes:
+        return self._cipher().encrypt(plaintext)
+
+    def decrypt(self, ciphertext: bytes) -> bytes:
+        fernet = self._cipher()
+        try:
+            return fernet.decrypt(ciphertext)
+        except Exception:  # whatever failed, the answer is the same and reveals nothing
+            raise CorruptStore(
+                "stored data cannot be decrypted here: it is damaged, or it was written "
+                "for another project, server, user or machine"
+            ) from None
+
+    def _cipher(self) -> Fernet:
+        with self._mutex:
+            if self._fernet is None:
+                self._fernet = Fernet(base64.urlsafe_b64encode(self._key()))
+            return self._fernet

@@ -1,0 +1,219 @@
+"""Private files on disk: read without following links, write atomically, set aside.
+
+Every file cidx-auth keeps goes through here, so the rules live in one place:
+
+* the directory is 0700 and every file 0600: set on each write, and corrected with a
+  WARNING when a read or a write finds them wrong;
+* a file is opened with ``O_NOFOLLOW`` and must be a regular file (``fstat``) of at
+  most 64 KiB, so a symlink or a FIFO planted in the project cannot redirect a read,
+  hang it, or make it swallow a huge file;
+* a write goes to a unique temp file in the same directory, is flushed and fsynced,
+  then replaces the old file with one ``os.replace``, and the directory is fsynced so
+  the rename survives a crash (errata #6). A reader sees the old file or the new one,
+  never a mix; a failed write leaves the old file and no temp file behind. Temp files
+  that a killed writer left behind are swept by the next successful write.
+
+Damaged files are set aside by :mod:`adapters.file_quarantine`.
+
+Directories may be symlinks (dotfile managers link ``~/.config``); files may not.
+POSIX-only calls are guarded so the module imports on Windows, where mode bits mean
+little and are not enforced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from pathlib import Path
+
+from cidx_auth.domain.errors import CidxAuthError, CorruptStore, StorageError
+
+MAX_FILE_SIZE = 64 * 1024
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+STALE_TEMP_AGE = 60.0
+"""A temp file this old belongs to no live writer (a write takes milliseconds)."""
+
+POSIX = os.name == "posix"
+_READ_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO must fail the S_ISREG check, not block open
+    | getattr(os, "O_BINARY", 0)
+)
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.EBADF, getattr(errno, "ENOTSUP", errno.EINVAL)}
+
+Identity = tuple[int, int, int, int]
+"""(st_dev, st_ino, st_mtime_ns, st_size): changes whenever a writer replaces the file."""
+
+
+def warn(message: str, *args: object) -> None:
+    """Log a WARNING for the storage adapters (never with a secret in ``args``).
+
+    ``logging`` is imported on first use: a process that only reads a valid token never
+    warns, and every CLI call pays for what it imports before it can print a token.
+    """
+    import logging
+
+    logging.getLogger("cidx_auth.storage").warning(message, *args)
+
+
+def identity_of(status: os.stat_result) -> Identity:
+    """The :data:`Identity` of a ``stat`` result."""
+    return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+def storage_error(action: str, path: Path, error: OSError) -> StorageError:
+    """Our error for a failed system call: names the file and the reason, nothing else."""
+    reason = error.strerror or type(error).__name__
+    return StorageError(f"could not {action} {path}: {reason}")
+
+
+def stat_identity(path: Path) -> Identity | None:
+    """The identity of whatever is at ``path`` (a link is not followed); None if nothing."""
+    try:
+        return identity_of(os.lstat(path))
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise storage_error("inspect", path, error) from error
+
+
+def ensure_private_dir(directory: Path) -> None:
+    """Create ``directory`` (0700) if needed; correct its mode if someone widened it."""
+    not_a_directory = StorageError(f"{directory} is not a directory; move it away")
+    try:
+        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        status = os.stat(directory)
+    except FileExistsError:  # mkdir's answer when a file has the name
+        raise not_a_directory from None
+    except OSError as error:
+        raise storage_error("create", directory, error) from error
+    if not stat.S_ISDIR(status.st_mode):
+        raise not_a_directory
+    if POSIX and stat.S_IMODE(status.st_mode) != DIR_MODE:
+        warn(
+            "%s had mode %03o; setting it to %03o",
+            directory, stat.S_IMODE(status.st_mode), DIR_MODE,
+        )
+        try:
+            os.chmod(directory, DIR_MODE)
+        except OSError as error:
+            warn("could not correct the mode of %s: %s", directory, error.strerror)
+
+
+def read_private(path: Path, limit: int = MAX_FILE_SIZE) -> tuple[bytes, Identity] | None:
+    """The bytes of the regular file at ``path`` and its identity; None if it is missing.
+
+    Raises :class:`CorruptStore` for a link, a non-regular file or one over ``limit``
+    (the caller sets it aside) and :class:`StorageError` when the read itself fails.
+    """
+    if not POSIX and os.path.islink(path):  # no O_NOFOLLOW there: check first
+        raise CorruptStore(f"{path.name} is a symbolic link; refused")
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        if os.path.islink(path):
+            raise CorruptStore(f"{path.name} is a symbolic link; refused") from None
+        raise storage_error("read", path, error) from error
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise CorruptStore(f"{path.name} is not a regular file; refused")
+        if status.st_size > limit:
+            raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
+        _correct_mode(fd, path, status)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, limit + 1 - size):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:  # it grew after fstat: still too big to trust
+                raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
+        return b"".join(chunks), identity_of(status)
+    except CidxAuthError:
+        raise
+    except OSError as error:
+        raise storage_error("read", path, error) from error
+    finally:
+        os.close(fd)
+
+
+def _correct_mode(fd: int, path: Path, status: os.stat_result) -> None:
+    mode = stat.S_IMODE(status.st_mode)
+    if not POSIX or mode == FILE_MODE:
+        return
+    warn("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    except OSError as error:
+        warn("could not correct the mode of %s: %s", path, error.strerror)
+
+
+def write_private(path: Path, data: bytes, *, sweep_young: bool, now: float) -> Identity:
+    """Replace ``path`` with ``data`` atomically (0600); returns the new file's identity.
+
+    ``sweep_young`` also removes recent temp files: right only for a writer holding the
+    lock that every writer of ``path`` takes, since then no other write is in flight.
+    """
+    import tempfile  # only writers pay for it: a reading process never needs it
+
+    directory = path.parent
+    ensure_private_dir(directory)
+    prefix = f"{path.name}.tmp-"
+    temp: str | None = None
+    try:
+        fd, temp = tempfile.mkstemp(prefix=prefix, dir=directory)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, FILE_MODE)
+            written = identity_of(os.fstat(fd))
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        temp = None
+        fsync_dir(directory)
+    except OSError as error:
+        raise storage_error("write", path, error) from error
+    finally:
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+    sweep_temps(directory, prefix, keep_young=not sweep_young, now=now)
+    return written
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; a no-op where directories cannot be opened."""
+    if not POSIX:
+        return
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in _FSYNC_UNSUPPORTED:
+            raise
+    finally:
+        os.close(fd)
+
+
+def sweep_temps(directory: Path, prefix: str, *, keep_young: bool, now: float) -> None:
+    """Remove temp files a killed writer left behind; ``keep_young`` spares recent ones."""
+    with contextlib.suppress(OSError):
+        names = os.listdir(directory)
+        for name in names:
+            if not name.startswith(prefix):
+                continue
+            with contextlib.suppress(OSError):  # another process may sweep it first
+                temp = directory / name
+                if keep_young and now - os.lstat(temp).st_mtime < STALE_TEMP_AGE:
+                    continue
+                os.unlink(temp)

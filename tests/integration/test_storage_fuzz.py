@@ -1,0 +1,147 @@
+"""Whatever bytes end up in ``.token`` or ``.creds``, nothing unhandled escapes.
+
+The strategies cover random bytes, valid encryptions of garbage plaintext (bad JSON,
+wrong shapes, missing fields: past the cipher, into the parser) and truncations or
+bit flips of a genuine file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.fernet_cipher import FernetCipher
+from adapters.file_credential_store import UNREADABLE
+from adapters.project_layout import ProjectLayout
+from adapters.user_secret import UserSecret
+from cidx_auth.domain.errors import CredentialsUnreadable, MalformedToken
+from cidx_auth.domain.token import session_from_dict, session_to_dict
+from tests.integration.conftest import Files
+from tests.integration.storage_helpers import ALICE, SERVER_URL, known_sessions
+
+FIXTURES_ARE_RESET = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def near_misses() -> st.SearchStrategy[dict[str, object]]:
+    """A real session document with one field dropped or replaced."""
+    document = session_to_dict(known_sessions()[0], 0.0)
+    return st.sampled_from(sorted(document)).flatmap(
+        lambda key: st.one_of(
+            st.just({k: v for k, v in document.items() if k != key}),
+            JSON_VALUES.map(lambda value: {**document, key: value}),
+        )
+    )
+
+
+def garbage(cipher: FernetCipher, genuine: bytes) -> st.SearchStrategy[bytes]:
+    encrypted_garbage = st.one_of(
+        st.binary(max_size=512),
+        JSON_VALUES.map(lambda value: json.dumps(value).encode()),
+    ).map(cipher.encrypt)
+    truncated = st.integers(0, len(genuine) - 1).map(lambda n: genuine[:n])
+    flipped = st.tuples(st.integers(0, len(genuine) - 1), st.integers(1, 255)).map(
+        lambda at: genuine[: at[0]] + bytes([genuine[at[0]] ^ at[1]]) + genuine[at[0] + 1 :]
+    )
+    return st.one_of(st.binary(max_size=2048), encrypted_garbage, truncated, flipped)
+
+
+def near_miss_credentials(cipher: FernetCipher) -> st.SearchStrategy[bytes]:
+    """Credentials documents with a field dropped or of the wrong type or length."""
+    document = {"version": 1, "username": "alice", "password": "pw"}
+    bad = st.one_of(
+        st.sampled_from(sorted(document)).map(
+            lambda key: {k: v for k, v in document.items() if k != key}
+        ),
+        st.sampled_from(["username", "password"]).flatmap(
+            lambda key: st.sampled_from([None, 7, "", "x" * 1001, ["pw"]]).map(
+                lambda value: {**document, key: value}
+            )
+        ),
+        st.sampled_from([0, 2, "1", None]).map(lambda version: {**document, "version": version}),
+    )
+    return bad.map(lambda doc: cipher.encrypt(json.dumps(doc).encode()))
+
+
+def cipher_for(project: Path, config_dir: Path) -> FernetCipher:
+    return FernetCipher.for_project(project, SERVER_URL, UserSecret(config_dir))
+
+
+@pytest.fixture
+def genuine(files: Files) -> bytes:
+    files.provider.login(ALICE)
+    return files.store.path.read_bytes()
+
+
+@FIXTURES_ARE_RESET
+@given(data=st.data())
+def test_any_token_file_content_loads_as_none_and_is_set_aside(
+    files: Files, project: Path, config_dir: Path, genuine: bytes, data: st.DataObject
+) -> None:
+    content = data.draw(garbage(cipher_for(project, config_dir), genuine))
+    files.store.path.write_bytes(content)
+    assert files.store.load() is None
+    assert not files.store.path.exists()
+    assert list(files.store.path.parent.glob(".token.corrupt-*"))
+
+
+@FIXTURES_ARE_RESET
+@given(document=near_misses())
+def test_a_session_document_with_a_bad_field_is_read_exactly_as_the_parser_says(
+    files: Files, project: Path, config_dir: Path, document: dict[str, object]
+) -> None:
+    cipher = cipher_for(project, config_dir)
+    files.store.path.parent.mkdir(mode=0o700, exist_ok=True)
+    files.store.path.write_bytes(cipher.encrypt(json.dumps(document).encode()))
+    try:
+        expected = session_from_dict(json.loads(json.dumps(document)))
+    except MalformedToken:
+        expected = None
+    assert files.store.load() == expected
+    assert files.store.path.exists() == (expected is not None)
+
+
+@FIXTURES_ARE_RESET
+@given(data=st.data())
+def test_any_creds_file_content_is_a_clear_error(
+    files: Files, project: Path, config_dir: Path, data: st.DataObject
+) -> None:
+    files.credentials.save(ALICE)
+    genuine = files.credentials.path.read_bytes()
+    cipher = cipher_for(project, config_dir)
+    content = data.draw(st.one_of(garbage(cipher, genuine), near_miss_credentials(cipher)))
+    files.credentials.path.write_bytes(content)
+    with pytest.raises(CredentialsUnreadable) as error:
+        files.credentials.load()
+    assert str(error.value) == UNREADABLE
+    assert "cidx-auth login" in str(error.value)
+
+
+@settings(FIXTURES_ARE_RESET, max_examples=25)
+@given(content=st.binary(max_size=1024))
+def test_a_provider_over_a_garbage_token_logs_in_again(
+    project: Path, config_dir: Path, content: bytes
+) -> None:
+    first = Files(project, config_dir)
+    first.credentials.save(ALICE)
+    ProjectLayout(project).token.write_bytes(content)
+
+    token = first.provider.get_token()
+
+    assert first.gateway.logins == 1
+    assert list(first.store.path.parent.glob(".token.corrupt-*"))  # set aside, not overwritten
+    loaded = Files(project, config_dir).store.load()
+    assert loaded is not None
+    assert loaded.token.raw == token

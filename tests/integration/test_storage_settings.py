@@ -1,0 +1,94 @@
+"""The project layout, finding the project root, and ``auth.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from adapters.project_layout import (
+    ProjectLayout,
+    ProjectSettings,
+    find_project_root,
+    load_settings,
+    save_settings,
+)
+from cidx_auth.domain.errors import ConfigurationError
+
+
+def test_the_layout_names_every_file(project: Path) -> None:
+    layout = ProjectLayout(project)
+    directory = project / ".code-indexer"
+    assert layout.directory == directory
+    assert [layout.token, layout.token_lock, layout.creds, layout.state, layout.state_lock] == [
+        directory / name for name in (".token", ".token.lock", ".creds", ".state", ".state.lock")
+    ]
+    assert layout.settings == directory / "auth.json"
+
+
+def test_the_project_root_is_the_nearest_ancestor_with_a_store(tmp_path: Path) -> None:
+    outer, inner = tmp_path / "outer", tmp_path / "outer" / "inner"
+    deep = inner / "src" / "pkg"
+    deep.mkdir(parents=True)
+    (outer / ".code-indexer").mkdir()
+    assert find_project_root(deep) == outer
+    (inner / ".code-indexer").mkdir()
+    assert find_project_root(deep) == inner
+    assert find_project_root(inner) == inner
+
+
+def test_without_a_store_anywhere_the_start_is_the_root(tmp_path: Path) -> None:
+    start = tmp_path / "nowhere"
+    start.mkdir()
+    assert find_project_root(start) == start
+
+
+@pytest.mark.posix
+def test_settings_round_trip_as_private_plain_json(project: Path) -> None:
+    layout = ProjectLayout(project)
+    settings = ProjectSettings(
+        "https://cidx.example.com", "alice", ("RS256", "ES256"), "/etc/ca.pem", None
+    )
+    assert load_settings(layout) is None
+    save_settings(layout, settings)
+    assert load_settings(layout) == settings
+    assert stat.S_IMODE(os.stat(layout.settings).st_mode) == 0o600
+    document = json.loads(layout.settings.read_text())
+    assert document == {
+        "server_url": "https://cidx.example.com",
+        "username": "alice",
+        "allowed_algorithms": ["RS256", "ES256"],
+        "ca_bundle": "/etc/ca.pem",
+        "store_url": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        "[]",
+        '{"username": "alice"}',
+        '{"server_url": "ftp://x"}',
+        '{"server_url": "https://x", "allowed_algorithms": "RS256"}',
+        '{"server_url": "https://x", "allowed_algorithms": []}',
+        '{"server_url": "https://x", "allowed_algorithms": ["none"]}',
+        '{"server_url": "https://x", "ca_bundle": 7}',
+    ],
+)
+def test_bad_settings_say_how_to_fix_them(project: Path, content: str) -> None:
+    layout = ProjectLayout(project)
+    layout.directory.mkdir()
+    layout.settings.write_text(content)
+    with pytest.raises(ConfigurationError, match="run `cidx-auth login`"):
+        load_settings(layout)
+
+
+def test_settings_are_checked_when_made() -> None:
+    with pytest.raises(ConfigurationError, match="https://"):
+        ProjectSettings("cidx.example.com")
+    with pytest.raises(ConfigurationError, match='"none"'):
+        ProjectSettings("https://x", allowed_algorithms=("RS256", "None"))
