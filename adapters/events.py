@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import Counter
 
-from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.events import COUNTED, AuthEvent, EventKind
 from cidx_auth.ports import EventSink, StateStore
 
 _LEVELS = {
@@ -58,7 +58,8 @@ class StateCountingSink:
         self._state = state
 
     def emit(self, event: AuthEvent) -> None:
-        self._state.update(lambda state: state.counted(event))
+        if event.kind in COUNTED:  # the rest would only cost a read of the state file
+            self._state.update(lambda state: state.counted(event))
 
 
 class FanOutSink:

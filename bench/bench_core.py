@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.system_clock import SystemClock  # noqa: E402
-from cidx_auth.container import build_memory  # noqa: E402
+from adapters.system_clock import SystemClock
+from cidx_auth.container import build_memory
 
 ROUNDS = 31
 CALLS = 100_000

@@ -75,7 +75,12 @@ class AsyncAuthGateway(Protocol):
 
 @runtime_checkable
 class StateStore(Protocol):
-    """Breaker state and counters shared by every process of a project."""
+    """Breaker state and counters shared by every process of a project.
+
+    ``update`` applies ``change`` atomically (across processes for a shared store) and
+    returns the new state. ``change`` must be pure: a store may call it more than once,
+    and skips the write when it returns an equal state.
+    """
 
     def read(self) -> ClientState: ...
     def update(self, change: Callable[[ClientState], ClientState]) -> ClientState: ...

@@ -109,12 +109,13 @@ def save(session: Session) -> Flow:
         yield fx.Degraded(f"token not saved ({type(error).__name__}: {error})")
 
 
-def load(current: Session | None) -> Flow:
+def load(current: Session | None, repair: bool = True) -> Flow:
     """The newest of the stored and the in-memory session.
 
     Normally the store is newer (another process refreshed). After storage failed for
     a while, memory is newer: its refresh token has rotated past the stored one, which
-    the server would now treat as a replay. Then memory wins and is written back.
+    the server would now treat as a replay. Then memory wins and, with ``repair`` (only
+    under the lock), is written back.
     """
     try:
         stored = yield fx.LoadSession()
@@ -124,7 +125,8 @@ def load(current: Session | None) -> Flow:
     if stored is None:
         return current
     if current is not None and current.token.exp > stored.token.exp:
-        yield from save(current)
+        if repair:
+            yield from save(current)
         return current
     return stored
 
@@ -132,6 +134,11 @@ def load(current: Session | None) -> Flow:
 def acquire(current: Session | None, rejected: frozenset[str], rules: Rules) -> Flow:
     """Return an :class:`Outcome` with a usable session, or raise why there is none."""
     now = yield fx.Now()
+    # Writes are atomic renames, so reading without the lock is safe: when another
+    # process has already refreshed, this costs no lock at all.
+    peeked = yield from load(current, repair=False)
+    if _fresh(peeked, rejected, rules, now):
+        return (yield from _adopted(peeked, current, now))
     held = yield fx.AcquireLock(rules.lock_timeout)
     if held is fx.LockResult.UNAVAILABLE:
         yield fx.Degraded("token lock unavailable")
@@ -145,10 +152,8 @@ def acquire(current: Session | None, rejected: frozenset[str], rules: Rules) -> 
         )
     session = yield from load(current)
     usable = _usable(session, rejected, rules, now)
-    if usable and rules.expiry.state(session.token, now, session.clock_offset) is TokenState.FRESH:
-        if session is not current:
-            yield emit(EventKind.ACQUIRED, now, "token taken from the store", session)
-        return Outcome(session)
+    if _fresh(session, rejected, rules, now):
+        return (yield from _adopted(session, current, now))
     try:
         return Outcome((yield from renew(session, rules)))
     except (TransportError, AuthenticationError, TokenRejected) as error:
@@ -205,6 +210,18 @@ def log_out(forget: bool, rules: Rules) -> Flow:
     yield fx.ClearSession()
     if forget:
         yield fx.ClearCredentials()
+
+
+def _adopted(session: Session, current: Session | None, now: float) -> Flow:
+    if session is not current:
+        yield emit(EventKind.ACQUIRED, now, "token taken from the store", session)
+    return Outcome(session)
+
+
+def _fresh(session: Session | None, rejected: frozenset[str], rules: Rules, now: float) -> bool:
+    if session is None or session.token.fingerprint in rejected:
+        return False
+    return rules.expiry.state(session.token, now, session.clock_offset) is TokenState.FRESH
 
 
 def _usable(session: Session | None, rejected: frozenset[str], rules: Rules, now: float) -> bool:
