@@ -87,34 +87,43 @@ def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
         ) from None
 
 
-def _client_options(settings: HttpSettings) -> dict[str, Any]:
-    return {
+def _client_options(settings: HttpSettings, custom_transport: bool,
+                    context: ssl.SSLContext | None) -> dict[str, Any]:
+    options: dict[str, Any] = {
         "base_url": settings.server,
         "timeout": settings.timeout(),
         "limits": settings.limits(),
         "http2": settings.http2,
-        "verify": ssl_context(settings),
         "headers": {"User-Agent": settings.user_agent, "Accept": "application/json"},
         "follow_redirects": False,
     }
+    if not custom_transport:
+        # Building a context reads the CA store (tens of ms), so it is skipped when a
+        # test supplies its own transport, and a caller building two clients shares one.
+        options["verify"] = context or ssl_context(settings)
+    return options
 
 
 def make_client(
     settings: HttpSettings,
     auth: httpx.Auth | None = None,
     transport: httpx.BaseTransport | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> httpx.Client:
     """A blocking httpx client configured from ``settings`` (``transport`` for tests)."""
-    return httpx.Client(auth=auth, transport=transport, **_client_options(settings))
+    options = _client_options(settings, transport is not None, context)
+    return httpx.Client(auth=auth, transport=transport, **options)
 
 
 def make_async_client(
     settings: HttpSettings,
     auth: httpx.Auth | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> httpx.AsyncClient:
     """The asyncio twin of :func:`make_client`."""
-    return httpx.AsyncClient(auth=auth, transport=transport, **_client_options(settings))
+    options = _client_options(settings, transport is not None, context)
+    return httpx.AsyncClient(auth=auth, transport=transport, **options)
 
 
 def _untrusted(exc: BaseException) -> bool:
@@ -130,6 +139,16 @@ def _untrusted(exc: BaseException) -> bool:
 def never_sent(exc: httpx.HTTPError) -> bool:
     """True when the request certainly did not reach the server (safe to send again)."""
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def dropped(exc: httpx.HTTPError) -> bool:
+    """True when an open connection was closed under the request, with no answer yet.
+
+    The usual cause is a pooled keep-alive connection the server had already given up
+    (an HTTP/2 server may close one after answering a request whose body it never
+    read), so the next request meets a closed socket. A fresh connection usually works.
+    """
+    return isinstance(exc, httpx.RemoteProtocolError | httpx.WriteError | httpx.ReadError)
 
 
 def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthError:

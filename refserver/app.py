@@ -9,12 +9,15 @@ Tests call it directly with a fake clock and talk to it through
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from email.utils import formatdate
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refserver.admin_routes import AdminEndpoints
 from refserver.api_routes import ApiEndpoints
@@ -48,13 +51,37 @@ def create_app(config: ServerConfig, clock: Clock = time.time,
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(FaultMiddleware, book=state.faults, stats=state.stats,
+        middleware=[Middleware(ServerDate, clock=state.clock.now),
+                    Middleware(FaultMiddleware, book=state.faults, stats=state.stats,
                                dropper=dropper)],
         exception_handlers={ValidationFailed: _on_validation_failed,
                             HTTPException: _on_http_error},
     )
     app.state.refserver = state
     return app
+
+
+class ServerDate:
+    """Adds the ``Date`` header from the server's clock (which the admin may shift), so a
+    client sees one consistent server time in the header and in token ``iat``."""
+
+    def __init__(self, app: ASGIApp, clock: Callable[[], float]) -> None:
+        self.app = app
+        self.clock = clock
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def dated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                date = formatdate(self.clock(), usegmt=True).encode()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", date)]}
+            await send(message)
+
+        await self.app(scope, receive, dated)
 
 
 def server_state(app: Starlette) -> ServerState:

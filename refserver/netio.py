@@ -64,7 +64,9 @@ class TrackingListener(socket.socket):
 def listen(host: str, port: int, registry: ConnectionRegistry) -> TrackingListener:
     """Bind and listen on `host:port` (port 0 picks a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = TrackingListener(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio only turns Nagle off (TCP_NODELAY) for sockets that say
+    # so, and with Nagle on every small response waits ~40 ms for a delayed ACK.
+    listener = TrackingListener(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.registry = registry
     # Restarting on the same port right after a stop must not trip on TIME_WAIT.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

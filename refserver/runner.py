@@ -73,6 +73,7 @@ async def _serve_on(listener: socket.socket, registry: ConnectionRegistry, confi
     _arrange_shutdown(stop, stop_on_stdin_eof)
     settings = HypercornConfig()
     settings.graceful_timeout = GRACEFUL_SECONDS
+    settings.include_date_header = False  # the app dates answers on the server's own clock
     scheme = "http"
     if tls_dir is not None:
         material = ensure_tls_material(tls_dir)

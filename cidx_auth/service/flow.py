@@ -65,7 +65,11 @@ def emit(kind: EventKind, now: float, detail: str = "", token: Session | None = 
 
 
 def network(call: fx.Login | fx.Refresh, rules: Rules) -> Flow:
-    """Perform ``call`` through the breaker with retries; returns its :class:`Grant`."""
+    """Perform ``call`` through the breaker with retries; returns its :class:`Grant`.
+
+    A refresh answered 429 is not retried: the server's refresh limiter answers 429 only
+    to refused refreshes, so the same token would be refused again and feed the limiter.
+    """
     failures = 0
     while True:
         yield fx.Admit()
@@ -76,7 +80,7 @@ def network(call: fx.Login | fx.Refresh, rules: Rules) -> Flow:
             yield fx.Record(isinstance(error, ServerUnavailable), retry_after)
             failures += 1
             delay = rules.retry.delay(error, failures, (yield fx.Draw()))
-            if delay is None:
+            if delay is None or (isinstance(call, fx.Refresh) and isinstance(error, RateLimited)):
                 raise
             now = yield fx.Now()
             yield emit(EventKind.RETRY, now, f"{type(error).__name__}, next try in {delay:.1f} s")
@@ -90,8 +94,10 @@ def adopt(grant: Grant, username: str | None, kind: EventKind, rules: Rules) -> 
     """Check a grant against the rules, store it, and return the new session."""
     now = yield fx.Now()
     date_offset = grant.server_date - now if grant.server_date is not None else 0.0
+    # A token "issued in the future" is refused only if neither our clock nor the
+    # server's Date header vouches for its iat (a proxy may write its own Date).
     token = parse_access_token(
-        grant.access_token, rules.tokens, now + date_offset, grant.expires_in
+        grant.access_token, rules.tokens, now + max(0.0, date_offset), grant.expires_in
     )
     # The token's own issue time is the server's clock to the microsecond: the best
     # estimate of the offset. The Date header (whole seconds) is the fallback.

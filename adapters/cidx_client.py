@@ -1,0 +1,218 @@
+"""The CIDX API client, blocking and asyncio: business calls with no token in sight.
+
+    with CidxClient(settings, provider, breaker, clock=SystemClock()) as cidx:
+        hits = cidx.query("where is the token refreshed?", "backend", limit=5)
+
+Each client owns an httpx client with ``auth=CidxAuth(provider)``, so tokens are
+attached, renewed and retried after a 401 below the business code. The calls, the
+retry loop, the breaker bookkeeping and the meaning of each answer live in
+``adapters.cidx_calls``; the two classes here only send, sleep and wait for tokens,
+each with at most ``settings.max_in_flight`` requests on the wire at once.
+
+Pass the breaker the token provider uses (``container.breaker()``): login, refresh
+and API calls then share one view of the server, kept in the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from adapters.cidx_calls import (
+    HEALTH,
+    REPOS,
+    ApiError,
+    ApiRateLimited,
+    ApiUnauthorized,
+    ApiUnavailable,
+    Call,
+    Flow,
+    Policies,
+    Refused,
+    Send,
+    Sleep,
+    attempts,
+    failure,
+    generic_call,
+    query_call,
+)
+from adapters.http_settings import HttpSettings, make_async_client, make_client
+from adapters.httpx_auth import CidxAuth, TokenSource
+from cidx_auth.domain.errors import CidxAuthError, ProtocolError
+from cidx_auth.domain.retry import RetryPolicy
+from cidx_auth.ports import Clock
+from cidx_auth.service.breaker import CircuitBreaker
+
+__all__ = ["ApiError", "ApiRateLimited", "ApiUnauthorized", "ApiUnavailable",
+           "AsyncCidxClient", "CidxClient"]
+
+
+class _Shared:
+    """Construction and result checks common to both clients."""
+
+    def __init__(
+        self,
+        settings: HttpSettings,
+        provider: TokenSource,
+        breaker: CircuitBreaker,
+        *,
+        clock: Clock,
+        retry: RetryPolicy = RetryPolicy(),
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._rules = Policies(settings, breaker, retry, clock, rng)
+        self._source = provider
+        self._auth = CidxAuth(provider)
+
+    def _object(self, body: Any, call: Call) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{self._rules.settings.server} answered {call.method} "
+                                f"{call.path} with something other than a JSON object")
+        return body
+
+    def _auth_for(self, call: Call) -> CidxAuth | None:
+        # None means "no auth" to httpx: /health must not cost a login.
+        return self._auth if call.authenticated else None
+
+
+class CidxClient(_Shared):
+    """The blocking client; safe to share between threads."""
+
+    def __init__(self, settings: HttpSettings, provider: TokenSource, breaker: CircuitBreaker,
+                 *, clock: Clock, retry: RetryPolicy = RetryPolicy(),
+                 rng: Callable[[], float] = random.random,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(settings, provider, breaker, clock=clock, retry=retry, rng=rng)
+        self._http = make_client(settings, auth=self._auth, transport=transport)
+        self._slots = threading.BoundedSemaphore(settings.max_in_flight)
+
+    def query(self, text: str, repo: str, limit: int = 10, **filters: Any) -> dict[str, Any]:
+        """Semantic search in ``repo``; ``{"results": [...], "total_results": n, ...}``."""
+        call = query_call(text, repo, limit, filters)
+        return self._object(self._run(call), call)
+
+    def repos(self) -> dict[str, Any]:
+        """The repositories this user may query: ``{"repositories": [...], "total": n}``."""
+        return self._object(self._run(REPOS), REPOS)
+
+    def health(self) -> dict[str, Any]:
+        """The server's health report (no token needed)."""
+        return self._object(self._run(HEALTH), HEALTH)
+
+    def request(self, method: str, path: str, json: Any = None) -> Any:
+        """Any other call: the decoded JSON answer, None for an empty one."""
+        return self._run(generic_call(method, path, json))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CidxClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def _run(self, call: Call) -> Any:
+        flow: Flow = attempts(call, self._rules)
+        answer: Any = None
+        try:
+            while True:
+                try:
+                    step = flow.send(answer)
+                except StopIteration as stop:
+                    return stop.value
+                if isinstance(step, Send):
+                    answer = self._send(step.call)
+                elif isinstance(step, Sleep):
+                    self._rules.clock.sleep(step.seconds)
+                    answer = None
+                else:
+                    answer = self._source.get_token()
+        finally:
+            flow.close()
+
+    def _send(self, call: Call) -> Any:
+        request = self._http.build_request(call.method, call.path, json=call.body)
+        with self._slots:
+            try:
+                return self._http.send(request, auth=self._auth_for(call))
+            except httpx.HTTPError as exc:
+                return failure(exc, self._rules.settings)
+            except CidxAuthError as error:  # from CidxAuth: no token it could renew
+                return Refused(error)
+
+
+class AsyncCidxClient(_Shared):
+    """The asyncio client; share one per event loop between tasks."""
+
+    def __init__(self, settings: HttpSettings, provider: TokenSource, breaker: CircuitBreaker,
+                 *, clock: Clock, retry: RetryPolicy = RetryPolicy(),
+                 rng: Callable[[], float] = random.random,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(settings, provider, breaker, clock=clock, retry=retry, rng=rng)
+        self._http = make_async_client(settings, auth=self._auth, transport=transport)
+        self._slots = asyncio.Semaphore(settings.max_in_flight)
+
+    async def query(self, text: str, repo: str, limit: int = 10,
+                    **filters: Any) -> dict[str, Any]:
+        """Semantic search in ``repo``; ``{"results": [...], "total_results": n, ...}``."""
+        call = query_call(text, repo, limit, filters)
+        return self._object(await self._run(call), call)
+
+    async def repos(self) -> dict[str, Any]:
+        """The repositories this user may query: ``{"repositories": [...], "total": n}``."""
+        return self._object(await self._run(REPOS), REPOS)
+
+    async def health(self) -> dict[str, Any]:
+        """The server's health report (no token needed)."""
+        return self._object(await self._run(HEALTH), HEALTH)
+
+    async def request(self, method: str, path: str, json: Any = None) -> Any:
+        """Any other call: the decoded JSON answer, None for an empty one."""
+        return await self._run(generic_call(method, path, json))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncCidxClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def _run(self, call: Call) -> Any:
+        flow: Flow = attempts(call, self._rules)
+        answer: Any = None
+        try:
+            while True:
+                try:
+                    step = flow.send(answer)
+                except StopIteration as stop:
+                    return stop.value
+                if isinstance(step, Send):
+                    answer = await self._send(step.call)
+                elif isinstance(step, Sleep):
+                    await self._rules.clock.asleep(step.seconds)
+                    answer = None
+                else:
+                    answer = await self._source.aget_token()
+        finally:
+            flow.close()
+
+    async def _send(self, call: Call) -> Any:
+        request = self._http.build_request(call.method, call.path, json=call.body)
+        async with self._slots:
+            try:
+                return await self._http.send(request, auth=self._auth_for(call))
+            except httpx.HTTPError as exc:
+                return failure(exc, self._rules.settings)
+            except CidxAuthError as error:  # from CidxAuth: no token it could renew
+                return Refused(error)

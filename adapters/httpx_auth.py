@@ -1,0 +1,136 @@
+"""A drop-in ``httpx.Auth`` that sends the provider's bearer token and survives a 401.
+
+    client = httpx.Client(base_url=url, auth=CidxAuth(provider))
+
+The logic lives once, in :func:`bearer_flow`, a generator that yields either a request
+to send or a question for the token source (a token, please; this one was refused).
+:meth:`CidxAuth.sync_auth_flow` and :meth:`CidxAuth.async_auth_flow` only answer the
+questions, blocking or awaiting, as httpx's own ``Auth`` drivers do for ``auth_flow``.
+
+On a 401 the refused token is reported to the source (which drops it only if it is
+still the current one, so fifty callers refused together cause one renewal), and the
+request is sent once more with the next token. Only once: a second 401 is returned
+to the caller as it is. A request whose body is a stream has already been consumed
+by the first send and cannot be sent again; rather than send an empty or partial body
+we raise :class:`ProtocolError`. Buffering every body up front (``requires_request_body``)
+would make uploads replayable, at the price of holding each one in memory: callers who
+want that can read the body themselves (``request.read()``) before sending.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from cidx_auth.domain.errors import ProtocolError
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """What :class:`CidxAuth` needs; :class:`TokenProvider` is one."""
+
+    def get_token(self) -> str: ...
+    async def aget_token(self) -> str: ...
+    def invalidate(self, token: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NeedToken:
+    """Answer: a token that is safe to send now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The server refused ``token``: tell the source. Answer: None."""
+
+    token: str = field(repr=False)
+
+
+Step = httpx.Request | NeedToken | Refused
+Flow = Generator[Step, Any, None]
+
+NOT_REPLAYABLE = (
+    "the server refused the token and the request body is a stream that cannot be sent "
+    "again; retry the call (a fresh token will be used)"
+)
+
+
+def bearer_flow(request: httpx.Request) -> Flow:
+    """Authorize ``request``; on a 401, report the token and send it once more."""
+    token = yield NeedToken()
+    _authorize(request, token)
+    response: httpx.Response = yield request
+    if response.status_code != httpx.codes.UNAUTHORIZED:
+        return
+    yield Refused(token)
+    if not replayable(request):
+        raise ProtocolError(NOT_REPLAYABLE)
+    fresh = yield NeedToken()
+    if fresh == token:  # the source has nothing better: sending it again would fail alike
+        return
+    _authorize(request, fresh)
+    yield request
+
+
+def replayable(request: httpx.Request) -> bool:
+    """Whether the body can be sent again: bytes in memory, not a consumed stream."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+def _authorize(request: httpx.Request, token: str) -> None:
+    request.headers["Authorization"] = f"Bearer {token}"
+
+
+class CidxAuth(httpx.Auth):
+    """Bearer authentication from a :class:`TokenSource`, for ``Client`` and ``AsyncClient``."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self._source = source
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response,
+                                                                   None]:
+        flow = bearer_flow(request)
+        answer: Any = None
+        try:
+            while True:
+                try:
+                    step = flow.send(answer)
+                except StopIteration:
+                    return
+                if isinstance(step, httpx.Request):
+                    answer = yield step
+                elif isinstance(step, Refused):
+                    self._source.invalidate(step.token)
+                    answer = None
+                else:
+                    answer = self._source.get_token()
+        finally:
+            flow.close()
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request,
+                                                                             httpx.Response]:
+        flow = bearer_flow(request)
+        answer: Any = None
+        try:
+            while True:
+                try:
+                    step = flow.send(answer)
+                except StopIteration:
+                    return
+                if isinstance(step, httpx.Request):
+                    answer = yield step
+                elif isinstance(step, Refused):
+                    self._source.invalidate(step.token)
+                    answer = None
+                else:
+                    answer = await self._source.aget_token()
+        finally:
+            flow.close()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # httpx itself calls the two drivers above; this is for code that drives an
+        # Auth by hand, and it blocks like the sync driver.
+        return (yield from self.sync_auth_flow(request))

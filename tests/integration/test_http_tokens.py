@@ -1,0 +1,161 @@
+"""Tokens over the wire: expiry mid-run, a burst of 401s, a wrong password, a wrong clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from adapters.http_settings import make_async_client
+from adapters.httpx_auth import CidxAuth
+from cidx_auth.domain.errors import CidxAuthError, InvalidCredentials
+from refserver.config import ServerConfig
+from refserver.runner import RunningServer
+from tests.integration.http_support import OffsetClock, build
+
+pytestmark = pytest.mark.slow
+
+LIFETIME = 2  # seconds: short enough to expire many times in one test
+
+
+@pytest.fixture(scope="module")
+def short_lived() -> Iterator[RunningServer]:
+    with RunningServer(ServerConfig(users={"alice": "secret"}, token_lifetime=LIFETIME),
+                       tls=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    with RunningServer(ServerConfig(users={"alice": "secret"}), tls=True) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def fresh_counters(request: pytest.FixtureRequest) -> None:
+    for name in ("short_lived", "server"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+
+
+def totals(server: RunningServer) -> dict[str, int]:
+    stats = server.stats()
+    return {**stats["totals"], "auth_401": stats["auth_401"], "requests": stats["requests"]}
+
+
+async def test_tokens_expiring_mid_run_fail_no_call(short_lived: RunningServer) -> None:
+    stack = build(short_lived)
+    failures: list[BaseException] = []
+    calls = 0
+    deadline = time.monotonic() + 3 * LIFETIME
+
+    async def worker(cidx: object) -> None:
+        nonlocal calls
+        while time.monotonic() < deadline:
+            try:
+                await cidx.query("token refresh", "backend")  # type: ignore[attr-defined]
+            except CidxAuthError as error:
+                failures.append(error)
+            calls += 1
+            await asyncio.sleep(0.01)
+
+    async with stack.aclient() as cidx:
+        await asyncio.gather(*(worker(cidx) for _ in range(5)))
+    await stack.aclose()
+    seen = totals(short_lived)
+    assert failures == [] and calls > 100
+    assert seen["logins"] == 1 and seen["refreshes"] >= 3
+    assert seen["replays"] == 0 and seen["failed_refreshes"] == 0
+
+
+def test_sync_client_across_expiries(short_lived: RunningServer) -> None:
+    stack = build(short_lived)
+    deadline = time.monotonic() + 2 * LIFETIME
+    with stack.client() as cidx:
+        results = []
+        while time.monotonic() < deadline:
+            results.append(cidx.repos())
+            time.sleep(0.02)
+    stack.close()
+    seen = totals(short_lived)
+    assert all(result["total"] >= 1 for result in results)
+    assert seen["logins"] == 1 and seen["refreshes"] >= 2 and seen["failed_refreshes"] == 0
+
+
+async def test_fifty_requests_refused_together_cause_one_refresh(server: RunningServer) -> None:
+    stack = build(server)
+    token = await stack.provider.aget_token()
+    with server.client() as admin:  # the server now refuses this token ("revoked")
+        admin.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
+    before = totals(server)
+    # The drop-in auth on a bare client: no in-flight limit, so all fifty carry the
+    # revoked token at once and are refused together.
+    async with make_async_client(stack.settings, auth=CidxAuth(stack.provider)) as http:
+        answers = await asyncio.gather(*(http.get("/api/repos") for _ in range(50)))
+    await stack.aclose()
+    after = totals(server)
+    assert [response.status_code for response in answers] == [200] * 50
+    assert after["auth_401"] - before["auth_401"] == 50
+    assert after["refreshes"] - before["refreshes"] == 1 and after["logins"] == before["logins"]
+
+
+def test_a_wrong_password_costs_exactly_one_login_attempt(server: RunningServer) -> None:
+    stack = build(server, password="not-the-password")
+    with stack.client() as cidx, pytest.raises(InvalidCredentials, match="cidx-auth login"):
+        cidx.query("anything", "backend")
+    stack.close()
+    seen = totals(server)
+    assert seen["failed_logins"] == 1 and seen["logins"] == 0 and seen["requests"] == 0
+    assert stack.breaker.current().failures == 0  # a refusal is not an outage
+
+
+@pytest.mark.parametrize("offset", [600.0, -600.0], ids=["fast", "slow"])
+def test_a_client_clock_ten_minutes_off_still_works(short_lived: RunningServer,
+                                                    offset: float) -> None:
+    stack = build(short_lived, clock=OffsetClock(offset))
+    deadline = time.monotonic() + 2 * LIFETIME
+    calls = 0
+    with stack.client() as cidx:
+        while time.monotonic() < deadline:
+            cidx.repos()
+            calls += 1
+            time.sleep(0.02)
+    stack.close()
+    seen = totals(short_lived)
+    session = stack.provider.session
+    assert session is not None and session.clock_offset == pytest.approx(-offset, abs=2)
+    # No failed call, and no refresh loop: about one refresh per half lifetime.
+    assert seen["logins"] == 1 and 2 <= seen["refreshes"] <= 2 * 2 + 2
+    assert seen["auth_401"] == 0 and calls > 50
+
+
+def test_the_server_sees_the_bearer_token_over_http2(server: RunningServer) -> None:
+    stack = build(server)
+    with httpx.Client(base_url=server.url, verify=server.verify(), http2=True,
+                      auth=CidxAuth(stack.provider)) as http:
+        response = http.get("/api/repos")
+    stack.close()
+    assert response.status_code == 200 and response.http_version == "HTTP/2"
+
+
+@pytest.mark.parametrize("offset", [-600.0, 600.0], ids=["server-slow", "server-fast"])
+def test_a_server_clock_ten_minutes_off_still_works(short_lived: RunningServer,
+                                                    offset: float) -> None:
+    short_lived.set_clock_offset(offset)
+    stack = build(short_lived)
+    try:
+        deadline = time.monotonic() + LIFETIME
+        with stack.client() as cidx:
+            while time.monotonic() < deadline:
+                cidx.repos()
+                time.sleep(0.02)
+    finally:
+        stack.close()
+        short_lived.set_clock_offset(0.0)
+    session = stack.provider.session
+    assert session is not None and session.clock_offset == pytest.approx(offset, abs=2)
+    seen = totals(short_lived)
+    assert seen["logins"] == 1 and seen["auth_401"] == 0 and seen["refreshes"] <= 4
