@@ -1,18 +1,288 @@
-"""The ``cidx-auth`` command line: the composition root users run."""
+"""The ``cidx-auth`` command line: the composition root that users run.
+
+Exit codes (a contract): 0 success, 1 unexpected error, 2 usage error, 3 authentication
+refused, 4 server unreachable or circuit open, 5 local storage problem. No traceback
+for any of them; ``-v`` adds detail, never a secret. Heavy imports happen inside the
+commands, so ``cidx-auth token`` with a fresh stored token loads almost nothing.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
+import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from cidx_auth import __version__
+from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger("cidx_auth")
+
+
+class Options:
+    """The global options, resolved."""
+
+    def __init__(self, project: Path | None, verbose: int, quiet: bool) -> None:
+        from adapters.project_layout import find_project_root
+
+        self.root = project.absolute() if project else find_project_root(Path.cwd())
+        self.verbose = verbose
+        self.quiet = quiet
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else [logging.WARNING, logging.INFO][min(verbose, 1)]
+    if verbose >= 2:
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("cidx-auth: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if verbose < 3:  # the HTTP stack's own debug lines add nothing a user needs
+        for name in ("httpx", "httpcore", "hpack", "h2", "filelock"):
+            logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+
+def handled(command: F) -> F:
+    """Turn the project's errors into a message and an exit code, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CidxAuthError as error:
+            _fail(str(error), error.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except Exception as error:
+            logger.debug("unexpected error", exc_info=True)
+            _fail(f"unexpected error ({type(error).__name__}); run with -vv for details", 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"cidx-auth: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _options() -> Options:
+    return click.get_current_context().find_object(Options)  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cidx-auth")
-def cli() -> None:
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path),
+              help="Project directory (default: nearest ancestor holding .code-indexer/).")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only.")
+@click.pass_context
+def cli(ctx: click.Context, project: Path | None, verbose: int, quiet: bool) -> None:
     """Token management for the CIDX client: stored, refreshed, never expired."""
+    _configure_logging(verbose, quiet)
+    ctx.obj = Options(project, verbose, quiet)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif os.environ.get("CIDX_PASSWORD"):
+        password = os.environ["CIDX_PASSWORD"]
+    elif sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, err=True)
+    else:
+        raise ConfigurationError(
+            "no password: pass it on stdin with --password-stdin, or set CIDX_PASSWORD"
+        )
+    if not password:
+        raise ConfigurationError("the password is empty")
+    return password
+
+
+@cli.command()
+@click.option("--server", required=True, help="The CIDX server's URL.")
+@click.option("--username", required=True, help="Your CIDX username.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificates to trust for this server (PEM).")
+@click.option("--allow-alg", "allow_alg", multiple=True,
+              help="Also accept tokens signed with ALG (default: RS256 only).")
+@click.option("--store", "store_url", metavar="URL",
+              help="Keep the token in Redis (redis://HOST:PORT/DB or rediss://...), shared "
+                   "by every host logged in as this user (env CIDX_STORE_URL overrides).")
+@handled
+def login(server: str, username: str, password_stdin: bool, ca_bundle: Path | None,
+          allow_alg: tuple[str, ...], store_url: str | None) -> None:
+    """Log in, and store the credentials, settings and token for this project."""
+    from adapters.project_layout import ProjectSettings, save_settings
+    from cidx_auth.domain.credentials import Credentials
+    from cidx_auth.project import open_project
+
+    root = _options().root
+    algorithms = tuple(dict.fromkeys(("RS256", *allow_alg)))
+    if store_url is not None:  # checked before the password is asked for
+        from adapters.redis_connection import check_store_url, ping
+
+        store_url = check_store_url(store_url)
+        ping(store_url)
+    settings = ProjectSettings(
+        server.rstrip("/"), username, algorithms,
+        str(ca_bundle.absolute()) if ca_bundle else None, store_url,
+    )
+    credentials = Credentials(username, _read_password(password_stdin))
+    project = open_project(root, settings)
+    try:
+        session = project.provider.login(credentials)
+        save_settings(project.layout, settings)
+    finally:
+        project.close()
+    until = _clock_time(session.token.exp - session.clock_offset)
+    click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until})")
+
+
+@cli.command()
+@handled
+def token() -> None:
+    """Print a valid access token (for scripts), renewing it if needed."""
+    from cidx_auth.fastpath import fresh_stored_token
+
+    root = _options().root
+    raw = fresh_stored_token(root)
+    if raw is None:
+        from cidx_auth.project import open_project
+
+        project = open_project(root)
+        try:
+            raw = project.provider.get_token()
+        finally:
+            project.close()
+    click.echo(raw)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handled
+def status(as_json: bool) -> None:
+    """Show the stored session, breaker and counters (never a secret)."""
+    from cidx_auth.status import collect
+
+    report = collect(_options().root)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        return
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+        click.echo(f"{key.replace('_', ' '):>18}: {'-' if value is None else value}")
+
+
+@cli.command()
+@click.argument("method", type=click.Choice(
+    ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"], case_sensitive=False))
+@click.argument("path")
+@click.option("--data", help="A JSON request body.")
+@handled
+def request(method: str, path: str, data: str | None) -> None:
+    """Make an authenticated call and print the response body."""
+    from cidx_auth.project import open_project
+
+    body = None
+    if data is not None:
+        try:
+            body = json.loads(data)
+        except ValueError as error:
+            raise ConfigurationError(f"--data is not valid JSON: {error}") from None
+    if not path.startswith("/"):
+        raise ConfigurationError("PATH must start with / (for example /api/repos)")
+    project = open_project(_options().root)
+    try:
+        with project.client() as client:
+            answer = client.request(method.upper(), path, json=body)
+    finally:
+        project.close()
+    click.echo(answer if isinstance(answer, str) else json.dumps(answer, indent=2))
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--repo", required=True, help="Repository alias to search.")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
+@handled
+def query(text: str, repo: str, limit: int, as_json: bool) -> None:
+    """Run a semantic code query."""
+    from cidx_auth.project import open_project
+
+    project = open_project(_options().root)
+    try:
+        with project.client() as client:
+            answer = client.query(text, repo, limit=limit)
+    finally:
+        project.close()
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    from cidx_auth.render import results_table
+
+    results_table(answer)
+
+
+@cli.command()
+@click.option("--forget", is_flag=True, help="Also remove the stored credentials.")
+@handled
+def logout(forget: bool) -> None:
+    """Remove the stored token (and with --forget the credentials)."""
+    from cidx_auth.project import open_project
+
+    project = open_project(_options().root)
+    try:
+        project.provider.logout(forget=forget)
+    finally:
+        project.close()
+    click.echo("Logged out" + (" and credentials forgotten" if forget else ""))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8090, show_default=True)
+@click.option("--token-lifetime", type=click.IntRange(1, 86400), default=600,
+              show_default=True, help="Access-token lifetime in seconds.")
+@click.option("--user", "users", multiple=True, help="NAME:PASSWORD (repeatable).")
+@click.option("--alg", type=click.Choice(["RS256", "HS256"]), default="RS256", show_default=True)
+@click.option("--tls", type=click.Path(file_okay=False, path_type=Path),
+              help="Generate a CA and certificate into DIR and serve HTTPS with HTTP/2.")
+def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg: str,
+          tls: Path | None) -> None:
+    """Run the CIDX-compatible reference server (for tests and demos)."""
+    argv = [sys.executable, "-m", "refserver", "--host", host, "--port", str(port),
+            "--token-lifetime", str(token_lifetime), "--alg", alg]
+    for user in users:
+        argv += ["--user", user]
+    if tls is not None:
+        argv += ["--tls", str(tls)]
+    # The client never imports the server: it runs as its own program.
+    os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed module
+
+
+@cli.command()
+@click.option("--seconds", type=click.FloatRange(5, 3600), default=60, show_default=True)
+@click.option("--processes", type=click.IntRange(1, 50), default=4, show_default=True)
+@handled
+def demo(seconds: float, processes: int) -> None:
+    """Run the main job end to end against an embedded reference server."""
+    from cidx_auth.demo import run_demo
+
+    sys.exit(run_demo(seconds, processes))
 
 
 @cli.command()
@@ -31,6 +301,12 @@ def simulate(hours: float, seed: int) -> None:
         f"replays: {report.replays}"
     )
     sys.exit(0 if report.ok else 1)
+
+
+def _clock_time(epoch: float) -> str:
+    import time
+
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ FAULT_FIELDS = (
 )
 REVOKE_FIELDS = (Field("username", str, min_length=1),)
 CLOCK_FIELDS = (Field("offset", float),)
+LIFETIME_FIELDS = (Field("seconds", int, ge=1, le=86_400),)
 
 
 def _loopback_only(endpoint: Endpoint) -> Endpoint:
@@ -65,6 +66,7 @@ class AdminEndpoints:
             ("/_admin/reset", self.reset, "POST"),
             ("/_admin/clock", self.clock, "GET"),
             ("/_admin/clock", self.set_clock, "POST"),
+            ("/_admin/token-lifetime", self.set_token_lifetime, "POST"),
         ]
         return [Route(path, _loopback_only(endpoint), methods=[method])
                 for path, endpoint, method in table]
@@ -120,6 +122,12 @@ class AdminEndpoints:
         body = await read_body(request, CLOCK_FIELDS)
         self.state.clock.offset = float(body["offset"])
         return JSONResponse(self._clock_body())
+
+    async def set_token_lifetime(self, request: Request) -> Response:
+        """Change the lifetime of access tokens issued from now on (tests, the demo)."""
+        body = await read_body(request, LIFETIME_FIELDS)
+        self.state.tokens.lifetime = body["seconds"]
+        return JSONResponse({"token_lifetime": self.state.tokens.lifetime})
 
     def _clock_body(self) -> dict[str, Any]:
         now = self.state.clock.now()

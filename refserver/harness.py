@@ -164,6 +164,10 @@ class RunningServer:
         """Shift the server's clock `seconds` away from real time."""
         self._admin("POST", "/_admin/clock", {"offset": seconds})
 
+    def set_token_lifetime(self, seconds: int) -> None:
+        """Issue access tokens with this lifetime from now on."""
+        self._admin("POST", "/_admin/token-lifetime", {"seconds": seconds})
+
     def verify(self) -> Any:
         """What to pass as httpx's `verify=` to trust this server."""
         return client_context(self.ca_file) if self.ca_file else True

@@ -1,0 +1,229 @@
+"""``cidx-auth demo``: the main job, end to end, against an embedded reference server.
+
+It starts the reference server on a free loopback port with tokens that live a few
+seconds, logs in through the CLI, then for about a minute runs several ``cidx-auth
+query`` processes side by side with async tasks in this process, all sharing one
+token file. On the way the server revokes the user's refresh tokens once and answers
+a burst of errors. The run passes only if no query failed and the server saw no
+refresh-token replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+USER, PASSWORD = "demo", "demo-password-1"
+TOKEN_LIFETIME = 4
+REPO = "backend"
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    failed: int = 0
+    process_runs: int = 0
+    notes: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, success: bool, note: str = "") -> None:
+        with self.lock:
+            if success:
+                self.ok += 1
+            else:
+                self.failed += 1
+                if note and len(self.notes) < 5:
+                    self.notes.append(note)
+
+
+class Server:
+    """The reference server as a child process (the client never imports it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        argv = [sys.executable, "-m", "refserver", "--port", "0", "--user", f"{USER}:{PASSWORD}",
+                "--token-lifetime", str(TOKEN_LIFETIME), "--login-delay", "0.3",
+                "--stop-on-stdin-eof"]  # the server dies with us, whatever happens
+        self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
+            argv, cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline().strip()
+        self.process.stdout.close()
+        if not line.startswith("serving on "):
+            self.stop()
+            raise RuntimeError(f"the reference server did not start ({line!r})")
+        self.url = line.removeprefix("serving on ")
+        self.admin = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        totals: dict[str, Any] = self.admin.get("/_admin/stats").json()["totals"]
+        return totals
+
+    def post(self, path: str, body: dict[str, Any]) -> None:
+        self.admin.post(path, json=body).raise_for_status()
+
+    def stop(self) -> None:
+        if hasattr(self, "admin"):
+            self.admin.close()
+        self.process.terminate()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _cli(
+    project: Path, env: dict[str, str], *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our interpreter, our module
+        [sys.executable, "-m", "cidx_auth", "--project", str(project), *args],
+        input=stdin, capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+
+
+def _process_worker(
+    project: Path, env: dict[str, str], tally: Tally, stop: threading.Event
+) -> None:
+    while not stop.is_set():
+        done = _cli(project, env, "query", "token refresh", "--repo", REPO, "--json")
+        tally.add(done.returncode == 0, done.stderr.strip()[-200:])
+        with tally.lock:
+            tally.process_runs += 1
+
+
+async def _task_workload(project: Path, tally: Tally, stop: threading.Event, tasks: int) -> None:
+    from cidx_auth.project import open_project
+
+    opened = open_project(project)
+    try:
+        client = opened.async_client()
+        async with client:
+            async def one() -> None:
+                while not stop.is_set():
+                    try:
+                        await client.query("retry with backoff", REPO, limit=3)
+                        tally.add(True)
+                    except Exception as error:  # a failed query is counted, not hidden
+                        tally.add(False, f"{type(error).__name__}: {error}")
+                    await asyncio.sleep(0.05)
+
+            await asyncio.gather(*(one() for _ in range(tasks)))
+    finally:
+        opened.close()
+
+
+def _view(
+    elapsed: float, total: float, tally: Tally, stats: dict[str, Any], events: list[str]
+) -> Table:
+    table = Table(title=f"cidx-auth demo: {elapsed:4.0f} s of {total:.0f} s")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_row("queries ok", str(tally.ok))
+    table.add_row("queries failed", str(tally.failed))
+    for key in ("logins", "refreshes", "replays", "failed_logins"):
+        table.add_row(f"server {key.replace('_', ' ')}", str(stats.get(key, 0)))
+    table.add_row("events", ", ".join(events) or "-")
+    return table
+
+
+def run_demo(seconds: float = 60.0, processes: int = 4, tasks: int = 8) -> int:
+    """Run the demo; returns the exit code (0 only if nothing failed)."""
+    console = Console()
+    with tempfile.TemporaryDirectory(prefix="cidx-demo-") as tmp:
+        workdir = Path(tmp)
+        project, config = workdir / "project", workdir / "config"
+        project.mkdir()
+        env = {**os.environ, "CIDX_CONFIG_DIR": str(config)}
+        os.environ["CIDX_CONFIG_DIR"] = str(config)
+        server = Server(workdir)
+        try:
+            return _run(console, server, project, env, seconds, processes, tasks)
+        finally:
+            server.stop()
+
+
+def _run(console: Console, server: Server, project: Path, env: dict[str, str],
+         seconds: float, processes: int, tasks: int) -> int:
+    console.print(f"reference server on {server.url}; tokens live {TOKEN_LIFETIME:g} s")
+    done = _cli(project, env, "login", "--server", server.url, "--username", USER,
+                "--password-stdin", stdin=PASSWORD + "\n")
+    if done.returncode != 0:
+        console.print(f"[red]login failed[/red]: {done.stderr.strip()}")
+        return 1
+    console.print(done.stdout.strip())
+    tally, stop, events = Tally(), threading.Event(), []
+    workers = [threading.Thread(target=_process_worker, args=(project, env, tally, stop))
+               for _ in range(processes)]
+    workers.append(threading.Thread(
+        target=asyncio.run, args=(_task_workload(project, tally, stop, tasks),)))
+    start = time.monotonic()
+    for worker in workers:
+        worker.start()
+    with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+        while (elapsed := time.monotonic() - start) < seconds:
+            if elapsed > seconds / 3 and "revoked" not in events:
+                server.post("/_admin/revoke", {"username": USER})
+                events.append("revoked")
+            if elapsed > 2 * seconds / 3 and "errors" not in events:
+                server.post("/_admin/faults", {"kind": "error", "status": 503, "count": 2,
+                                               "paths": ["/api/query"]})
+                events.append("errors")
+            stats = server.stats()
+            live.update(_view(elapsed, seconds, tally, stats, events))
+            if not console.is_terminal and int(elapsed / 5) != int((elapsed - 0.25) / 5):
+                console.print(f"{elapsed:4.0f} s: {tally.ok} ok, {tally.failed} failed; server "
+                              f"{stats.get('logins', 0)} logins, {stats.get('refreshes', 0)} "
+                              f"refreshes, {stats.get('replays', 0)} replays; {events or ''}")
+            time.sleep(0.25)
+        stop.set()
+        for worker in workers:
+            worker.join()
+        stats = server.stats()
+        live.update(_view(seconds, seconds, tally, stats, events))
+    return _summary(console, project, env, tally, stats)
+
+
+def _summary(console: Console, project: Path, env: dict[str, str], tally: Tally,
+             stats: dict[str, Any]) -> int:
+    token_file = project / ".code-indexer" / ".token"
+    data = token_file.read_bytes()
+    mode = stat.S_IMODE(token_file.stat().st_mode)
+    current = _cli(project, env, "token").stdout.strip()
+    plaintext = b"eyJ" in data or (current and current.encode() in data)
+    status = _cli(project, env, "status", "--json").stdout
+    console.print(f"queries ok: {tally.ok}, failed: {tally.failed} (goal 0); "
+                  f"{tally.process_runs} of them by separate `cidx-auth query` processes")
+    console.print(f"server: {stats.get('logins', 0)} logins, {stats.get('refreshes', 0)} "
+                  f"refreshes, {stats.get('replays', 0)} replay detections (goal 0)")
+    console.print(f"client counters: {status.strip() and _counters(status)}")
+    shown = "yes" if plaintext else "no"
+    console.print(f".token mode {mode:04o}, plaintext token in file: {shown}")
+    for note in tally.notes:
+        console.print(f"[red]failure[/red]: {note}")
+    ok = (tally.failed == 0 and tally.ok > 0 and stats.get("replays", 0) == 0
+          and mode == 0o600 and not plaintext)
+    console.print("[green]demo passed[/green]" if ok else "[red]demo failed[/red]")
+    return 0 if ok else 1
+
+
+def _counters(status_json: str) -> str:
+    import json
+
+    counters = json.loads(status_json).get("counters", {})
+    return ", ".join(f"{name} {count}" for name, count in sorted(counters.items()))

@@ -1,0 +1,32 @@
+"""``cidx-auth token`` with a fresh stored token: read, decrypt, print. Nothing else.
+
+This path skips what it does not use: no httpx, no container, no reference server.
+It imports the file store, the cipher and the domain only, and falls back to the full
+provider (``cidx_auth.project``) whenever the stored token is not fresh.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from adapters.file_token_store import FileTokenStore
+from adapters.keyring_secret import secret_source
+from adapters.project_layout import ProjectLayout, load_settings
+from adapters.shared_key import project_cipher
+from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+
+
+def fresh_stored_token(root: Path) -> str | None:
+    """The stored access token if it is fresh and allowed by the settings, else None."""
+    layout = ProjectLayout(root)
+    settings = load_settings(layout)
+    if settings is None or settings.store_url or os.environ.get("CIDX_STORE_URL"):
+        return None  # a token shared in Redis is read by the full path
+    cipher = project_cipher(root, settings.server_url, secret_source())
+    session = FileTokenStore(layout.token, layout.token_lock, cipher).load()
+    if session is None or session.token.alg not in settings.allowed_algorithms:
+        return None
+    state = ExpiryPolicy().state(session.token, time.time(), session.clock_offset)
+    return session.token.raw if state is TokenState.FRESH else None

@@ -1,0 +1,57 @@
+"""What ``cidx-auth status`` reports: the project's stores as wired, no network call."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from cidx_auth.domain.breaker import Circuit
+from cidx_auth.domain.expiry import ExpiryPolicy
+from cidx_auth.project import open_project
+
+COUNTERS = ("logins", "refreshes", "relogins", "failures")
+
+
+def _clock(epoch: float | None) -> str | None:
+    return None if epoch is None else time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def collect(root: Path) -> dict[str, Any]:
+    """The project's auth state as plain data; never a secret.
+
+    It reads through the same wiring as every other command (file or Redis token
+    store, file or keyring secret), so it sees exactly what they would use.
+    """
+    project = open_project(root)
+    try:
+        session = project.container.token_store().load()
+        state = project.container.state_store().read()
+    finally:
+        project.close()
+    settings = project.settings
+    report: dict[str, Any] = {
+        "server": settings.server_url,
+        "username": settings.username,
+        "store": "redis" if project.shared_store else "file",
+        "token_state": "none",
+        "expires_at": None,
+        "seconds_left": None,
+        "refresh_token_held": False,
+        "credentials_stored": project.layout.creds.exists(),
+    }
+    if session is not None:
+        policy = ExpiryPolicy()
+        token, offset = session.token, session.clock_offset
+        report["token_state"] = policy.state(token, time.time(), offset).value
+        report["expires_at"] = _clock(token.exp - offset)
+        report["seconds_left"] = round(policy.seconds_left(token, time.time(), offset))
+        report["refresh_token_held"] = bool(session.refresh_token)
+    breaker = state.breaker
+    report["breaker"] = breaker.circuit.value
+    report["breaker_failures"] = breaker.failures
+    opened = breaker.circuit is Circuit.OPEN
+    report["next_attempt"] = _clock(breaker.open_until) if opened else None
+    report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
+    report["last_refresh"] = _clock(state.last_refresh)
+    return report

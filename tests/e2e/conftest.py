@@ -1,0 +1,76 @@
+"""The CLI as a user runs it: subprocesses against the reference server on loopback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from refserver.config import ServerConfig
+from refserver.harness import RunningServer
+
+USER, PASSWORD = "alice", "correct-horse-battery"
+
+
+@dataclass
+class Cli:
+    """Runs ``cidx-auth`` in a fresh process for one project and one user config dir."""
+
+    project: Path
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, stdin: str | None = None, timeout: float = 120,
+        env_extra: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cidx_auth", "--project", str(self.project), *args],
+            input=stdin, capture_output=True, text=True, env={**self.env, **(env_extra or {})},
+            timeout=timeout, check=False,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "cidx_auth", "--project", str(self.project), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env,
+        )
+
+    def login(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return self.run("login", "--server", url, "--username", USER, "--password-stdin",
+                        *extra, stdin=PASSWORD + "\n")
+
+    @property
+    def token_file(self) -> Path:
+        return self.project / ".code-indexer" / ".token"
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIDX_")}
+    env["CIDX_CONFIG_DIR"] = str(tmp_path / "config")
+    return Cli(project, env)
+
+
+def server_with(lifetime: int = 600, **options: object) -> RunningServer:
+    config = ServerConfig(users={USER: PASSWORD}, token_lifetime=lifetime, **options)  # type: ignore[arg-type]
+    return RunningServer(config)
+
+
+@pytest.fixture
+def server() -> Iterator[RunningServer]:
+    with server_with() as running:
+        yield running
+
+
+@pytest.fixture
+def short_server() -> Iterator[RunningServer]:
+    """Tokens that live 2 s, so expiry between commands takes a moment, not minutes."""
+    with server_with(lifetime=2) as running:
+        yield running

@@ -1,0 +1,210 @@
+"""End to end: the acceptance criteria as a user meets them on the command line."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import socket
+import stat
+import threading
+import time
+
+import pytest
+
+from refserver.harness import RunningServer
+from tests.e2e.conftest import PASSWORD, USER, Cli
+
+pytestmark = pytest.mark.slow
+
+
+def user_stats(server: RunningServer) -> dict[str, int]:
+    stats: dict[str, int] = server.stats()["users"].get(USER, {})
+    return stats
+
+
+def test_login_then_another_process_reuses_the_stored_token(
+    cli: Cli, server: RunningServer
+) -> None:
+    done = cli.login(server.url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"Logged in as {USER} at {server.url} (token valid until ")
+    before = user_stats(server)
+    token = cli.run("token")
+    assert token.returncode == 0 and token.stdout.count(".") == 2
+    assert token.stdout.endswith("\n") and token.stderr == ""
+    after = user_stats(server)
+    assert (before["logins"], before["refreshes"]) == (1, 0)
+    assert (after["logins"], after["refreshes"]) == (1, 0)
+    queried = cli.run("query", "parse tokens", "--repo", "backend", "--json")
+    assert queried.returncode == 0, queried.stderr
+    assert json.loads(queried.stdout)["total_results"] >= 1
+
+
+def test_token_file_is_private_and_encrypted(cli: Cli, server: RunningServer) -> None:
+    assert cli.login(server.url).returncode == 0
+    token = cli.run("token").stdout.strip()
+    data = cli.token_file.read_bytes()
+    assert stat.S_IMODE(cli.token_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cli.token_file.parent.stat().st_mode) == 0o700
+    assert token.encode() not in data and b"eyJ" not in data and b"refresh" not in data
+    creds = (cli.project / ".code-indexer" / ".creds").read_bytes()
+    assert PASSWORD.encode() not in creds
+
+
+def test_expiry_between_commands_costs_one_refresh(cli: Cli, short_server: RunningServer) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    first = cli.run("token").stdout
+    time.sleep(2.1)
+    second = cli.run("token")
+    assert second.returncode == 0 and second.stdout != first
+    assert second.stderr == ""  # a transparent refresh says nothing
+    stats = user_stats(short_server)
+    assert (stats["logins"], stats["refreshes"]) == (1, 1)
+
+
+def test_revoked_refresh_tokens_cost_one_relogin(cli: Cli, short_server: RunningServer) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    short_server.revoke(USER)
+    time.sleep(2.1)
+    done = cli.run("query", "x", "--repo", "backend")
+    assert done.returncode == 0, done.stderr
+    stats = user_stats(short_server)
+    assert (stats["logins"], stats["failed_refreshes"]) == (2, 1)
+    again = cli.run("query", "y", "--repo", "backend", "--json")
+    assert again.returncode == 0 and user_stats(short_server)["logins"] == 2
+    status = json.loads(cli.run("status", "--json").stdout)
+    assert status["counters"]["relogins"] == 1
+    assert status["token_state"] in ("fresh", "stale")  # 2 s tokens age fast
+
+
+def test_fifty_processes_with_an_expired_token_refresh_once(
+    cli: Cli, short_server: RunningServer
+) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    time.sleep(2.1)  # the stored token has expired
+    short_server.set_token_lifetime(600)  # the next one outlives the test
+    processes = [cli.start("query", "concurrency", "--repo", "backend", "--json")
+                 for _ in range(50)]
+    codes = [p.wait(timeout=180) for p in processes]
+    errors = [p.stderr.read() for p in processes if p.stderr]  # type: ignore[union-attr]
+    for p in processes:
+        assert p.stdout is not None
+        p.stdout.close()
+        p.stderr.close()  # type: ignore[union-attr]
+    assert codes.count(0) == 50, [e for e in errors if e][:3]
+    stats = user_stats(short_server)
+    assert stats["refreshes"] == 1 and stats["logins"] == 1
+    assert stats["replays"] == 0
+
+
+def test_wrong_password_exits_3_after_one_attempt(cli: Cli, server: RunningServer) -> None:
+    done = cli.run("login", "--server", server.url, "--username", USER, "--password-stdin",
+                   stdin="wrong-password\n")
+    assert done.returncode == 3
+    assert "refused" in done.stderr and "Traceback" not in done.stderr
+    assert user_stats(server).get("failed_logins") == 1
+    assert not (cli.project / ".code-indexer" / ".creds").exists()
+
+
+class CountingRefuser:
+    """A port that accepts connections and closes them at once: a broken server."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+
+def test_server_down_exits_4_and_then_fails_fast(cli: Cli, short_server: RunningServer) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    short_server.stop()
+    # A broken server on the same port: accepts connections and drops them, counting.
+    refuser = CountingRefuser(short_server.port)
+    time.sleep(2.1)  # the stored token has expired
+    first = cli.run("token")
+    assert first.returncode == 4 and "Traceback" not in first.stderr
+    assert short_server.url in first.stderr
+    second = cli.run("token")
+    assert second.returncode == 4
+    assert refuser.connections == 5  # 3 attempts, then 2 more: the 5th opens the circuit
+    third = cli.run("token")
+    assert third.returncode == 4 and "next attempt after" in third.stderr
+    assert refuser.connections == 5  # failed fast: no connection at all
+    status = json.loads(cli.run("status", "--json").stdout)
+    assert status["breaker"] == "open" and status["next_attempt"]
+    refuser.sock.close()
+
+
+def test_corrupted_token_file_is_survived(cli: Cli, server: RunningServer) -> None:
+    assert cli.login(server.url).returncode == 0
+    cli.token_file.write_bytes(b"garbage that is not a fernet token")
+    done = cli.run("query", "still works", "--repo", "backend")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(cli.token_file.parent.glob(".token.corrupt-*"))
+
+
+def test_no_secret_in_any_output_at_vv(cli: Cli, server: RunningServer) -> None:
+    outputs = [cli.run("-vv", "login", "--server", server.url, "--username", USER,
+                       "--password-stdin", stdin=PASSWORD + "\n")]
+    token = cli.run("token").stdout.strip()
+    server.revoke(USER)
+    for args in (["status"], ["status", "--json"], ["query", "q", "--repo", "backend"],
+                 ["request", "GET", "/api/repos"], ["request", "GET", "/api/nowhere"],
+                 ["logout"], ["query", "q", "--repo", "backend"], ["logout", "--forget"],
+                 ["token"]):
+        outputs.append(cli.run("-vv", *args))
+    text = "".join(o.stdout + o.stderr for o in outputs)
+    assert PASSWORD not in text
+    assert token not in text
+    assert "refresh_token\": \"" not in text
+    for part in token.split(".")[1:]:
+        assert part not in text
+    assert outputs[-1].returncode == 3 and "cidx-auth login" in outputs[-1].stderr
+
+
+def test_request_errors_exit_non_zero_with_the_servers_detail(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    missing = cli.run("query", "x", "--repo", "no-such-repo")
+    assert missing.returncode == 1
+    assert "no-such-repo" in missing.stderr or "404" in missing.stderr
+    bad = cli.run("request", "POST", "/api/query", "--data", "{not json")
+    assert bad.returncode == 2 and "--data" in bad.stderr
+    ok = cli.run("request", "GET", "/api/repos")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["total"] >= 1
+
+
+def test_usage_errors_exit_2(cli: Cli) -> None:
+    assert cli.run("login").returncode == 2
+    no_password = cli.run("login", "--server", "http://127.0.0.1:9", "--username", USER)
+    assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
+    assert cli.run("token").returncode == 3  # not logged in: told to log in
+    assert "cidx-auth login" in cli.run("status").stderr
+
+
+def test_concurrent_cli_and_refreshes_never_replay(cli: Cli, short_server: RunningServer) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    deadline = time.monotonic() + 6
+
+    def loop() -> int:
+        failures = 0
+        while time.monotonic() < deadline:
+            failures += cli.run("token").returncode != 0
+        return failures
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(lambda _: loop(), range(4))) == 0
+    stats = user_stats(short_server)
+    assert stats["replays"] == 0 and stats["logins"] == 1 and stats["refreshes"] >= 2

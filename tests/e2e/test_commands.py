@@ -1,0 +1,59 @@
+"""The remaining commands as users run them: serve, demo, simulate, password sources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_then_login_with_the_password_from_the_environment(cli: Cli) -> None:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cidx_auth", "serve", "--port", "0", "--token-lifetime", "60",
+         "--user", "bob:builder-pw", "--alg", "HS256"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli.env,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        assert line.startswith("serving on http://127.0.0.1:")
+        url = line.removeprefix("serving on ")
+        refused = cli.run("login", "--server", url, "--username", "bob", stdin="",
+                          env_extra={"CIDX_PASSWORD": "builder-pw"})
+        assert refused.returncode == 1 and "HS256" in refused.stderr  # RS256 only by default
+        done = cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "HS256",
+                       env_extra={"CIDX_PASSWORD": "builder-pw"})
+        assert done.returncode == 0, done.stderr
+        assert "builder-pw" not in done.stdout + done.stderr
+        assert cli.run("token").returncode == 0
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout:
+            server.stdout.close()
+
+
+def test_demo_passes_end_to_end(cli: Cli) -> None:
+    done = cli.run("demo", "--seconds", "8", "--processes", "2", timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "demo passed" in done.stdout
+    assert "failed: 0" in done.stdout and "0 replay detections" in done.stdout
+
+
+def test_simulate_reports_zero_failures(cli: Cli) -> None:
+    done = cli.run("simulate", "--hours", "2")
+    assert done.returncode == 0
+    assert "failed operations: 0, unusable tokens: 0, replays: 0" in done.stdout
+
+
+def test_interactive_prompt_is_refused_without_a_terminal(cli: Cli) -> None:
+    done = cli.run("login", "--server", "http://127.0.0.1:9", "--username", "bob")
+    assert done.returncode == 2 and "CIDX_PASSWORD" in done.stderr
+    empty = cli.run("login", "--server", "http://127.0.0.1:9", "--username", "bob",
+                    "--password-stdin", stdin="\n")
+    assert empty.returncode == 2 and "empty" in empty.stderr
