@@ -1,0 +1,126 @@
+"""Redis store URLs: checked, printed without secrets, and turned into a client.
+
+A store URL is ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for
+TLS. It may carry a password, so it is never printed as given: :func:`redact_url`
+keeps the scheme, host, port and database, and drops the user information and the
+query (where redis-py also accepts ``password=``).
+
+The client fails fast: a CLI call that finds Redis down should report it (or fall
+back to its cached token) in about a second, not after redis-py's default of ten
+retries. :data:`SOCKET_TIMEOUT` bounds connecting and each command, and a dropped
+connection is retried :data:`RETRIES` times, which is enough to ride over a
+connection that Redis closed while idle (a restart, a failover).
+
+Errors are described by :func:`failure_hint` from their type alone: a redis-py message
+may quote what it was sent. :func:`ping` lets ``cidx-auth login --store`` refuse a store
+it cannot use before the setting is saved.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from cidx_auth.domain.errors import ConfigurationError, StorageError
+
+if TYPE_CHECKING:  # checking a URL needs no redis: the CLI does it before anything else
+    import redis
+
+SCHEMES = ("redis", "rediss")
+SOCKET_TIMEOUT = 2.0
+RETRIES = 2
+HEALTH_CHECK_INTERVAL = 10
+"""Seconds a pooled connection may sit idle before it is PINGed before use."""
+
+
+def check_store_url(url: str) -> str:
+    """``url`` stripped, if it is a usable Redis URL; else :class:`ConfigurationError`."""
+    url = url.strip()
+    parts = _split(url)
+    if parts is None or parts[0] not in SCHEMES or not parts[1]:
+        raise ConfigurationError(
+            "the token store must be a redis:// or rediss:// URL with a host, such as "
+            f"redis://redis.internal:6379/0, not {redact_url(url)!r}"
+        )
+    database = parts[3].strip("/")
+    if database and not database.isdigit():
+        raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number")
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user, password or query: safe for messages and logs."""
+    parts = _split(url.strip())
+    if parts is None:
+        return "<an unparsable URL>"
+    scheme, host, port, path = parts
+    if ":" in host:  # an IPv6 address goes back into its brackets
+        host = f"[{host}]"
+    return f"{scheme}://{host}{'' if port is None else f':{port}'}{path}"
+
+
+def _split(url: str) -> tuple[str, str, int | None, str] | None:
+    """(scheme, host, port, path) of ``url``; None when the port is not a number."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, parts.hostname or "", parts.port, parts.path
+    except ValueError:
+        return None
+
+
+def connect(url: str, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
+    """A client for ``url`` (checked first) that fails fast when Redis is unreachable."""
+    try:
+        import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise ConfigurationError(
+            "a redis:// token store needs the redis package: pip install 'cidx-auth[redis]'"
+        ) from None
+    retry = Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), RETRIES)
+    return redis.Redis.from_url(
+        check_store_url(url),
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        retry=retry,
+        health_check_interval=HEALTH_CHECK_INTERVAL,
+    )
+
+
+def describe(client: redis.Redis) -> str:
+    """A printable name for the server ``client`` talks to, with no credentials."""
+    options = client.connection_pool.connection_kwargs
+    if options.get("path"):
+        return f"unix://{options['path']}"
+    scheme = "rediss" if client.connection_pool.connection_class.__name__.startswith("SSL") \
+        else "redis"
+    host = str(options.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{options.get('port', 6379)}/{options.get('db', 0)}"
+
+
+def failure_hint(error: Exception) -> str:
+    """What a redis-py error means for the user, without its text (which may echo input)."""
+    from redis.exceptions import AuthenticationError, AuthorizationError
+
+    if isinstance(error, AuthenticationError | AuthorizationError):
+        return f"{type(error).__name__}; check the user and password in the store URL"
+    return f"{type(error).__name__}; check that it is running and reachable"
+
+
+def ping(url: str) -> None:
+    """Raise :class:`StorageError` unless Redis at ``url`` answers: ``login --store``
+    checks the store before it is saved in the settings."""
+    from redis.exceptions import RedisError
+
+    client = connect(url)
+    try:
+        client.ping()
+    except RedisError as error:
+        raise StorageError(
+            f"the token store Redis at {redact_url(url)} did not answer ({failure_hint(error)})"
+        ) from None
+    finally:
+        client.close()

@@ -1,0 +1,250 @@
+"""The session in Redis, shared by every host of a fleet, under a distributed lock.
+
+Key: :func:`identity_key` gives one key per service identity (server URL and
+username), ``cidx-auth:token:{<32 hex>}``. The braces are a Redis Cluster hash tag: the
+lock ``<key>:lock`` and the set-aside ``<key>:corrupt`` land in the same slot as the
+token, which the Lua scripts below need. The value is the file store's payload,
+unchanged: one Fernet token over ``json.dumps(session_to_dict(...))``, keyed by the
+identity (:mod:`adapters.shared_key`), so every host with the same secret can read it.
+
+TTL: the access token's remaining life plus :data:`REFRESH_MARGIN` (7 days). The
+access token dies first, but its refresh token outlives it by a span the server
+does not announce; a week lets a fleet idle over a long weekend come back with one
+refresh instead of a login, and an identity nobody uses any more vanishes by itself.
+
+Lock: redis-py's ``Lock`` on ``<key>:lock`` (SET NX PX, compare-and-delete release)
+with a lease of ``lease`` seconds: a holder killed mid-refresh blocks the others for
+at most that long, so the lease must outlast one refresh with its retries (30 s by
+default). ``thread_local=False``: the async driver may release on another thread.
+Saves under the lock are fenced: they write only while this holder's token is still
+the lock's value, so a holder that stalled past its lease cannot overwrite what the
+next one stored; its save fails as a :class:`StorageError`, and the core keeps that
+token in memory and says so.
+
+A value that does not decrypt or parse is reported with a WARNING (no secrets) and,
+only by the lock holder and only if it is still the value read, renamed to
+``<key>:corrupt`` for a day; otherwise it is left for the next writer to replace.
+
+Cache: the last good session, reused by loads outside the lock for ``local_cache_ttl``
+seconds; a load under the lock always asks Redis, where the decision to refresh is
+taken. With Redis unreachable, :meth:`load` returns the cached session while it is
+still valid, with a WARNING, else raises :class:`StorageError`. redis-py's exceptions
+never leave this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import redis
+from redis.exceptions import LockError, RedisError
+
+from adapters.fernet_cipher import wipe
+from adapters.file_io import MAX_FILE_SIZE, warn
+from adapters.redis_connection import describe, failure_hint, redact_url
+from adapters.shared_key import normalized_server
+from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
+from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+from cidx_auth.domain.token import Session, session_from_dict, session_to_dict
+
+if TYPE_CHECKING:
+    from cidx_auth.ports import Cipher
+
+REFRESH_MARGIN = 7 * 24 * 3600.0
+DEFAULT_LEASE = 30.0
+LOCAL_CACHE_TTL = 1.0
+LOCK_POLL = 0.05
+"""How often a waiting process retries the lock: short, since a refresh takes ~100 ms."""
+CORRUPT_KEEP = 24 * 3600
+
+_FENCED_SET = """
+if redis.call('get', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+_FENCED_SET_ASIDE = """
+if redis.call('get', KEYS[3]) ~= ARGV[2] or redis.call('get', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('rename', KEYS[1], KEYS[2])
+redis.call('expire', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+def identity_key(server_url: str, username: str) -> str:
+    """The Redis key of the session shared by every host logged in as ``username``."""
+    identity = f"{normalized_server(server_url)}\0{username}".encode()
+    return f"cidx-auth:token:{{{hashlib.sha256(identity).hexdigest()[:32]}}}"
+
+
+def ttl_for(session: Session, now: float) -> int:
+    """Seconds the key should live: the token's remaining life plus the refresh margin."""
+    remaining = session.token.exp - session.clock_offset - now
+    return math.ceil(max(remaining, 0.0) + REFRESH_MARGIN)
+
+
+class RedisTokenStore:
+    """The ``TokenStore`` port over one Redis key and a redis-py lock beside it."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        cipher: Cipher,
+        *,
+        clock: Callable[[], float] = time.time,
+        lease: float = DEFAULT_LEASE,
+        local_cache_ttl: float = LOCAL_CACHE_TTL,
+        url: str | None = None,
+    ) -> None:
+        self.key = key
+        self.lock_name = f"{key}:lock"
+        self.url = redact_url(url) if url else describe(client)
+        self._client = client
+        self._cipher = cipher
+        self._clock = clock
+        self._lease = lease
+        self._ttl = local_cache_ttl
+        self._cache: tuple[Session, float] | None = None
+        self._token: bytes | None = None
+        """The lock token while this store holds the lock; fences its writes."""
+        self._mutex = threading.Lock()
+        self._set = client.register_script(_FENCED_SET)
+        self._set_aside_script = client.register_script(_FENCED_SET_ASIDE)
+
+    def load(self) -> Session | None:
+        """The shared session; None when there is none or it is damaged."""
+        now = self._clock()
+        cached = self._cache
+        if cached is not None and self._token is None and 0 <= now - cached[1] < self._ttl:
+            return cached[0]
+        try:
+            blob = self._client.get(self.key)
+        except RedisError as error:
+            return self._cached_or_fail(error)
+        if blob is None:
+            self._cache = None
+            return None
+        data = blob.encode() if isinstance(blob, str) else blob
+        try:
+            session = self._decode(data)
+        except CorruptStore as damage:
+            self._set_aside(data, str(damage))
+            return None
+        self._cache = (session, now)
+        return session
+
+    def save(self, session: Session) -> None:
+        """Store ``session`` with its TTL; under the lock, only while the lease holds."""
+        now = self._clock()
+        plaintext = bytearray(json.dumps(session_to_dict(session, now)), "utf-8")
+        try:
+            blob = self._cipher.encrypt(bytes(plaintext))
+        finally:
+            wipe(plaintext)
+        ttl = ttl_for(session, now)
+        token = self._token
+        try:
+            if token is None:
+                self._client.set(self.key, blob, ex=ttl)
+            elif not self._set(keys=[self.key, self.lock_name], args=[blob, token, ttl]):
+                raise StorageError(
+                    f"the token lock's {self._lease:g} s lease ran out before the session "
+                    f"was saved to Redis at {self.url}; another process holds it now, so "
+                    "this one keeps its token in memory (raise the lease if this recurs)"
+                )
+        except RedisError as error:
+            raise self._unavailable(error, "save the session to") from None
+        self._cache = (session, now)
+
+    def clear(self) -> None:
+        """Remove the shared session (log out): every host of the fleet loses it."""
+        self._cache = None
+        try:
+            self._client.delete(self.key)
+        except RedisError as error:
+            raise self._unavailable(error, "remove the session from") from None
+
+    @contextlib.contextmanager
+    def lock(self, timeout: float) -> Iterator[None]:
+        """Exclusive across every process on every host sharing this key."""
+        lock = self._client.lock(
+            self.lock_name, timeout=self._lease, sleep=LOCK_POLL,
+            blocking_timeout=timeout, thread_local=False,
+        )
+        try:
+            acquired = lock.acquire()
+        except LockError:
+            acquired = False
+        except RedisError as error:
+            raise self._unavailable(error, "take the token lock in") from None
+        if not acquired:
+            raise LockTimeout(
+                f"the token lock in Redis at {self.url} is held by another cidx process "
+                f"(on this or another host); gave up after {timeout:.1f} s"
+            )
+        self._token = token = cast(bytes, lock.local.token)
+        try:
+            yield
+        finally:
+            with self._mutex:
+                if self._token == token:
+                    self._token = None
+            self._release(lock)
+
+    def _release(self, lock: Any) -> None:
+        try:
+            lock.release()
+        except LockError:  # LockNotOwnedError: the lease ran out while we held it
+            warn("the token lock's %g s lease in Redis at %s ran out before it was released; "
+                 "another process may have taken over meanwhile", self._lease, self.url)
+        except RedisError as error:
+            warn("could not release the token lock in Redis at %s (%s); it expires by "
+                 "itself within %g s", self.url, type(error).__name__, self._lease)
+
+    def _decode(self, data: bytes) -> Session:
+        if len(data) > MAX_FILE_SIZE:
+            raise CorruptStore(f"the stored value is larger than {MAX_FILE_SIZE} bytes")
+        plaintext = bytearray(self._cipher.decrypt(data))
+        try:
+            return session_from_dict(json.loads(plaintext))
+        except (ValueError, TypeError, RecursionError):
+            raise CorruptStore("the stored session is not in a format this version reads") from None
+        finally:
+            wipe(plaintext)
+
+    def _set_aside(self, data: bytes, reason: str) -> None:
+        self._cache = None
+        moved, token = False, self._token
+        if token is not None:
+            keys = [self.key, f"{self.key}:corrupt", self.lock_name]
+            with contextlib.suppress(RedisError):
+                moved = bool(self._set_aside_script(keys=keys, args=[data, token, CORRUPT_KEEP]))
+        warn(
+            "the shared token in Redis at %s could not be used (%s; every host sharing it "
+            "needs the same per-user secret); %s", self.url, reason,
+            "set it aside as <key>:corrupt for a day, a new one will be obtained" if moved
+            else "left it in place for the lock holder to replace",
+        )
+
+    def _cached_or_fail(self, error: RedisError) -> Session:
+        cached = self._cache
+        if cached is not None:
+            session = cached[0]
+            state = ExpiryPolicy().state(session.token, self._clock(), session.clock_offset)
+            if state is not TokenState.EXPIRED:
+                warn("Redis at %s cannot be reached (%s); using the token this process "
+                     "loaded last, still valid", self.url, type(error).__name__)
+                return session
+        raise self._unavailable(error, "read the session from") from None
+
+    def _unavailable(self, error: RedisError, action: str) -> StorageError:
+        return StorageError(f"could not {action} Redis at {self.url} ({failure_hint(error)})")

@@ -1,0 +1,261 @@
+"""A real ``redis-server`` on loopback for the Redis tests, a fleet of hosts, and the
+child processes the fleet tests start.
+
+The tests import this module; child processes run it as
+``python -m tests.integration.redis_support COMMAND ...`` from the repository root,
+so its top-level imports stay light (no pytest). A "host" is a project directory
+and a configuration directory of its own; the hosts of one fleet hold the same
+per-user secret, as a CI secret would hand it to every runner.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cidx_auth.container import Container, build_redis
+from tests.integration.storage_helpers import ALICE, SERVER_URL, CountingServer, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = "tests.integration.redis_support"
+_running: set[RedisServer] = set()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def redis_binary() -> str:
+    """``redis-server`` from PATH. Without it the test is skipped, or failed under CI
+    unless ``CIDX_SKIP_REDIS`` says that this CI job has no Redis on purpose."""
+    import pytest
+
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    reason = "redis-server is not on PATH (run `make redis`, or apt-get install redis-server)"
+    if os.environ.get("CIDX_SKIP_REDIS"):  # a CI job with no Redis for its OS (Windows)
+        pytest.skip(f"CIDX_SKIP_REDIS is set: {reason}")
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the Redis tests (CIDX_SKIP_REDIS=1 opts out)")
+    pytest.skip(reason)
+
+
+class RedisServer:
+    """One ``redis-server`` on 127.0.0.1, without persistence, stopped on exit."""
+
+    def __init__(self, binary: str, port: int | None = None) -> None:
+        self.binary = binary
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="cidx-redis-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        argv = [self.binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
+                "--port", str(self.port), "--daemonize", "no"]
+        self.process = subprocess.Popen(
+            argv, cwd=self._dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        _running.add(self)
+        self._await_ping()
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        _running.discard(self)
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+
+    def _await_ping(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + 10
+        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    output = self.process.stdout.read() if self.process.stdout else b""
+                    raise RuntimeError(f"redis-server exited: {output.decode()[-2000:]}")
+                with contextlib.suppress(redis.RedisError):
+                    if probe.ping():
+                        return
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not answer PING within 10 s")
+                time.sleep(0.02)
+        finally:
+            probe.close()
+
+    def __enter__(self) -> RedisServer:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@atexit.register
+def _stop_all() -> None:  # a failed test must not leave a server behind
+    for server in list(_running):
+        server.stop()
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine of a fleet: its own checkout and its own configuration directory."""
+
+    project: Path
+    config: Path
+
+
+def make_fleet(root: Path, count: int) -> list[Host]:
+    """``count`` hosts holding one shared per-user secret, as a CI secret would give."""
+    shared = secrets.token_bytes(32)
+    hosts = []
+    for number in range(count):
+        host = Host(root / f"host-{number}" / "checkout", root / f"host-{number}" / "config")
+        host.project.mkdir(parents=True)
+        host.config.mkdir(mode=0o700)
+        secret = host.config / "user.secret"
+        secret.write_bytes(shared)
+        secret.chmod(0o600)
+        hosts.append(host)
+    return hosts
+
+
+def fleet_container(store_url: str, host: Host, server: Any, lease: float = 30.0) -> Container:
+    """The container a cidx process on ``host`` builds for the shared identity."""
+    return build_redis(store_url, SERVER_URL, ALICE.username, server, server,
+                       project=host.project, config_dir=host.config, lease=lease)
+
+
+def timed_lock(container: Container) -> list[float]:
+    """Record how long each ``lock()`` of the container's token store waited."""
+    store = container.token_store()
+    original = store.lock
+    waits: list[float] = []
+
+    @contextlib.contextmanager
+    def lock(timeout: float) -> Iterator[None]:
+        started = time.perf_counter()
+        with original(timeout):
+            waits.append(time.perf_counter() - started)
+            yield
+
+    store.lock = lock
+    return waits
+
+
+def start_children(command: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", MODULE, *command], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_together(commands: list[list[str]], ready_dir: Path, go: Path) -> list[dict[str, Any]]:
+    """Start one child per command, wait until all are ready, release them at once, and
+    return what each printed (JSON). Raises with a child's stderr if one fails."""
+    ready_dir.mkdir()
+    children = [start_children(command) for command in commands]
+    try:
+        deadline = time.monotonic() + 90
+        while len(list(ready_dir.iterdir())) < len(children):
+            dead = [child for child in children if child.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a child failed: {dead[0].communicate()[1]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the children did not all get ready in time")
+            time.sleep(0.02)
+        go.touch()
+        outputs = [child.communicate(timeout=90) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+    for child, (_, err) in zip(children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"a child exited with {child.returncode}: {err}")
+    return [json.loads(out) for out, _ in outputs]
+
+
+class StuckServer(CountingServer):
+    """A server whose refresh never answers: touches ``entered``, then waits forever.
+
+    The refresh is held before the shared state is touched, so the refresh token the
+    stuck process carried stays unused, as when a request dies on the way out.
+    """
+
+    def __init__(self, state_path: Path, entered: Path) -> None:
+        super().__init__(state_path)
+        self.entered = entered
+
+    def refresh(self, refresh_token: str) -> Any:
+        self.entered.touch()
+        wait_for(self.entered.with_name("never"), timeout=3600)
+        return super().refresh(refresh_token)
+
+
+# ---- child processes -------------------------------------------------------------
+
+
+def race(store_url: str, project: str, config: str, state: str, lease: str,
+         ready_dir: str, go: str) -> None:
+    """Get ready, wait for go, get a token; print it with timings and lock waits."""
+    host = Host(Path(project), Path(config))
+    container = fleet_container(store_url, host, CountingServer(Path(state)), float(lease))
+    waits = timed_lock(container)
+    provider = container.token_provider()
+    container.token_store()._cipher.encrypt(b"warm-up")  # derive the key before the race
+    (Path(ready_dir) / str(os.getpid())).touch()
+    wait_for(Path(go))
+    started = time.time()
+    token = provider.get_token()
+    report = {"token": token, "started": started, "done": time.time(), "waits": waits}
+    print(json.dumps(report), flush=True)
+
+
+def stuck(store_url: str, project: str, config: str, state: str, lease: str,
+          entered: str) -> None:
+    """Take the lock and hang inside the refresh until killed."""
+    host = Host(Path(project), Path(config))
+    server = StuckServer(Path(state), Path(entered))
+    fleet_container(store_url, host, server, float(lease)).token_provider().get_token()
+
+
+COMMANDS: dict[str, Callable[..., None]] = {"race": race, "stuck": stuck}
+
+if __name__ == "__main__":
+    COMMANDS[sys.argv[1]](*sys.argv[2:])
