@@ -26,14 +26,12 @@ sees another's refresh on its next load at the cost of one ``stat``.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.fernet_cipher import wipe
 from adapters.file_io import (
     MAX_FILE_SIZE,
     Identity,
@@ -44,8 +42,9 @@ from adapters.file_io import (
     write_private,
 )
 from adapters.file_quarantine import quarantine
+from adapters.session_codec import decode_session, encode_session
 from cidx_auth.domain.errors import CorruptStore, StorageError
-from cidx_auth.domain.token import Session, session_from_dict, session_to_dict
+from cidx_auth.domain.token import Session
 
 if TYPE_CHECKING:  # the ports module pulls in the breaker and events: not needed to read
     from cidx_auth.ports import Cipher
@@ -114,11 +113,7 @@ class FileTokenStore:
     def save(self, session: Session) -> None:
         """Replace the stored session atomically. The caller holds :meth:`lock`."""
         now = self._clock()
-        plaintext = bytearray(json.dumps(session_to_dict(session, now)), "utf-8")
-        try:
-            blob = self._cipher.encrypt(bytes(plaintext))
-        finally:
-            wipe(plaintext)
+        blob = encode_session(session, self._cipher, now)
         if len(blob) > MAX_FILE_SIZE:
             raise StorageError("the session is too large to store; nothing was written")
         with self._mutex:
@@ -153,13 +148,7 @@ class FileTokenStore:
         return 0 <= self._clock() - cached.at < self._ttl
 
     def _decode(self, data: bytes) -> Session:
-        plaintext = bytearray(self._cipher.decrypt(data))
-        try:
-            return session_from_dict(json.loads(plaintext))
-        except (ValueError, TypeError, RecursionError):
-            raise CorruptStore("the stored session is not in a format this version reads") from None
-        finally:
-            wipe(plaintext)
+        return decode_session(data, self._cipher)
 
     def _set_aside(self, seen: Identity, reason: str) -> None:
         self._cache = None

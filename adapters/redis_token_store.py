@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import threading
 import time
@@ -46,13 +45,13 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.exceptions import LockError, RedisError
 
-from adapters.fernet_cipher import wipe
 from adapters.file_io import MAX_FILE_SIZE, warn
 from adapters.redis_connection import describe, failure_hint, redact_url
+from adapters.session_codec import decode_session, encode_session
 from adapters.shared_key import normalized_server
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
-from cidx_auth.domain.token import Session, session_from_dict, session_to_dict
+from cidx_auth.domain.token import Session
 
 if TYPE_CHECKING:
     from cidx_auth.ports import Cipher
@@ -145,11 +144,7 @@ class RedisTokenStore:
     def save(self, session: Session) -> None:
         """Store ``session`` with its TTL; under the lock, only while the lease holds."""
         now = self._clock()
-        plaintext = bytearray(json.dumps(session_to_dict(session, now)), "utf-8")
-        try:
-            blob = self._cipher.encrypt(bytes(plaintext))
-        finally:
-            wipe(plaintext)
+        blob = encode_session(session, self._cipher, now)
         ttl = ttl_for(session, now)
         token = self._token
         try:
@@ -213,13 +208,7 @@ class RedisTokenStore:
     def _decode(self, data: bytes) -> Session:
         if len(data) > MAX_FILE_SIZE:
             raise CorruptStore(f"the stored value is larger than {MAX_FILE_SIZE} bytes")
-        plaintext = bytearray(self._cipher.decrypt(data))
-        try:
-            return session_from_dict(json.loads(plaintext))
-        except (ValueError, TypeError, RecursionError):
-            raise CorruptStore("the stored session is not in a format this version reads") from None
-        finally:
-            wipe(plaintext)
+        return decode_session(data, self._cipher)
 
     def _set_aside(self, data: bytes, reason: str) -> None:
         self._cache = None

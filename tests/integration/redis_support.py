@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from cidx_auth.container import Container, build_redis
-from tests.integration.storage_helpers import ALICE, SERVER_URL, CountingServer, wait_for
+from tests.integration.storage_helpers import (
+    ALICE,
+    SERVER_URL,
+    CountingServer,
+    release_together,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.integration.redis_support"
@@ -190,25 +196,11 @@ def run_together(commands: list[list[str]], ready_dir: Path, go: Path) -> list[d
     return what each printed (JSON). Raises with a child's stderr if one fails."""
     ready_dir.mkdir()
     children = [start_children(command) for command in commands]
-    try:
-        deadline = time.monotonic() + 90
-        while len(list(ready_dir.iterdir())) < len(children):
-            dead = [child for child in children if child.poll() is not None]
-            if dead:
-                raise RuntimeError(f"a child failed: {dead[0].communicate()[1]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the children did not all get ready in time")
-            time.sleep(0.02)
-        go.touch()
-        outputs = [child.communicate(timeout=90) for child in children]
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-    for child, (_, err) in zip(children, outputs, strict=True):
-        if child.returncode != 0:
-            raise RuntimeError(f"a child exited with {child.returncode}: {err}")
-    return [json.loads(out) for out, _ in outputs]
+    results = release_together(children, ready_dir, go, timeout=90)
+    for code, _, err in results:
+        if code != 0:
+            raise RuntimeError(f"a child exited with {code}: {err}")
+    return [json.loads(out) for _, out, _ in results]
 
 
 class StuckServer(CountingServer):

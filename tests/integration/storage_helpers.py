@@ -189,9 +189,19 @@ def start_together(
         )
         for _ in range(count)
     ]
+    return release_together(children, ready_dir, go, timeout=60)
+
+
+def release_together(
+    children: list[Any], ready_dir: Path, go: Path, timeout: float
+) -> list[tuple[int, str, str]]:
+    """Wait until every child has put a file in ``ready_dir``, touch ``go``, collect them.
+
+    A child that dies early fails the wait at once; every child is killed on the way out.
+    """
     try:
-        deadline = time.monotonic() + 60
-        while len(list(ready_dir.iterdir())) < count:
+        deadline = time.monotonic() + timeout
+        while len(list(ready_dir.iterdir())) < len(children):
             dead = [child for child in children if child.poll() is not None]
             if dead:
                 raise RuntimeError(f"a child failed: {dead[0].communicate()[1]}")
@@ -199,7 +209,7 @@ def start_together(
                 raise RuntimeError("the children did not all get ready in time")
             time.sleep(0.02)
         go.touch()
-        outputs = [child.communicate(timeout=60) for child in children]
+        outputs = [child.communicate(timeout=timeout) for child in children]
     finally:
         for child in children:
             if child.poll() is None:

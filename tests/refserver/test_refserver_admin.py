@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,17 +15,6 @@ from refserver.testing import FakeClock, asgi_client, fake_app
 
 PASSWORD = "secret"
 CONFIG = ServerConfig(users={"alice": PASSWORD})
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(fake_app(CONFIG, clock)) as http:
-        yield http
 
 
 async def arm(client: httpx.AsyncClient, **fault: Any) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import jwt
@@ -16,17 +15,6 @@ from refserver.testing import FakeClock, asgi_client, fake_app
 USERS = {"alice": "secret", "bob": "pw", "carol": "otp", "dave": "old"}
 CONFIG = ServerConfig(users=USERS, roles={"bob": "admin"}, mfa_users=frozenset({"carol"}),
                       expired_password_users=frozenset({"dave"}))
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(fake_app(CONFIG, clock)) as http:
-        yield http
 
 
 async def login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,17 +16,6 @@ from refserver.testing import FakeClock, asgi_client, fake_app
 CONFIG = ServerConfig(users={"alice": "secret"})
 CHALLENGE = ('Bearer realm="mcp", '
              "resource_metadata=http://testserver/.well-known/oauth-protected-resource")
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(fake_app(CONFIG, clock)) as http:
-        yield http
 
 
 async def access_token(client: httpx.AsyncClient) -> str:

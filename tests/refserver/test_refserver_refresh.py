@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -10,21 +9,10 @@ import jwt
 import pytest
 
 from refserver.config import ServerConfig
-from refserver.testing import FakeClock, asgi_client, fake_app
+from refserver.testing import FakeClock
 
 ALICE_PASSWORD = "secret"
 CONFIG = ServerConfig(users={"alice": ALICE_PASSWORD, "bob": "pw"}, roles={"bob": "power_user"})
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def client(clock: FakeClock) -> AsyncIterator[httpx.AsyncClient]:
-    async with asgi_client(fake_app(CONFIG, clock)) as http:
-        yield http
 
 
 async def login(client: httpx.AsyncClient, username: str = "alice",
