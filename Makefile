@@ -39,7 +39,7 @@ test: redis lint typecheck contracts
 		--cov-report=term-missing:skip-covered --cov-fail-under=95 $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/cidx-auth simulate
+	$(BIN)/cidx-auth demo
 
 bench: install
 	$(BIN)/python bench/run.py

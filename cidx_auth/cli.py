@@ -310,5 +310,5 @@ def _clock_time(epoch: float) -> str:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """The full command line (``cidx_auth.entry`` tries the token fast path first)."""
     cli()

@@ -144,7 +144,7 @@ def _view(
 
 def run_demo(seconds: float = 60.0, processes: int = 4, tasks: int = 8) -> int:
     """Run the demo; returns the exit code (0 only if nothing failed)."""
-    console = Console()
+    console = Console(soft_wrap=True)  # progress lines stay whole in CI logs
     with tempfile.TemporaryDirectory(prefix="cidx-demo-") as tmp:
         workdir = Path(tmp)
         project, config = workdir / "project", workdir / "config"
