@@ -76,6 +76,8 @@ class MemoryTokenStore(_Failing):
         self.session = session
         self.loads = 0
         self.saves = 0
+        self.lock_wanted = threading.Event()
+        """Set when someone starts waiting for the lock: a test's cue, instead of a sleep."""
         self._lock = threading.Lock()
 
     def load(self) -> Session | None:
@@ -95,6 +97,7 @@ class MemoryTokenStore(_Failing):
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
         self._check()
+        self.lock_wanted.set()
         if not self._lock.acquire(timeout=timeout):
             raise LockTimeout(f"token lock not acquired within {timeout:.0f} s")
         try:
@@ -177,6 +180,9 @@ class ScriptedGateway:
         self.server_offset = 0.0
         self.send_date = False
         self.gate: threading.Event | None = None
+        """When set up, refreshes wait here until the test opens it."""
+        self.at_gate = threading.Event()
+        """Set once a refresh is waiting at the gate: the test's cue, instead of a sleep."""
         self._script: deque[CidxAuthError | Grant] = deque()
         self._families: dict[str, str] = {}
         self._used: set[str] = set()
@@ -239,6 +245,7 @@ class ScriptedGateway:
 
     def _wait_gate(self) -> None:
         if self.gate is not None:
+            self.at_gate.set()
             self.gate.wait(timeout=30)
 
     def _scripted(self) -> Grant | None:

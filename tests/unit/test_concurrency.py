@@ -12,6 +12,11 @@ from cidx_auth.domain.events import EventKind
 from tests.unit.conftest import World, make_world
 
 
+async def at_gate(world: World) -> None:
+    """Wait until a refresh is held at the scripted server's gate."""
+    assert await asyncio.to_thread(world.gateway.at_gate.wait, 10)
+
+
 def run_tasks_in_loop(world: World, count: int, started: threading.Event, out: list[str]) -> None:
     async def main() -> None:
         async def one() -> str:
@@ -97,7 +102,7 @@ async def test_stale_followers_do_not_wait_for_the_leader() -> None:
     world.clock.advance(301)
     world.gateway.gate = threading.Event()
     leader = asyncio.create_task(world.provider.aget_token())
-    await asyncio.sleep(0.05)  # the leader is blocked inside the refresh
+    await at_gate(world)  # the leader is blocked inside the refresh
     assert await world.provider.aget_token() == first  # no waiting for a stale token
     world.gateway.gate.set()
     assert await leader != first
@@ -109,7 +114,7 @@ async def test_cancelled_async_leader_releases_lock_and_followers() -> None:
     world.clock.advance(600)
     world.gateway.gate = threading.Event()
     leader = asyncio.create_task(world.provider.aget_token())
-    await asyncio.sleep(0.05)
+    await at_gate(world)
     follower = asyncio.create_task(world.provider.aget_token())
     await asyncio.sleep(0)
     leader.cancel()
@@ -118,7 +123,10 @@ async def test_cancelled_async_leader_releases_lock_and_followers() -> None:
     with pytest.raises(CidxAuthError, match="cancelled"):
         await follower
     world.gateway.gate.set()
-    await asyncio.sleep(0.05)
+    for _ in range(500):  # the cancelled refresh's thread finishes and lets go of the lock
+        if not world.store.locked:
+            break
+        await asyncio.sleep(0.01)
     assert not world.store.locked
     assert await world.provider.aget_token()
 
@@ -129,7 +137,7 @@ async def test_sync_call_on_the_loop_thread_during_async_renewal_is_refused() ->
     world.clock.advance(600)
     world.gateway.gate = threading.Event()
     leader = asyncio.create_task(world.provider.aget_token())
-    await asyncio.sleep(0.05)
+    await at_gate(world)
     with pytest.raises(RuntimeError, match="aget_token"):
         world.provider.get_token()
     world.gateway.gate.set()
@@ -141,13 +149,14 @@ async def test_lock_taken_while_cancelled_is_given_back() -> None:
     world.clock.advance(0)
     lock = world.store.lock(1)
     lock.__enter__()  # another holder
+    world.store.lock_wanted.clear()
     task = asyncio.create_task(world.provider.aget_token())
-    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(world.store.lock_wanted.wait, 10)  # the task waits on it
     task.cancel()
     lock.__exit__(None, None, None)
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(50):
+    for _ in range(500):  # the worker thread gets the lock late, then gives it back
         if not world.store.locked:
             break
         await asyncio.sleep(0.01)
