@@ -11,7 +11,7 @@ from cidx_auth.ports import EventSink, StateStore
 
 _LEVELS = {
     EventKind.STORAGE_DEGRADED: logging.WARNING,
-    EventKind.LOGIN_REFUSED: logging.WARNING,
+    EventKind.LOGIN_REFUSED: logging.INFO,  # the caller reports it as the error itself
     EventKind.LOCK_TIMEOUT: logging.WARNING,
     EventKind.REFRESH_FAILED: logging.INFO,
     EventKind.BREAKER: logging.INFO,

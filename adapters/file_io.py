@@ -178,7 +178,7 @@ def write_private(path: Path, data: bytes, *, sweep_young: bool, now: float) -> 
             written = identity_of(os.fstat(fd))
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        replace_file(temp, path)
         temp = None
         fsync_dir(directory)
     except OSError as error:
@@ -189,6 +189,32 @@ def write_private(path: Path, data: bytes, *, sweep_young: bool, now: float) -> 
                 os.unlink(temp)
     sweep_temps(directory, prefix, keep_young=not sweep_young, now=now)
     return written
+
+
+WINDOWS_RETRY_SECONDS = 1.0
+
+
+def replace_file(source: str | Path, target: Path) -> None:
+    """``os.replace``, patient on Windows.
+
+    There a file another process has open (a lock-free reader of ``.token``) cannot be
+    replaced for a moment: PermissionError. Readers hold it for microseconds, so a short
+    retry turns that into a brief wait instead of a failed save.
+    """
+    if POSIX:
+        os.replace(source, target)
+        return
+    import time
+
+    deadline = time.monotonic() + WINDOWS_RETRY_SECONDS
+    while True:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -45,8 +45,13 @@ class HttpSettings:
     user_agent: str = f"cidx-auth/{__version__}"
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(self.base_url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            _ = parts.port  # raises ValueError for a port out of range or not a number
+        except ValueError:
+            valid = False
+        if not valid:
             raise ConfigurationError(
                 f"the server URL {self.base_url!r} is not an http(s) URL; "
                 "give one like https://cidx.example.com"
@@ -165,10 +170,11 @@ def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthErr
         phase = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "waiting for an answer",
                  httpx.WriteTimeout: "sending the request",
                  httpx.PoolTimeout: "waiting for a free connection"}.get(type(exc), "waiting")
-        return ServerUnavailable(f"{server} timed out while {phase}; try again later")
+        return ServerUnavailable(f"{server} timed out while {phase}; try again later",
+                                 reached=not never_sent(exc))
     if isinstance(exc, httpx.ConnectError):
         return ServerUnavailable(f"could not connect to {server} ({_short(exc)}); "
-                                 "check the URL and that the server is running")
+                                 "check the URL and that the server is running", reached=False)
     if isinstance(exc, httpx.TransportError):
         return ServerUnavailable(f"the connection to {server} failed "
                                  f"({type(exc).__name__}: {_short(exc)}); try again later")

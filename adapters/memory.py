@@ -27,6 +27,7 @@ from cidx_auth.domain.errors import (
     InvalidCredentials,
     LockTimeout,
     RefreshRejected,
+    ServerUnavailable,
     StorageError,
 )
 from cidx_auth.domain.events import ClientState
@@ -183,6 +184,8 @@ class ScriptedGateway:
         """When set up, refreshes wait here until the test opens it."""
         self.at_gate = threading.Event()
         """Set once a refresh is waiting at the gate: the test's cue, instead of a sleep."""
+        self.lose_answers = 0
+        """Refreshes still to lose their answer: rotated at the server, then a timeout."""
         self._script: deque[CidxAuthError | Grant] = deque()
         self._families: dict[str, str] = {}
         self._used: set[str] = set()
@@ -232,7 +235,11 @@ class ScriptedGateway:
                 self.replays += 1
                 raise RefreshRejected("Token replay attack detected")
             self._used.add(refresh_token)
-            return self._grant(username)
+            grant = self._grant(username)
+            if self.lose_answers:
+                self.lose_answers -= 1
+                raise ServerUnavailable("read timed out: the answer was lost")
+            return grant
 
     async def alogin(self, credentials: Credentials) -> Grant:
         await asyncio.sleep(0)

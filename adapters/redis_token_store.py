@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 REFRESH_MARGIN = 7 * 24 * 3600.0
 DEFAULT_LEASE = 30.0
+MAX_HOLD = 300.0
+"""Longest a live process keeps extending its lease: beyond any renewal's worst case."""
 LOCAL_CACHE_TTL = 1.0
 LOCK_POLL = 0.05
 """How often a waiting process retries the lock: short, since a refresh takes ~100 ms."""
@@ -187,13 +189,42 @@ class RedisTokenStore:
                 f"(on this or another host); gave up after {timeout:.1f} s"
             )
         self._token = token = cast(bytes, lock.local.token)
+        released = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep_lease, args=(lock, released), name="cidx-auth-lease", daemon=True
+        )
+        keeper.start()
         try:
             yield
         finally:
+            released.set()
+            keeper.join()
             with self._mutex:
                 if self._token == token:
                     self._token = None
             self._release(lock)
+
+    def _keep_lease(self, lock: Any, released: threading.Event) -> None:
+        """Extend the lease while this process holds the lock.
+
+        One renewal can outlast any fixed lease (three attempts, each up to 10 s to
+        connect and 30 s to read, plus Retry-After waits): were the lease to run out
+        meanwhile, another host would take the lock and present the refresh token this
+        one is presenting, and the server would revoke the family. A crashed holder
+        stops extending, so its lease still runs out; a hung one is cut off at
+        :data:`MAX_HOLD`.
+        """
+        deadline = time.monotonic() + MAX_HOLD
+        while not released.wait(self._lease / 3) and time.monotonic() < deadline:
+            try:
+                lock.extend(self._lease, replace_ttl=True)
+            except LockError:
+                warn("the token lock's lease in Redis at %s was lost; another process may "
+                     "take over", self.url)
+                return
+            except RedisError as error:
+                warn("could not extend the token lock's lease in Redis at %s (%s)",
+                     self.url, type(error).__name__)
 
     def _release(self, lock: Any) -> None:
         try:

@@ -23,6 +23,9 @@ from cidx_auth import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
 
 F = TypeVar("F", bound=Callable[..., Any])
+JWS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                  "ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "EdDSA")
+"""What ``--allow-alg`` accepts: the JWS signature algorithms (never ``none``)."""
 logger = logging.getLogger("cidx_auth")
 
 
@@ -62,6 +65,9 @@ def handled(command: F) -> F:
             _fail(str(error), error.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # `cidx-auth status | head`: the reader left, nothing to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except Exception as error:
@@ -116,6 +122,7 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificates to trust for this server (PEM).")
 @click.option("--allow-alg", "allow_alg", multiple=True,
+              type=click.Choice(JWS_ALGORITHMS, case_sensitive=False),
               help="Also accept tokens signed with ALG (default: RS256 only).")
 @click.option("--store", "store_url", metavar="URL",
               help="Keep the token in Redis (redis://HOST:PORT/DB or rediss://...), shared "
@@ -124,12 +131,14 @@ def _read_password(from_stdin: bool) -> str:
 def login(server: str, username: str, password_stdin: bool, ca_bundle: Path | None,
           allow_alg: tuple[str, ...], store_url: str | None) -> None:
     """Log in, and store the credentials, settings and token for this project."""
-    from adapters.project_layout import ProjectSettings, save_settings
+    from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
     from cidx_auth.domain.credentials import Credentials
     from cidx_auth.project import open_project
 
     root = _options().root
-    algorithms = tuple(dict.fromkeys(("RS256", *allow_alg)))
+    canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
+    algorithms = tuple(dict.fromkeys(("RS256", *(canonical[a.upper()] for a in allow_alg))))
+    previous = load_settings(ProjectLayout(root))
     if store_url is not None:  # checked before the password is asked for
         from adapters.redis_connection import check_store_url, ping
 
@@ -142,6 +151,9 @@ def login(server: str, username: str, password_stdin: bool, ca_bundle: Path | No
     credentials = Credentials(username, _read_password(password_stdin))
     project = open_project(root, settings)
     try:
+        if previous is None or previous.server_url != settings.server_url:
+            # The circuit judged the old server; a new URL (a typo fixed) starts afresh.
+            project.container.breaker().reset()
         session = project.provider.login(credentials)
         save_settings(project.layout, settings)
     finally:
@@ -174,9 +186,14 @@ def token() -> None:
 @handled
 def status(as_json: bool) -> None:
     """Show the stored session, breaker and counters (never a secret)."""
+    from cidx_auth.domain.errors import NotLoggedIn
     from cidx_auth.status import collect
 
-    report = collect(_options().root)
+    try:
+        report = collect(_options().root)
+    except NotLoggedIn:  # a question, not a failure: the answer is "not logged in"
+        report = {"logged_in": False, "token_state": "none",
+                  "next_step": "cidx-auth login --server URL --username NAME"}
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
@@ -242,9 +259,14 @@ def query(text: str, repo: str, limit: int, as_json: bool) -> None:
 @handled
 def logout(forget: bool) -> None:
     """Remove the stored token (and with --forget the credentials)."""
+    from adapters.project_layout import ProjectLayout, load_settings
     from cidx_auth.project import open_project
 
-    project = open_project(_options().root)
+    root = _options().root
+    if load_settings(ProjectLayout(root)) is None:
+        click.echo("Not logged in: nothing to remove")
+        return
+    project = open_project(root)
     try:
         project.provider.logout(forget=forget)
     finally:

@@ -167,15 +167,30 @@ def _run(console: Console, server: Server, project: Path, env: dict[str, str],
         console.print(f"[red]login failed[/red]: {done.stderr.strip()}")
         return 1
     console.print(done.stdout.strip())
-    tally, stop, events = Tally(), threading.Event(), []
-    workers = [threading.Thread(target=_process_worker, args=(project, env, tally, stop))
-               for _ in range(processes)]
+    tally, stop, events = Tally(), threading.Event(), list[str]()
+    # Daemon threads, stopped in `finally`: Ctrl-C or an error must end the demo too.
+    workers = [threading.Thread(target=_process_worker, args=(project, env, tally, stop),
+                                daemon=True) for _ in range(processes)]
     workers.append(threading.Thread(
-        target=asyncio.run, args=(_task_workload(project, tally, stop, tasks),)))
+        target=asyncio.run, args=(_task_workload(project, tally, stop, tasks),), daemon=True))
     start = time.monotonic()
     for worker in workers:
         worker.start()
-    with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+    try:
+        _drive(console, server, tally, events, start, seconds)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=130)  # a worker's CLI call times out after 120 s at most
+    stats = server.stats()  # after the last query: the figures and the tally agree
+    console.print(_view(seconds, seconds, tally, stats, events))
+    return _summary(console, project, env, tally, stats)
+
+
+def _drive(console: Console, server: Server, tally: Tally, events: list[str], start: float,
+           seconds: float) -> None:
+    """Show progress, revoke once and inject one burst of errors on the way."""
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
         while (elapsed := time.monotonic() - start) < seconds:
             if elapsed > seconds / 3 and "revoked" not in events:
                 server.post("/_admin/revoke", {"username": USER})
@@ -191,12 +206,6 @@ def _run(console: Console, server: Server, project: Path, env: dict[str, str],
                               f"{stats.get('logins', 0)} logins, {stats.get('refreshes', 0)} "
                               f"refreshes, {stats.get('replays', 0)} replays; {events or ''}")
             time.sleep(0.25)
-        stop.set()
-        for worker in workers:
-            worker.join()
-        stats = server.stats()
-        live.update(_view(seconds, seconds, tally, stats, events))
-    return _summary(console, project, env, tally, stats)
 
 
 def _summary(console: Console, project: Path, env: dict[str, str], tally: Tally,

@@ -11,10 +11,12 @@ import os
 import time
 from pathlib import Path
 
-from adapters.file_token_store import FileTokenStore
+from adapters.file_io import read_private
 from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, load_settings
+from adapters.session_codec import decode_session
 from adapters.shared_key import project_cipher
+from cidx_auth.domain.errors import CidxAuthError
 from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
 
 
@@ -25,7 +27,13 @@ def fresh_stored_token(root: Path) -> str | None:
     if settings is None or settings.store_url or os.environ.get("CIDX_STORE_URL"):
         return None  # a token shared in Redis is read by the full path
     cipher = project_cipher(root, settings.server_url, secret_source())
-    session = FileTokenStore(layout.token, layout.token_lock, cipher).load()
+    # Read-only: anything wrong with the file is left for the full path to report and
+    # set aside under the lock; this path only answers when all is well.
+    try:
+        found = read_private(layout.token)
+        session = decode_session(found[0], cipher) if found is not None else None
+    except CidxAuthError:
+        return None
     if session is None or session.token.alg not in settings.allowed_algorithms:
         return None
     state = ExpiryPolicy().state(session.token, time.time(), session.clock_offset)

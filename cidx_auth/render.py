@@ -13,9 +13,11 @@ def results_table(answer: dict[str, Any], console: Console | None = None) -> Non
     console = console or Console()
     results = answer.get("results") or []
     table = Table(title=f"{answer.get('total_results', len(results))} result(s)")
-    table.add_column("score", justify="right")
-    table.add_column("location")
-    table.add_column("snippet", overflow="ellipsis", no_wrap=True)
+    # Score and location must stay whole at any width (a pipe or CI log is 80 columns);
+    # only the snippet gives way.
+    table.add_column("score", justify="right", no_wrap=True, min_width=5)
+    table.add_column("location", overflow="fold", min_width=20)
+    table.add_column("snippet", overflow="ellipsis", no_wrap=True, ratio=1)
     for item in results:
         score = item.get("similarity_score")
         where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"

@@ -31,6 +31,7 @@ def collect(root: Path) -> dict[str, Any]:
         project.close()
     settings = project.settings
     report: dict[str, Any] = {
+        "logged_in": True,
         "server": settings.server_url,
         "username": settings.username,
         "store": "redis" if project.shared_store else "file",

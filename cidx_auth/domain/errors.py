@@ -6,7 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)     bad setting or argument          exit 2
     ├── TokenRejected (ValueError)          a JWT the rules refuse
     │   ├── MalformedToken                  not three base64url JSON parts
-    │   ├── DisallowedAlgorithm             alg "none" or outside the allowed set
+    │   ├── DisallowedAlgorithm             alg "none" or outside the allowed set exit 2
     │   └── UnusableLifetime                no exp, lifetime > 24 h, iat in the future
     ├── AuthenticationError                 the server refused who we are     exit 3
     │   ├── InvalidCredentials              login answered 401
@@ -56,6 +56,7 @@ class MalformedToken(TokenRejected):
 class DisallowedAlgorithm(TokenRejected):
     """The JWT header names an algorithm that the settings do not allow."""
 
+    exit_code = 2  # a setting to change (--allow-alg), not a fault
 
 class UnusableLifetime(TokenRejected):
     """The token has no usable expiry, lives too long, or was issued in the future."""
@@ -106,7 +107,17 @@ class TransportError(CidxAuthError):
 
 
 class ServerUnavailable(TransportError):
-    """A network error, a timeout or a 5xx answer: counts against the breaker."""
+    """A network error, a timeout or a 5xx answer: counts against the breaker.
+
+    ``reached`` is False only when the request certainly never got to the server
+    (connection refused, pool timeout): then even a refresh may be sent again.
+    """
+
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, reached: bool = True
+    ) -> None:
+        super().__init__(message, retry_after)
+        self.reached = reached
 
 
 class RateLimited(TransportError):

@@ -100,7 +100,7 @@ def _b64decode(part: str) -> bytes:
 def _json_object(part: str, what: str) -> dict[str, Any]:
     try:
         value = json.loads(_b64decode(part))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedToken(f"the access token's {what} is not JSON") from exc
     if not isinstance(value, dict):
         raise MalformedToken(f"the access token's {what} is not a JSON object")
@@ -110,7 +110,10 @@ def _json_object(part: str, what: str) -> dict[str, Any]:
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float: no usable time
+        return None
     return number if math.isfinite(number) else None
 
 

@@ -60,6 +60,10 @@ class CircuitBreaker:
             lambda breaker: table.record(breaker, failed, now, self._config, retry_after), now
         )
 
+    def reset(self) -> None:
+        """Close the circuit and forget failures (a new server URL was configured)."""
+        self._change(lambda _: BreakerState(), self._clock.now())
+
     def _change(self, rule: Callable[[BreakerState], BreakerState], now: float) -> BreakerState:
         """Apply ``rule`` atomically in the store; announce a change of circuit."""
         before = BreakerState()

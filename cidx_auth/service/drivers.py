@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -109,13 +110,23 @@ def run_sync(flow: Flow, ports: Ports, gateway: AuthGateway) -> Any:
         flow.close()
 
 
+_BLOCKING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cidx-auth-io")
+"""Where the async driver does blocking storage work. Its own pool, not the loop's
+default executor: threads of the default pool may themselves be blocked waiting for
+this very renewal (sync callers run with ``asyncio.to_thread``), which would deadlock."""
+
+_ON_LOOP = (fx.Now, fx.Draw)
+"""Answers cheap enough for the event loop; everything else may touch a disk or Redis."""
+
+
 async def run_async(flow: Flow, ports: Ports, gateway: AsyncAuthGateway) -> Any:
-    """Drive ``flow`` on the running event loop; blocking waits go to a thread."""
+    """Drive ``flow`` on the running event loop; blocking work goes to a thread."""
     held = _Held()
+    loop = asyncio.get_running_loop()
 
     async def lock(effect: fx.AcquireLock) -> fx.LockResult:
         manager = ports.store.lock(effect.timeout)
-        entering = asyncio.get_running_loop().run_in_executor(None, manager.__enter__)
+        entering = loop.run_in_executor(_BLOCKING, manager.__enter__)
         try:
             await asyncio.shield(entering)
         except LockTimeout:
@@ -150,8 +161,11 @@ async def run_async(flow: Flow, ports: Ports, gateway: AsyncAuthGateway) -> Any:
                 waiting = waits.get(type(effect))
                 if waiting is not None:
                     answer = await waiting(effect)
-                else:
+                elif isinstance(effect, _ON_LOOP):
                     answer = ports.shared[type(effect)](effect)
+                else:
+                    handler = ports.shared[type(effect)]
+                    answer = await loop.run_in_executor(_BLOCKING, handler, effect)
             except CidxAuthError as exc:
                 error = exc
     finally:

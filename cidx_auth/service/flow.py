@@ -15,16 +15,20 @@ trouble is retried with full-jitter backoff, a refusal is never retried.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     AuthenticationError,
     CidxAuthError,
+    InvalidCredentials,
     LockTimeout,
+    MfaRequired,
     NotLoggedIn,
+    PasswordExpired,
     RateLimited,
     RefreshRejected,
     ServerUnavailable,
@@ -67,8 +71,11 @@ def emit(kind: EventKind, now: float, detail: str = "", token: Session | None = 
 def network(call: fx.Login | fx.Refresh, rules: Rules) -> Flow:
     """Perform ``call`` through the breaker with retries; returns its :class:`Grant`.
 
-    A refresh answered 429 is not retried: the server's refresh limiter answers 429 only
-    to refused refreshes, so the same token would be refused again and feed the limiter.
+    A refresh is not idempotent: the server rotates on receipt, so sending the same
+    refresh token again after it may have arrived (a timeout, a dropped answer, a 5xx)
+    would be a replay, and the server revokes the family. It is retried only when it
+    certainly never reached the server. A 429 is not retried either: the refresh
+    limiter answers 429 only to refused refreshes.
     """
     failures = 0
     while True:
@@ -80,7 +87,7 @@ def network(call: fx.Login | fx.Refresh, rules: Rules) -> Flow:
             yield fx.Record(isinstance(error, ServerUnavailable), retry_after)
             failures += 1
             delay = rules.retry.delay(error, failures, (yield fx.Draw()))
-            if delay is None or (isinstance(call, fx.Refresh) and isinstance(error, RateLimited)):
+            if delay is None or (isinstance(call, fx.Refresh) and not _resendable(error)):
                 raise
             now = yield fx.Now()
             yield emit(EventKind.RETRY, now, f"{type(error).__name__}, next try in {delay:.1f} s")
@@ -88,6 +95,10 @@ def network(call: fx.Login | fx.Refresh, rules: Rules) -> Flow:
             continue
         yield fx.Record(False)
         return cast(Grant, grant)
+
+
+def _resendable(error: CidxAuthError) -> bool:
+    return isinstance(error, ServerUnavailable) and not error.reached
 
 
 def adopt(grant: Grant, username: str | None, kind: EventKind, rules: Rules) -> Flow:
@@ -109,40 +120,61 @@ def adopt(grant: Grant, username: str | None, kind: EventKind, rules: Rules) -> 
 
 
 def save(session: Session) -> Flow:
+    """Store ``session``; if that fails, at least take the old one away.
+
+    The old stored session holds a refresh token the server has just rotated away: left
+    in place, the next process would present it again and the server would revoke the
+    family. An empty store only costs that process a login.
+    """
     try:
         yield fx.SaveSession(session)
     except StorageError as error:
         yield fx.Degraded(f"token not saved ({type(error).__name__}: {error})")
+        with contextlib.suppress(StorageError):  # then memory alone carries the session
+            yield fx.ClearSession()
 
 
-def load(current: Session | None, repair: bool = True) -> Flow:
-    """The newest of the stored and the in-memory session.
+def load(current: Session | None, degraded: bool, repair: bool = True) -> Flow:
+    """The session to work from: normally the stored one (another process may have
+    refreshed), else the one in memory.
 
-    Normally the store is newer (another process refreshed). After storage failed for
-    a while, memory is newer: its refresh token has rotated past the stored one, which
-    the server would now treat as a replay. Then memory wins and, with ``repair`` (only
-    under the lock), is written back.
+    Memory wins over the store only while storage is failing (``degraded``): then its
+    refresh token has rotated past the stored one, which the server would take for a
+    replay, and with ``repair`` (only under the lock) it is written back. With storage
+    healthy, an empty store means someone logged out (or a damaged file was set aside):
+    the in-memory session is not brought back.
     """
     try:
         stored = yield fx.LoadSession()
     except StorageError as error:
         yield fx.Degraded(f"token not loaded ({type(error).__name__}: {error})")
         return current
-    if stored is None:
-        return current
-    if current is not None and current.token.exp > stored.token.exp:
+    if not degraded or current is None:
+        return stored
+    if stored is None or _issued(current) > _issued(stored):
         if repair:
             yield from save(current)
         return current
     return stored
 
 
-def acquire(current: Session | None, rejected: frozenset[str], rules: Rules) -> Flow:
-    """Return an :class:`Outcome` with a usable session, or raise why there is none."""
+def _issued(session: Session) -> float:
+    """When the session's token was issued (its expiry when it does not say)."""
+    token = session.token
+    return token.iat if token.iat is not None else token.exp
+
+
+def acquire(
+    current: Session | None, rejected: frozenset[str], rules: Rules, degraded: bool = False
+) -> Flow:
+    """Return an :class:`Outcome` with a usable session, or raise why there is none.
+
+    ``degraded`` says storage has failed in this process, so memory may be newer.
+    """
     now = yield fx.Now()
     # Writes are atomic renames, so reading without the lock is safe: when another
     # process has already refreshed, this costs no lock at all.
-    peeked = yield from load(current, repair=False)
+    peeked = yield from load(current, degraded, repair=False)
     if _fresh(peeked, rejected, rules, now):
         return (yield from _adopted(peeked, current, now))
     held = yield fx.AcquireLock(rules.lock_timeout)
@@ -156,13 +188,13 @@ def acquire(current: Session | None, rejected: frozenset[str], rules: Rules) -> 
             f"another cidx process held the token lock for over {rules.lock_timeout:.0f} s; "
             "try again, or look for a stuck cidx process"
         )
-    session = yield from load(current)
+    session = yield from load(current, degraded)
     usable = _usable(session, rejected, rules, now)
     if _fresh(session, rejected, rules, now):
         return (yield from _adopted(session, current, now))
     try:
         return Outcome((yield from renew(session, rules)))
-    except (TransportError, AuthenticationError, TokenRejected) as error:
+    except CidxAuthError as error:
         if not usable:
             raise
         yield emit(EventKind.REFRESH_FAILED, now, f"{type(error).__name__}: {error}", session)
@@ -173,18 +205,49 @@ def renew(session: Session | None, rules: Rules) -> Flow:
     """Refresh ``session``; when that is refused, log in again with stored credentials."""
     if session is not None and session.refresh_token:
         try:
-            grant = yield from network(fx.Refresh(session.refresh_token), rules)
-            return (yield from adopt(grant, session.username, EventKind.REFRESHED, rules))
+            return (yield from refresh(session, rules))
         except (RefreshRejected, RateLimited) as error:
             # The server's refresh limiter answers 429 only to failed refreshes, so a
             # 429 here means this refresh token is no good either: log in instead.
             now = yield fx.Now()
             yield emit(EventKind.REFRESH_REFUSED, now, str(error), session)
+            # A refused refresh token stays refused: never send it again (each refusal
+            # also feeds the server's refresh-failure limiter).
+            yield from save(replace(session, refresh_token=None))
+        except ServerUnavailable as error:
+            if not error.reached:
+                raise
+            # The refresh may have arrived and rotated the token, with the answer lost:
+            # the stored refresh token may be spent, and presenting it again would be a
+            # replay. Forget it, and log in instead.
+            now = yield fx.Now()
+            yield emit(EventKind.REFRESH_FAILED, now, f"answer lost: {error}", session)
+            yield from save(replace(session, refresh_token=None))
     credentials = yield fx.LoadCredentials()
     if credentials is None:
         raise NotLoggedIn("no stored credentials for this project: run `cidx-auth login`")
     kind = EventKind.LOGGED_IN if session is None else EventKind.RELOGGED_IN
-    return (yield from log_in(credentials, kind, rules))
+    try:
+        return (yield from log_in(credentials, kind, rules))
+    except (InvalidCredentials, PasswordExpired, MfaRequired) as error:
+        # Stored credentials the server refuses would be refused again by every later
+        # command, and 5 refusals lock the account: forget them, so later commands stop
+        # at "run cidx-auth login" without touching the network.
+        with contextlib.suppress(StorageError):
+            yield fx.ClearCredentials()
+        raise type(error)(f"{error} (the stored password has been forgotten)") from None
+
+
+def refresh(session: Session, rules: Rules) -> Flow:
+    """One refresh. If the server's new token breaks our rules, its rotated refresh token
+    is still kept: the one we sent is spent, and sending it again would be a replay."""
+    assert session.refresh_token is not None
+    grant = yield from network(fx.Refresh(session.refresh_token), rules)
+    try:
+        return (yield from adopt(grant, session.username, EventKind.REFRESHED, rules))
+    except TokenRejected:
+        yield from save(replace(session, refresh_token=grant.refresh_token))
+        raise
 
 
 def log_in(credentials: Credentials, kind: EventKind, rules: Rules) -> Flow:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cidx_auth.domain.credentials import Credentials
-from cidx_auth.domain.errors import CidxAuthError
+from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.token import Session, fingerprint_of
@@ -95,6 +95,8 @@ class TokenProvider:
         self._rejected: deque[str] = deque(maxlen=32)
         self._retry_renewal_at = 0.0
         self._degraded = False
+        self._renewals: set[asyncio.Future[None]] = set()
+        """Async renewals in flight, kept referenced until they finish."""
 
     @property
     def rules(self) -> Rules:
@@ -195,20 +197,32 @@ class TokenProvider:
         except BaseException as error:
             self._land(flight, error)
             raise
-        return self._land(flight, outcome)
+        self._land(flight, outcome)
+        return flight.future.result().token.raw  # raises if the outcome was refused
 
     async def _lead_async(self) -> str:
         flight = self._flight
         assert flight is not None
+        # The renewal runs in a task of its own and the caller awaits it shielded: a
+        # caller cancelled mid-refresh (a timeout around a query) must not throw away a
+        # grant the server has already rotated for, nor fail the other waiters.
+        renewal = asyncio.ensure_future(self._renew_async(flight))
+        self._renewals.add(renewal)
+        renewal.add_done_callback(self._renewals.discard)
+        return (await _wait(flight.future)).token.raw
+
+    async def _renew_async(self, flight: _Flight) -> None:
         try:
             outcome = await run_async(self._acquire(), self._ports, self._agateway)
-        except asyncio.CancelledError:
-            self._land(flight, CidxAuthError("the token request was cancelled; try again"))
+        except asyncio.CancelledError:  # only when the event loop itself shuts down
+            self._land(flight, CidxAuthError("the token renewal was cancelled; try again"))
             raise
         except BaseException as error:
             self._land(flight, error)
-            raise
-        return self._land(flight, outcome)
+            if not isinstance(error, Exception):
+                raise
+            return
+        self._land(flight, outcome)
 
     def _acquire(self) -> flow.Flow:
         current = self._current
@@ -216,19 +230,26 @@ class TokenProvider:
             current.session if current is not None else self._dropped,
             frozenset(self._rejected),
             self._rules,
+            self._degraded,
         )
 
-    def _land(self, flight: _Flight, result: Outcome | BaseException) -> str:
+    def _land(self, flight: _Flight, result: Outcome | BaseException) -> None:
         """Install the outcome, end the flight, and release the followers."""
         with self._mutex:
+            if isinstance(result, Outcome) and result.session.token.fingerprint in self._rejected:
+                # Refused by the server while this renewal ran, which then failed and
+                # fell back to it: never hand out a token known to be refused.
+                result = ServerUnavailable(
+                    "the server refused the token and a new one could not be obtained; "
+                    "try again"
+                )
             if isinstance(result, Outcome):
                 self._install(result)
             self._flight = None
         if isinstance(result, BaseException):
             flight.future.set_exception(result)
-            return ""
-        flight.future.set_result(result.session)
-        return result.session.token.raw
+        else:
+            flight.future.set_result(result.session)
 
     def _install(self, outcome: Outcome) -> None:
         session = outcome.session
@@ -256,4 +277,7 @@ class TokenProvider:
 
 async def _wait(future: concurrent.futures.Future[Session]) -> Session:
     """Await a thread-safe future without letting our cancellation cancel it for all."""
-    return await asyncio.shield(asyncio.wrap_future(future))
+    wrapped = asyncio.wrap_future(future)
+    # If this waiter is cancelled, nobody reads the outcome: mark it read, not "lost".
+    wrapped.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(wrapped)

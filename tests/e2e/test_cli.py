@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from tests.e2e.conftest import PASSWORD, USER, Cli
 
@@ -154,22 +155,43 @@ def test_corrupted_token_file_is_survived(cli: Cli, server: RunningServer) -> No
     assert list(cli.token_file.parent.glob(".token.corrupt-*"))
 
 
-def test_no_secret_in_any_output_at_vv(cli: Cli, server: RunningServer) -> None:
+def stored_secrets(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every secret the project's token file holds right now, decrypted as the CLI would."""
+    from cidx_auth.project import open_project
+
+    monkeypatch.setenv("CIDX_CONFIG_DIR", cli.env["CIDX_CONFIG_DIR"])
+    project = open_project(cli.project)
+    try:
+        session = project.container.token_store().load()
+    finally:
+        project.close()
+    if session is None:
+        return set()
+    found = {session.token.raw, *session.token.raw.split(".")[1:]}
+    return found | ({session.refresh_token} if session.refresh_token else set())
+
+
+def test_no_secret_in_any_output_at_vv(
+    cli: Cli, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     outputs = [cli.run("-vv", "login", "--server", server.url, "--username", USER,
                        "--password-stdin", stdin=PASSWORD + "\n")]
-    token = cli.run("token").stdout.strip()
+    secrets = stored_secrets(cli, monkeypatch)
     server.revoke(USER)
-    for args in (["status"], ["status", "--json"], ["query", "q", "--repo", "backend"],
-                 ["request", "GET", "/api/repos"], ["request", "GET", "/api/nowhere"],
-                 ["logout"], ["query", "q", "--repo", "backend"], ["logout", "--forget"],
-                 ["token"]):
+    server.set_token_lifetime(2)  # new tokens expire quickly: more refreshes to watch
+    steps = (["status"], ["status", "--json"], ["query", "q", "--repo", "backend"],
+             ["request", "GET", "/api/repos"], ["request", "GET", "/api/nowhere"],
+             ["logout"], ["query", "q", "--repo", "backend"], ["query", "again", "--repo",
+             "backend"], ["logout", "--forget"], ["token"])
+    for args in steps:
         outputs.append(cli.run("-vv", *args))
+        secrets |= stored_secrets(cli, monkeypatch)
+        time.sleep(0.5)
     text = "".join(o.stdout + o.stderr for o in outputs)
+    assert len(secrets) >= 6  # several tokens and refresh tokens went by
     assert PASSWORD not in text
-    assert token not in text
-    assert "refresh_token\": \"" not in text
-    for part in token.split(".")[1:]:
-        assert part not in text
+    for secret in secrets:
+        assert secret not in text
     assert outputs[-1].returncode == 3 and "cidx-auth login" in outputs[-1].stderr
 
 
@@ -191,7 +213,7 @@ def test_usage_errors_exit_2(cli: Cli) -> None:
     no_password = cli.run("login", "--server", "http://127.0.0.1:9", "--username", USER)
     assert no_password.returncode == 2 and "--password-stdin" in no_password.stderr
     assert cli.run("token").returncode == 3  # not logged in: told to log in
-    assert "cidx-auth login" in cli.run("status").stderr
+    assert "cidx-auth login" in cli.run("status").stdout  # answered, exit 0
 
 
 def test_concurrent_cli_and_refreshes_never_replay(cli: Cli, short_server: RunningServer) -> None:
@@ -208,3 +230,30 @@ def test_concurrent_cli_and_refreshes_never_replay(cli: Cli, short_server: Runni
         assert sum(pool.map(lambda _: loop(), range(4))) == 0
     stats = user_stats(short_server)
     assert stats["replays"] == 0 and stats["logins"] == 1 and stats["refreshes"] >= 2
+
+
+def test_a_refused_stored_password_is_not_sent_again(cli: Cli, short_server: RunningServer) -> None:
+    assert cli.login(short_server.url).returncode == 0
+    short_server.revoke(USER)
+    short_server.stop()
+    time.sleep(2.1)  # expired while the server was down and its password changed
+    short_server.config = ServerConfig(users={USER: "a-new-password"}, token_lifetime=2)
+    short_server.start()
+    first = cli.run("token")
+    assert first.returncode == 3 and "cidx-auth login" in first.stderr
+    for _ in range(3):
+        again = cli.run("token")
+        assert again.returncode == 3 and "cidx-auth login" in again.stderr
+    stats = user_stats(short_server)
+    assert stats.get("failed_logins", 0) == 1  # far from the 5 that lock the account
+
+
+def test_login_to_a_corrected_url_is_not_blocked_by_the_old_circuit(
+    cli: Cli, server: RunningServer
+) -> None:
+    dead = CountingRefuser()
+    for _ in range(2):  # 3 + 2 failed attempts: enough to open a circuit kept per project
+        assert cli.login(dead.url).returncode == 4
+    done = cli.login(server.url)
+    assert done.returncode == 0, done.stderr
+    dead.sock.close()

@@ -25,8 +25,10 @@ def test_serve_then_login_with_the_password_from_the_environment(cli: Cli) -> No
         url = line.removeprefix("serving on ")
         refused = cli.run("login", "--server", url, "--username", "bob", stdin="",
                           env_extra={"CIDX_PASSWORD": "builder-pw"})
-        assert refused.returncode == 1 and "HS256" in refused.stderr  # RS256 only by default
-        done = cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "HS256",
+        assert refused.returncode == 2 and "--allow-alg HS256" in refused.stderr  # RS256 only
+        assert cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "none",
+                       env_extra={"CIDX_PASSWORD": "builder-pw"}).returncode == 2
+        done = cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "hs256",
                        env_extra={"CIDX_PASSWORD": "builder-pw"})
         assert done.returncode == 0, done.stderr
         assert "builder-pw" not in done.stdout + done.stderr
@@ -57,3 +59,29 @@ def test_interactive_prompt_is_refused_without_a_terminal(cli: Cli) -> None:
     empty = cli.run("login", "--server", "http://127.0.0.1:9", "--username", "bob",
                     "--password-stdin", stdin="\n")
     assert empty.returncode == 2 and "empty" in empty.stderr
+
+
+def test_status_and_logout_before_any_login_are_not_errors(cli: Cli) -> None:
+    status = cli.run("status", "--json")
+    assert status.returncode == 0 and '"logged_in": false' in status.stdout
+    logout = cli.run("logout")
+    assert logout.returncode == 0 and "Not logged in" in logout.stdout
+
+
+def test_a_malformed_server_url_is_a_usage_error(cli: Cli) -> None:
+    done = cli.run("login", "--server", "http://[::1", "--username", "bob",
+                   env_extra={"CIDX_PASSWORD": "pw"})
+    assert done.returncode == 2 and "not an http(s) URL" in done.stderr
+
+
+def test_broken_pipe_is_quiet(cli: Cli) -> None:
+    reader = subprocess.Popen(["head", "-c", "1"], stdin=subprocess.PIPE,
+                              stdout=subprocess.DEVNULL)
+    writer = subprocess.run(
+        [sys.executable, "-m", "cidx_auth", "--project", str(cli.project), "--help"],
+        stdout=reader.stdin, stderr=subprocess.PIPE, text=True, env=cli.env, check=False,
+    )
+    assert reader.stdin is not None
+    reader.stdin.close()
+    reader.wait(10)
+    assert "Traceback" not in writer.stderr and "unexpected" not in writer.stderr

@@ -62,7 +62,7 @@ def test_stale_token_is_refreshed_proactively_once(world: World) -> None:
 def test_failed_proactive_refresh_keeps_the_valid_token_and_backs_off(world: World) -> None:
     first = world.provider.get_token()
     world.clock.advance(301)
-    world.gateway.fail_next(ServerUnavailable("down"), times=3)
+    world.gateway.fail_next(ServerUnavailable("refused", reached=False), times=3)
     assert world.provider.get_token() == first
     assert world.gateway.refreshes == 3
     assert world.events[EventKind.REFRESH_FAILED] == 1

@@ -1,0 +1,185 @@
+"""A rotated refresh token is never presented twice, whatever goes wrong around it.
+
+The server revokes the whole token family when a used refresh token comes back, so each
+of these failure paths must leave no used refresh token where someone will send it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from adapters.events import CountingSink
+from adapters.memory import make_jwt
+from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import (
+    InvalidCredentials,
+    MalformedToken,
+    NotLoggedIn,
+    ServerUnavailable,
+    StorageError,
+    UnusableLifetime,
+)
+from cidx_auth.domain.token import Grant, TokenRules, parse_access_token
+from cidx_auth.service.provider import TokenProvider
+from tests.unit.conftest import World, make_world
+
+
+def another_process(world: World) -> TokenProvider:
+    """A second provider over the same store, credentials and server."""
+    return TokenProvider(
+        clock=world.clock, store=world.store, credentials=world.credentials,
+        gateway=world.gateway, agateway=world.gateway, breaker=world.container.breaker(),
+        events=CountingSink(),
+    )
+
+
+def test_a_refresh_whose_answer_was_lost_is_not_sent_again(world: World) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
+    world.gateway.lose_answers = 1
+    assert world.provider.get_token()
+    assert world.gateway.refreshes == 1  # not retried with the same refresh token
+    assert world.gateway.logins == 2  # logged in instead
+    assert world.gateway.replays == 0
+
+
+def test_a_lost_refresh_answer_forgets_the_spent_refresh_token(world: World) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
+    world.gateway.lose_answers = 1
+    world.gateway.users["alice"] = "changed"  # and the login that follows fails
+    with pytest.raises(InvalidCredentials):
+        world.provider.get_token()
+    assert world.store.session is not None and world.store.session.refresh_token is None
+    world.gateway.users["alice"] = "secret"
+    world.credentials.credentials = Credentials("alice", "secret")  # `cidx-auth login`
+    another_process(world).get_token()  # logs in: nothing spent is sent again
+    assert world.gateway.replays == 0 and world.gateway.refreshes == 1
+
+
+def test_a_refused_refresh_token_is_not_sent_again(world: World) -> None:
+    world.provider.get_token()
+    world.gateway.revoke_all()
+    world.clock.advance(600)
+    world.gateway.users["alice"] = "changed"  # and the stored password no longer works
+    with pytest.raises(InvalidCredentials, match="forgotten"):
+        world.provider.get_token()
+    assert world.store.session is not None and world.store.session.refresh_token is None
+    assert world.credentials.credentials is None  # never sent again: no lockout
+    with pytest.raises(NotLoggedIn, match="cidx-auth login"):
+        another_process(world).get_token()
+    assert (world.gateway.refreshes, world.gateway.logins) == (1, 2)
+
+
+def test_a_refresh_that_never_left_is_retried(world: World) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
+    world.gateway.fail_next(ServerUnavailable("connection refused", reached=False), times=2)
+    world.provider.get_token()
+    assert world.gateway.refreshes == 3 and world.gateway.logins == 1
+
+
+def test_a_grant_breaking_the_rules_keeps_its_rotated_refresh_token(world: World) -> None:
+    first = world.provider.get_token()
+    world.clock.advance(301)  # stale: a failed renewal keeps the current token
+    world.gateway.alg = "HS256"  # the server starts signing with an algorithm we refuse
+    assert world.provider.get_token() == first
+    assert world.gateway.refreshes == 1
+    world.gateway.alg = "RS256"
+    world.clock.advance(300)
+    assert world.provider.get_token() != first
+    assert world.gateway.replays == 0 and world.gateway.logins == 1
+
+
+def test_a_failed_save_after_a_refresh_leaves_no_spent_token_behind(world: World) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
+
+    real_save = world.store.save
+
+    def full_disk(session: object) -> None:
+        raise StorageError("No space left on device")
+
+    world.store.save = full_disk  # type: ignore[method-assign]
+    assert world.provider.get_token()
+    world.store.save = real_save  # type: ignore[method-assign]
+    assert world.store.session is None  # the spent session was taken away
+    another_process(world).get_token()
+    assert world.gateway.replays == 0
+
+
+def test_logout_in_another_process_is_not_undone(world: World) -> None:
+    world.provider.get_token()
+    world.store.session = None  # `cidx-auth logout --forget` elsewhere
+    world.credentials.credentials = None
+    world.clock.advance(600)
+    with pytest.raises(NotLoggedIn, match="cidx-auth login"):
+        world.provider.get_token()
+    assert world.store.session is None
+
+
+def test_a_token_refused_during_a_failed_renewal_is_not_handed_out() -> None:
+    world = make_world()
+    first = world.provider.get_token()
+    world.clock.advance(301)
+    world.gateway.gate = threading.Event()
+    world.gateway.fail_next(ServerUnavailable("down", reached=False), times=3)
+    results: list[object] = []
+
+    def renew() -> None:
+        try:
+            results.append(world.provider.get_token())
+        except ServerUnavailable as error:
+            results.append(error)
+
+    leader = threading.Thread(target=renew)
+    leader.start()
+    assert world.gateway.at_gate.wait(10)
+    world.provider.invalidate(first)  # a 401 for it arrives meanwhile
+    world.gateway.gate.set()
+    leader.join(10)
+    assert len(results) == 1 and isinstance(results[0], ServerUnavailable)
+    assert world.provider.session is None or world.provider.session.token.raw != first
+
+
+async def test_sync_callers_on_the_default_executor_cannot_starve_an_async_renewal() -> None:
+    world = make_world()
+    world.session()
+    world.clock.advance(600)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    leader = asyncio.create_task(world.provider.aget_token())
+    await asyncio.sleep(0)  # the leader has started its renewal
+    # The only default worker now waits for that renewal: the renewal must not need it.
+    follower = loop.run_in_executor(None, world.provider.get_token)
+    token = await asyncio.wait_for(leader, 15)
+    assert await asyncio.wait_for(follower, 15) == token
+
+
+def test_absurd_numbers_are_refused_cleanly() -> None:
+    with pytest.raises(UnusableLifetime):
+        parse_access_token(make_jwt({"exp": 10**400, "iat": 1}), TokenRules(), 1.0)
+    # An unusable iat counts as none: the lifetime is then judged from now.
+    token = parse_access_token(
+        make_jwt({"exp": 1_800_000_600, "iat": -(10**400)}), TokenRules(), 1_800_000_000.0
+    )
+    assert token.iat is None
+
+
+def test_deeply_nested_json_is_refused_cleanly() -> None:
+    import base64
+
+    deep = base64.urlsafe_b64encode(b"[" * 100_000 + b"]" * 100_000).decode().rstrip("=")
+    with pytest.raises(MalformedToken):
+        parse_access_token(f"{deep}.{deep}.sig", TokenRules(), 1_800_000_000.0)
+
+
+def test_grant_rejection_raises_when_nothing_usable(world: World) -> None:
+    now = world.clock.now()
+    world.gateway.answer_next(Grant(make_jwt({"iat": now, "exp": now + 90_000}), "r"))
+    with pytest.raises(UnusableLifetime):
+        world.provider.get_token()
