@@ -46,12 +46,21 @@ class Ports:
             fx.LoadSession: lambda _: store.load(),
             fx.SaveSession: lambda e: store.save(e.session),
             fx.ClearSession: lambda _: store.clear(),
+            fx.DiscardSession: lambda _: _discard(store),
             fx.LoadCredentials: lambda _: credentials.load(),
             fx.SaveCredentials: lambda e: credentials.save(e.credentials),
             fx.ClearCredentials: lambda _: credentials.clear(),
             fx.Admit: lambda _: breaker.admit(),
             fx.Record: lambda e: breaker.record(e.failed, e.retry_after),
         }
+
+
+def _discard(store: TokenStore) -> bool:
+    try:
+        store.clear()
+    except StorageError:
+        return False
+    return True
 
 
 class _Held:

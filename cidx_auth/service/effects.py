@@ -65,6 +65,15 @@ class ClearSession:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscardSession:
+    """Remove the stored session if storage allows. Answer: whether it did; never throws.
+
+    (A flow that ends a sub-generator by catching a thrown error loses CPython 3.11's
+    trace events for its caller; asking without the risk of a throw avoids that.)
+    """
+
+
+@dataclass(frozen=True, slots=True)
 class LoadCredentials:
     """Answer: stored credentials or None."""
 
@@ -113,6 +122,7 @@ class Refresh:
 
 Effect = (
     Now | Draw | Sleep | Emit | AcquireLock | LoadSession | SaveSession | ClearSession
+    | DiscardSession
     | LoadCredentials | SaveCredentials | ClearCredentials | Degraded | Admit | Record
     | Login | Refresh
 )

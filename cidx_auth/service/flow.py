@@ -130,8 +130,7 @@ def save(session: Session) -> Flow:
         yield fx.SaveSession(session)
     except StorageError as error:
         yield fx.Degraded(f"token not saved ({type(error).__name__}: {error})")
-        with contextlib.suppress(StorageError):  # then memory alone carries the session
-            yield fx.ClearSession()
+        yield fx.DiscardSession()  # best effort; then memory alone carries the session
 
 
 def load(current: Session | None, degraded: bool, repair: bool = True) -> Flow:

@@ -132,12 +132,15 @@ def test_a_lost_lease_is_a_warning_and_fences_the_late_save(
 ) -> None:
     late, next_holder = store(client, lease=0.2), store(client)
     with caplog.at_level(logging.WARNING, logger="cidx_auth.storage"), late.lock(1):
-        time.sleep(0.3)  # the lease runs out: another process takes over
+        # A live holder keeps its lease; here Redis loses it anyway (eviction, failover):
+        client.delete(late.lock_name)
+        time.sleep(0.3)  # the keeper notices; another process takes over
         with next_holder.lock(1):
             next_holder.save(known_sessions()[1])
             with pytest.raises(StorageError, match="lease ran out"):
                 late.save(known_sessions()[0])
     assert "ran out before it was released" in caplog.text
+    assert "lease in Redis" in caplog.text and "was lost" in caplog.text
     assert store(client).load() == known_sessions()[1]
 
 
@@ -207,3 +210,13 @@ def test_urls_are_printed_without_credentials() -> None:
     assert redact_url("rediss://u:p@[::1]:6380/2?password=p") == "rediss://[::1]:6380/2"
     assert redact_url("redis://:p@h/0") == "redis://h/0"
     assert check_store_url(" redis://h:6379/1 ") == "redis://h:6379/1"
+
+
+def test_a_live_holder_keeps_its_lease_past_its_length(client: redis.Redis) -> None:
+    holder, other = store(client, lease=0.3), store(client)
+    with holder.lock(1):
+        time.sleep(1.0)  # a slow renewal: three lease lengths
+        with pytest.raises(LockTimeout), other.lock(0.1):
+            pass  # still held: the lease was extended, nobody else got in
+        holder.save(known_sessions()[0])  # and the fenced save still lands
+    assert store(client).load() == known_sessions()[0]
