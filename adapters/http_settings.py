@@ -194,15 +194,25 @@ def json_body(response: httpx.Response) -> Any:
         return None
 
 
+def _problem(item: Any) -> str:
+    if not isinstance(item, dict):
+        return "invalid value"
+    message = str(item.get("msg", "invalid value"))
+    location = item.get("loc")
+    if isinstance(location, list) and location:
+        where = ".".join(str(part) for part in location[1:] or location)
+        return f"{where}: {message}"
+    return message
+
+
 def detail_of(response: httpx.Response) -> str:
     """The server's ``detail`` as text: a string, a 422's list of messages, or the reason."""
     body = json_body(response)
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list):
-        # Only each item's "msg": a 422 item also echoes the input, which may be a password.
-        messages = [str(item.get("msg", "invalid value")) if isinstance(item, dict)
-                    else "invalid value" for item in detail]
-        detail = "; ".join(messages)
+        # Each item's field and "msg" only: a 422 item also echoes the input, which may be
+        # a password. The field path ("body.query_text") holds no user input.
+        detail = "; ".join(_problem(item) for item in detail)
     if not isinstance(detail, str) or not detail:
         detail = response.reason_phrase or f"HTTP {response.status_code}"
     return detail[:MAX_DETAIL]

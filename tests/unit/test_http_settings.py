@@ -88,6 +88,9 @@ def test_detail_of_reads_strings_lists_and_falls_back() -> None:
         "No activated repository")
     listed = {"detail": [{"msg": "too long", "input": "hunter2"}, "odd"]}
     assert detail_of(httpx.Response(422, json=listed)) == "too long; invalid value"
+    located = {"detail": [{"loc": ["body", "query_text"], "msg": "Field required",
+                           "input": {"password": "hunter2"}}]}
+    assert detail_of(httpx.Response(422, json=located)) == "query_text: Field required"
     assert detail_of(httpx.Response(502, text="<html>")) == "Bad Gateway"
     assert len(detail_of(httpx.Response(500, json={"detail": "x" * 5000}))) == 300
 
