@@ -7,11 +7,14 @@ same bytes, and both wipe the plaintext buffers they own (errata #13).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from adapters.fernet_cipher import wipe
 from cidx_auth.domain.errors import CorruptStore
 from cidx_auth.domain.token import Session, session_from_dict, session_to_dict
-from cidx_auth.ports import Cipher
+
+if TYPE_CHECKING:  # the ports module costs start-up time the token fast path avoids
+    from cidx_auth.ports import Cipher
 
 
 def encode_session(session: Session, cipher: Cipher, now: float) -> bytes:
