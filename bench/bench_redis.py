@@ -30,16 +30,12 @@ from adapters.redis_connection import connect
 from adapters.redis_token_store import RedisTokenStore, identity_key
 from tests.integration.redis_support import (
     RedisServer,
-    fleet_container,
-    make_fleet,
     run_together,
+    seed_fleet,
 )
 from tests.integration.storage_helpers import (
-    ALICE,
     SERVER_URL,
-    CountingServer,
     known_sessions,
-    session_of,
 )
 
 HOSTS, PER_HOST = 4, 10
@@ -47,14 +43,7 @@ READS, ROUNDS = 400, 5
 
 
 def fleet(root: Path, url: str) -> None:
-    hosts = make_fleet(root, HOSTS)
-    auth = CountingServer(root / "auth.json")
-    for host in hosts:
-        fleet_container(url, host, auth).credential_store().save(ALICE)
-    expired = session_of(auth.seed(ALICE.username, issued_at=time.time() - 3600))
-    first = fleet_container(url, hosts[0], auth).token_store()
-    with first.lock(5):
-        first.save(expired)
+    hosts, auth = seed_fleet(root, url, HOSTS)
     commands = [
         ["race", url, str(host.project), str(host.config), str(auth.state_path), "30",
          str(root / "ready"), str(root / "go")]

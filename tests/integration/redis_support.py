@@ -32,6 +32,7 @@ from tests.integration.storage_helpers import (
     SERVER_URL,
     CountingServer,
     release_together,
+    session_of,
     wait_for,
 )
 
@@ -251,3 +252,16 @@ COMMANDS: dict[str, Callable[..., None]] = {"race": race, "stuck": stuck}
 
 if __name__ == "__main__":
     COMMANDS[sys.argv[1]](*sys.argv[2:])
+
+
+def seed_fleet(root: Path, url: str, hosts: int) -> tuple[list[Host], CountingServer]:
+    """Hosts with stored credentials, and an expired shared token in Redis."""
+    fleet = make_fleet(root, hosts)
+    auth = CountingServer(root / "auth.json")
+    for host in fleet:
+        fleet_container(url, host, auth).credential_store().save(ALICE)
+    expired = session_of(auth.seed(ALICE.username, issued_at=time.time() - 3600))
+    first = fleet_container(url, fleet[0], auth).token_store()
+    with first.lock(5):
+        first.save(expired)
+    return fleet, auth

@@ -18,19 +18,17 @@ from adapters.memory import FakeClock, ScriptedGateway
 from cidx_auth.container import build_redis
 from cidx_auth.domain.events import EventKind
 from tests.integration.redis_support import (
-    Host,
     RedisServer,
     fleet_container,
     make_fleet,
     redis_binary,
     run_together,
+    seed_fleet,
     start_children,
 )
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,
-    CountingServer,
-    session_of,
     wait_for,
 )
 
@@ -43,19 +41,6 @@ HOSTS, PER_HOST = 4, 10
 def server() -> Iterator[RedisServer]:
     with RedisServer(redis_binary()) as running:
         yield running
-
-
-def seed_fleet(root: Path, url: str, hosts: int) -> tuple[list[Host], CountingServer]:
-    """Hosts with stored credentials, and an expired shared token in Redis."""
-    fleet = make_fleet(root, hosts)
-    auth = CountingServer(root / "auth.json")
-    for host in fleet:
-        fleet_container(url, host, auth).credential_store().save(ALICE)
-    expired = session_of(auth.seed(ALICE.username, issued_at=time.time() - 3600))
-    first = fleet_container(url, fleet[0], auth).token_store()
-    with first.lock(5):
-        first.save(expired)
-    return fleet, auth
 
 
 def test_forty_processes_on_four_hosts_refresh_an_expired_token_once(
