@@ -30,10 +30,6 @@ class CircuitBreaker:
         self._events = events
         self._config = config
 
-    @property
-    def config(self) -> BreakerConfig:
-        return self._config
-
     def current(self) -> BreakerState:
         """The persisted state, as the next call would see it."""
         return self._state.read().breaker

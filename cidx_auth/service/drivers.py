@@ -37,7 +37,6 @@ class Ports:
     ) -> None:
         self.clock = clock
         self.store = store
-        self.breaker = breaker
         self.shared: dict[type, Handler] = {
             fx.Now: lambda _: clock.now(),
             fx.Draw: lambda _: rng(),

@@ -99,10 +99,6 @@ class TokenProvider:
         """Async renewals in flight, kept referenced until they finish."""
 
     @property
-    def rules(self) -> Rules:
-        return self._rules
-
-    @property
     def session(self) -> Session | None:
         """The session in memory (it may be stale or expired); None before the first use."""
         current = self._current
