@@ -31,7 +31,7 @@ from typing import Any
 from adapters.file_io import Identity, read_private, stat_identity, warn, write_private
 from adapters.file_lock import file_lock
 from cidx_auth.domain.breaker import BreakerState, Circuit
-from cidx_auth.domain.errors import CorruptStore, StorageError
+from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.events import ClientState
 
 STATE_FORMAT_VERSION = 1
@@ -81,7 +81,7 @@ class FileStateStore:
         lock = file_lock(self.lock_path, self._lock_timeout, "the state lock")
         try:
             lock.__enter__()
-        except StorageError as error:
+        except (StorageError, LockTimeout) as error:
             self._warn(error)
             return self._apply(change, self.read(), persist=False)
         try:
@@ -131,7 +131,7 @@ class FileStateStore:
         with self._mutex:
             self._last, self._seen = state, written
 
-    def _warn(self, error: StorageError) -> None:
+    def _warn(self, error: StorageError | LockTimeout) -> None:
         if not self._warned:
             self._warned = True
             warn("breaker state and counters are not persisted: %s", error)

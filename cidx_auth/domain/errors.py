@@ -19,9 +19,10 @@ The tree::
     │   ├── ServerUnavailable               network error, timeout, 5xx
     │   ├── RateLimited                     429 that is not about the account
     │   └── CircuitOpen                     the breaker refuses calls for now
+    ├── LockTimeout (TimeoutError)          another process kept renewing     exit 4
     ├── ProtocolError                       the server answered nonsense      exit 1
     └── StorageError (OSError)              local token storage failed        exit 5
-        ├── LockTimeout (TimeoutError)      another process holds the lock
+        ├── LockUnavailable                 no lock can be taken here at all
         ├── CorruptStore                    a stored file cannot be read back
         └── CredentialsUnreadable           .creds cannot be decrypted
 
@@ -143,8 +144,20 @@ class StorageError(CidxAuthError, OSError):
     exit_code = 5
 
 
-class LockTimeout(StorageError, TimeoutError):
-    """Another process held the token lock for longer than the timeout."""
+class LockTimeout(CidxAuthError, TimeoutError):
+    """Another process held a lock for longer than the wait allowed.
+
+    Not a storage fault: the holder is renewing (its network deadlines bound how long),
+    so the user is told the server is slow to answer, and to try again.
+    """
+
+    exit_code = 4
+
+
+class LockUnavailable(StorageError):
+    """No lock can be taken here at all (a read-only or immutable lock file, a mount
+    without ``flock`` or ``O_EXCL``). The core then goes on without the lock, by the
+    ownership rule: it never sends the stored refresh token, it logs in instead."""
 
 
 class CorruptStore(StorageError):
