@@ -1,7 +1,6 @@
-"""The CIDX server's login and refresh over httpx: both gateway ports in one class.
+"""The CIDX server's login and refresh over httpx: the ``AuthGateway`` port.
 
-``login``/``alogin`` and ``refresh``/``arefresh`` differ only in how they wait; the
-request bodies and the reading of every answer (:func:`read_grant`) are shared.
+Blocking calls only: the core's renewal runs on a thread of its own for async callers.
 The gateway never retries: the core's flow retries transport trouble and must never
 retry a refused login (errata #11), so each call here is exactly one request.
 
@@ -24,7 +23,6 @@ from adapters.http_settings import (
     HttpSettings,
     detail_of,
     json_body,
-    make_async_client,
     make_client,
     ssl_context,
     transport_error,
@@ -54,7 +52,7 @@ _LOCK_SECONDS = re.compile(r"in (\d+) seconds")
 
 
 class HttpxGateway:
-    """Implements :class:`AuthGateway` and :class:`AsyncAuthGateway` over HTTP."""
+    """Implements :class:`AuthGateway` over HTTP."""
 
     def __init__(
         self,
@@ -62,13 +60,11 @@ class HttpxGateway:
         *,
         now: Callable[[], float] | None = None,
         transport: httpx.BaseTransport | None = None,
-        atransport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = settings
         self._now = now or SystemClock().now  # for Retry-After dates and lock-out times
-        context = ssl_context(settings) if transport is None or atransport is None else None
+        context = ssl_context(settings) if transport is None else None
         self._client = make_client(settings, transport=transport, context=context)
-        self._aclient = make_async_client(settings, transport=atransport, context=context)
 
     def login(self, credentials: Credentials) -> Grant:
         """One login attempt; raises the project's errors only."""
@@ -88,29 +84,8 @@ class HttpxGateway:
             raise transport_error(exc, self._settings) from None
         return read_grant(response, REFRESH, self._settings, self._now())
 
-    async def alogin(self, credentials: Credentials) -> Grant:
-        try:
-            response = await self._aclient.post(
-                self._settings.login_path, json=_login_body(credentials)
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._settings) from None
-        return read_grant(response, LOGIN, self._settings, self._now())
-
-    async def arefresh(self, refresh_token: str) -> Grant:
-        try:
-            response = await self._aclient.post(
-                self._settings.refresh_path, json={"refresh_token": refresh_token}
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._settings) from None
-        return read_grant(response, REFRESH, self._settings, self._now())
-
     def close(self) -> None:
         self._client.close()
-
-    async def aclose(self) -> None:
-        await self._aclient.aclose()
 
 
 def _login_body(credentials: Credentials) -> dict[str, str]:

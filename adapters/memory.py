@@ -26,6 +26,7 @@ from cidx_auth.domain.errors import (
     CidxAuthError,
     InvalidCredentials,
     LockTimeout,
+    LockUnavailable,
     RefreshRejected,
     ServerUnavailable,
     StorageError,
@@ -97,7 +98,8 @@ class MemoryTokenStore(_Failing):
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
-        self._check()
+        if self.failure is not None:  # broken storage: no lock file can be had either
+            raise LockUnavailable(f"the token lock cannot be taken: {self.failure}")
         self.lock_wanted.set()
         if not self._lock.acquire(timeout=timeout):
             raise LockTimeout(f"token lock not acquired within {timeout:.0f} s")
@@ -161,8 +163,16 @@ def make_jwt(
 
 
 class ScriptedGateway:
-    """A fake CIDX auth server: rotating refresh tokens with replay detection, counts,
-    and failures on demand (``fail_next``). Implements both gateway ports."""
+    """A fake CIDX auth server that keeps the real one's rotation rules, with counts and
+    failures on demand (``fail_next``). Implements the ``AuthGateway`` port.
+
+    As on the real server (``server-contract.md``): each login starts a token family;
+    each refresh token works once and is replaced by the next of its family; presenting
+    a used one answers "Token replay attack detected" and revokes the whole family, whose
+    later tokens answer "Refresh token revoked due to replay_attack". ``replays`` counts
+    the attacks; the test suite fails any test that causes more than it declared in
+    ``expected_replays``.
+    """
 
     def __init__(
         self,
@@ -178,18 +188,21 @@ class ScriptedGateway:
         self.logins = 0
         self.refreshes = 0
         self.replays = 0
+        self.expected_replays = 0
+        """How many replays the test provokes on purpose; any other replay fails it."""
         self.server_offset = 0.0
         self.send_date = False
         self.gate: threading.Event | None = None
-        """When set up, refreshes wait here until the test opens it."""
+        """When set up, logins and refreshes wait here until the test opens it."""
         self.at_gate = threading.Event()
-        """Set once a refresh is waiting at the gate: the test's cue, instead of a sleep."""
+        """Set once a call is waiting at the gate: the test's cue, instead of a sleep."""
         self.lose_answers = 0
         """Refreshes still to lose their answer: rotated at the server, then a timeout."""
         self._script: deque[CidxAuthError | Grant] = deque()
-        self._families: dict[str, str] = {}
+        self._family_of: dict[str, int] = {}
+        self._owner: dict[int, str] = {}
         self._used: set[str] = set()
-        self._revoked: set[str] = set()
+        self._revoked: dict[int, str] = {}
         self._lock = threading.Lock()
 
     @property
@@ -197,7 +210,7 @@ class ScriptedGateway:
         return self.logins + self.refreshes
 
     def fail_next(self, error: CidxAuthError, times: int = 1) -> None:
-        """The next ``times`` calls raise ``error`` instead of answering."""
+        """The next ``times`` calls raise ``error`` before the server acts on them."""
         self._script.extend([error] * times)
 
     def answer_next(self, grant: Grant) -> None:
@@ -207,9 +220,11 @@ class ScriptedGateway:
     def revoke_all(self) -> None:
         """Every refresh token dies, as after the server revokes the user's sessions."""
         with self._lock:
-            self._revoked.update(self._families)
+            for family in self._owner:
+                self._revoked.setdefault(family, "admin_revoke")
 
     def login(self, credentials: Credentials) -> Grant:
+        self._wait_gate()
         with self._lock:
             self.logins += 1
             scripted = self._scripted()
@@ -217,7 +232,9 @@ class ScriptedGateway:
                 return scripted
             if self.users.get(credentials.username) != credentials.password:
                 raise InvalidCredentials("the server refused the username or password")
-            return self._grant(credentials.username)
+            family = len(self._owner)
+            self._owner[family] = credentials.username
+            return self._grant(family)
 
     def refresh(self, refresh_token: str) -> Grant:
         self._wait_gate()
@@ -226,29 +243,21 @@ class ScriptedGateway:
             scripted = self._scripted()
             if scripted is not None:
                 return scripted
-            username = self._families.get(refresh_token)
-            if username is None:
+            family = self._family_of.get(refresh_token)
+            if family is None:
                 raise RefreshRejected("Invalid refresh token")
-            if refresh_token in self._revoked:
-                raise RefreshRejected("Refresh token revoked due to admin_revoke")
+            if family in self._revoked:
+                raise RefreshRejected(f"Refresh token revoked due to {self._revoked[family]}")
             if refresh_token in self._used:
                 self.replays += 1
+                self._revoked[family] = "replay_attack"
                 raise RefreshRejected("Token replay attack detected")
             self._used.add(refresh_token)
-            grant = self._grant(username)
+            grant = self._grant(family)
             if self.lose_answers:
                 self.lose_answers -= 1
                 raise ServerUnavailable("read timed out: the answer was lost")
             return grant
-
-    async def alogin(self, credentials: Credentials) -> Grant:
-        await asyncio.sleep(0)
-        return self.login(credentials)
-
-    async def arefresh(self, refresh_token: str) -> Grant:
-        if self.gate is not None:
-            await asyncio.to_thread(self._wait_gate)
-        return self.refresh(refresh_token)
 
     def _wait_gate(self) -> None:
         if self.gate is not None:
@@ -263,11 +272,11 @@ class ScriptedGateway:
             return item
         raise item
 
-    def _grant(self, username: str) -> Grant:
+    def _grant(self, family: int) -> Grant:
         server_now = self.clock.now() + self.server_offset
         token = make_jwt(
             {
-                "username": username,
+                "username": self._owner[family],
                 "role": "normal_user",
                 "iat": server_now,
                 "exp": server_now + self.lifetime,
@@ -276,5 +285,5 @@ class ScriptedGateway:
             alg=self.alg,
         )
         refresh = secrets.token_urlsafe(48)
-        self._families[refresh] = username
+        self._family_of[refresh] = family
         return Grant(token, refresh, None, server_now if self.send_date else None)

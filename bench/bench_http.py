@@ -62,7 +62,7 @@ def wire(server: RunningServer) -> tuple[HttpSettings, TokenProvider, HttpxGatew
     container = Container(
         clock=SystemClock(), token_store=MemoryTokenStore(), state_store=MemoryStateStore(),
         credential_store=MemoryCredentialStore(Credentials("alice", "secret")),
-        gateway=gateway, agateway=gateway, events=CountingSink(),
+        gateway=gateway, events=CountingSink(),
     )
     return settings, container.token_provider(), gateway
 

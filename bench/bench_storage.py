@@ -90,7 +90,7 @@ def fifty_processes(root: Path) -> None:
     project.mkdir()
     server = CountingServer(root / "server.json")
     expired = session_of(server.seed(ALICE.username, issued_at=time.time() - 3600))
-    container = build_files(project, SERVER_URL, server, server, config_dir=config)
+    container = build_files(project, SERVER_URL, server, config_dir=config)
     with container.token_store().lock(5):
         container.token_store().save(expired)
     container.credential_store().save(ALICE)

@@ -29,7 +29,6 @@ from adapters.shared_key import identity_cipher, project_cipher
 from adapters.system_clock import SystemClock
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.ports import (
-    AsyncAuthGateway,
     AuthGateway,
     Clock,
     CredentialStore,
@@ -38,8 +37,8 @@ from cidx_auth.ports import (
     TokenStore,
 )
 from cidx_auth.service.breaker import CircuitBreaker
-from cidx_auth.service.flow import Rules
 from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.renewal import Rules
 
 
 class Container(containers.DeclarativeContainer):
@@ -50,7 +49,6 @@ class Container(containers.DeclarativeContainer):
     credential_store = providers.Dependency(instance_of=CredentialStore)
     state_store = providers.Dependency(instance_of=StateStore)
     gateway = providers.Dependency(instance_of=AuthGateway)
-    agateway = providers.Dependency(instance_of=AsyncAuthGateway)
     events = providers.Dependency(instance_of=EventSink)
     rules = providers.Dependency(instance_of=Rules, default=Rules())
 
@@ -61,7 +59,6 @@ class Container(containers.DeclarativeContainer):
         store=token_store,
         credentials=credential_store,
         gateway=gateway,
-        agateway=agateway,
         breaker=breaker,
         events=events,
         rules=rules,
@@ -94,7 +91,6 @@ def build_memory(
         credential_store=MemoryCredentialStore(credentials),
         state_store=state,
         gateway=gateway,
-        agateway=gateway,
         events=observed(state, counting),
         rules=rules or Rules(),
     )
@@ -105,7 +101,6 @@ def build_files(
     project: Path,
     server_url: str,
     gateway: AuthGateway,
-    agateway: AsyncAuthGateway,
     *,
     clock: Clock | None = None,
     extra_sinks: Sequence[EventSink] = (),
@@ -127,7 +122,6 @@ def build_files(
         credential_store=FileCredentialStore(layout.creds, cipher, clock=clock.now),
         state_store=state,
         gateway=gateway,
-        agateway=agateway,
         events=observed(state, *extra_sinks),
         rules=rules or Rules(),
     )
@@ -141,7 +135,6 @@ def build_redis(
     server_url: str,
     username: str,
     gateway: AuthGateway,
-    agateway: AsyncAuthGateway,
     *,
     project: Path,
     clock: Clock | None = None,
@@ -176,7 +169,6 @@ def build_redis(
         ),
         state_store=state,
         gateway=gateway,
-        agateway=agateway,
         events=observed(state, *extra_sinks),
         rules=rules or Rules(),
     )

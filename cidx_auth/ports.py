@@ -1,8 +1,8 @@
 """The ports: what the core needs from the world, as small Protocols.
 
 Adapters in ``adapters/`` implement them; the container in ``cidx_auth.container``
-plugs them in. Blocking ports are used from threads and from the async driver alike;
-only the gateway has an async twin, because only it waits on the network.
+plugs them in. Every port is blocking: the renewal is rare and short, and async callers
+await it on a worker thread (see ``cidx_auth.service.provider``).
 """
 
 from __future__ import annotations
@@ -63,14 +63,6 @@ class AuthGateway(Protocol):
 
     def login(self, credentials: Credentials) -> Grant: ...
     def refresh(self, refresh_token: str) -> Grant: ...
-
-
-@runtime_checkable
-class AsyncAuthGateway(Protocol):
-    """The same calls for an event loop."""
-
-    async def alogin(self, credentials: Credentials) -> Grant: ...
-    async def arefresh(self, refresh_token: str) -> Grant: ...
 
 
 @runtime_checkable

@@ -19,8 +19,8 @@ from cidx_auth.container import Container, build_files, build_redis
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn
 from cidx_auth.domain.token import TokenRules
 from cidx_auth.ports import EventSink
-from cidx_auth.service.flow import Rules
 from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.renewal import Rules
 
 logger = logging.getLogger("cidx_auth")
 
@@ -80,12 +80,12 @@ def open_project(
     rules = Rules(tokens=TokenRules(frozenset(settings.allowed_algorithms)))
     if store_url and settings.username:  # the session lives in a shared Redis store
         container = build_redis(
-            store_url, settings.server_url, settings.username, gateway, gateway,
+            store_url, settings.server_url, settings.username, gateway,
             project=root, extra_sinks=extra_sinks, rules=rules,
         )
     else:
         container = build_files(
-            root, settings.server_url, gateway, gateway, extra_sinks=extra_sinks, rules=rules
+            root, settings.server_url, gateway, extra_sinks=extra_sinks, rules=rules
         )
     return Project(root, settings, container, http, gateway, store_url)
 

@@ -21,6 +21,9 @@ class EventKind(enum.Enum):
     REFRESH_REFUSED = "refresh_refused"
     REFRESH_FAILED = "refresh_failed"
     """A refresh could not reach the server; a still-valid token stays in use."""
+    REFRESH_ABANDONED = "refresh_abandoned"
+    """The stored session's refresh was left in flight (its sender died, was interrupted
+    or lost the answer), or its intent could not be recorded: log in, never refresh."""
     LOGIN_REFUSED = "login_refused"
     RETRY = "retry"
     BREAKER = "breaker"

@@ -87,6 +87,9 @@ class Session:
     clock_offset: float = 0.0
     """Estimated ``server clock - client clock`` in seconds when the token arrived."""
     username: str | None = None
+    refresh_in_flight: bool = False
+    """The write-ahead intent: this session's refresh token was taken out to be sent and
+    no answer has been stored since. Whoever finds it logs in; nobody refreshes."""
 
 
 def _b64decode(part: str) -> bytes:
@@ -185,6 +188,7 @@ def session_to_dict(session: Session, stored_at: float) -> dict[str, Any]:
         "refresh_token": session.refresh_token,
         "clock_offset": session.clock_offset,
         "username": session.username,
+        "refresh_in_flight": session.refresh_in_flight,
         "stored_at": stored_at,
     }
 
@@ -211,5 +215,8 @@ def session_from_dict(data: Any) -> Session:
     alg = text("alg")
     if alg is None:
         raise MalformedToken("the stored session has no algorithm")
+    in_flight = data.get("refresh_in_flight", False)
+    if not isinstance(in_flight, bool):
+        raise MalformedToken("the stored session has a bad refresh_in_flight")
     token = AccessToken(raw, alg, exp, _number(iat), text("jti"), text("token_username"))
-    return Session(token, text("refresh_token"), offset, text("username"))
+    return Session(token, text("refresh_token"), offset, text("username"), in_flight)

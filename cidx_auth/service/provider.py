@@ -1,12 +1,13 @@
 """The token provider: a valid access token for every caller, one renewal at a time.
 
 ``get_token`` and ``aget_token`` share the fast path (a fresh token in memory, no
-lock, no I/O) and the slow path's decisions (``flow.acquire``). What they add is
+lock, no I/O) and the slow path's decisions (:class:`Renewal`). What they add is
 the single flight: at most one renewal runs in this process at a time, whoever
-asked for it, a thread or an asyncio task (errata #4). The leader runs the flow;
-followers wait on a :class:`concurrent.futures.Future`, which a thread can block on
-and a task can await without blocking its loop. While the current token is still
-valid (stale), followers do not wait at all: they keep using it.
+asked for it, a thread or an asyncio task (errata #4). The leader runs the renewal,
+blocking code, on its own thread when it is a task; followers wait on a
+:class:`concurrent.futures.Future`, which a thread can block on and a task can await
+without blocking its loop. While the current token is still valid (stale),
+followers do not wait at all: they keep using it.
 """
 
 from __future__ import annotations
@@ -25,18 +26,9 @@ from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.token import Session, fingerprint_of
-from cidx_auth.ports import (
-    AsyncAuthGateway,
-    AuthGateway,
-    Clock,
-    CredentialStore,
-    EventSink,
-    TokenStore,
-)
-from cidx_auth.service import flow
+from cidx_auth.ports import AuthGateway, Clock, CredentialStore, EventSink, TokenStore
 from cidx_auth.service.breaker import CircuitBreaker
-from cidx_auth.service.drivers import Ports, run_async, run_sync
-from cidx_auth.service.flow import Outcome, Rules
+from cidx_auth.service.renewal import Outcome, Renewal, Rules
 
 logger = logging.getLogger(__name__)
 
@@ -74,33 +66,29 @@ class TokenProvider:
         store: TokenStore,
         credentials: CredentialStore,
         gateway: AuthGateway,
-        agateway: AsyncAuthGateway,
         breaker: CircuitBreaker,
         events: EventSink,
         rules: Rules = Rules(),
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._clock = clock
-        self._store = store
-        self._gateway = gateway
-        self._agateway = agateway
         self._events = events
         self._rules = rules
-        self._ports = Ports(clock, store, credentials, breaker, self._emit, self._degrade, rng)
+        self._renewal = Renewal(
+            clock=clock, store=store, credentials=credentials, gateway=gateway,
+            breaker=breaker, emit=self._emit, degrade=self._degrade, rules=rules, rng=rng,
+        )
         self._current: _Current | None = None
-        self._dropped: Session | None = None
-        """The last invalidated session: its refresh token is still good to renew with."""
         self._mutex = threading.Lock()
         self._flight: _Flight | None = None
         self._rejected: deque[str] = deque(maxlen=32)
         self._retry_renewal_at = 0.0
         self._degraded = False
-        self._renewals: set[asyncio.Future[None]] = set()
-        """Async renewals in flight, kept referenced until they finish."""
 
     @property
     def session(self) -> Session | None:
-        """The session in memory (it may be stale or expired); None before the first use."""
+        """The session in memory (it may be stale or expired); None before the first use.
+        It never carries a refresh token: only the store does."""
         current = self._current
         return current.session if current is not None else None
 
@@ -146,7 +134,7 @@ class TokenProvider:
                 self._rejected.append(rejected)
             current = self._current
             if current is not None and current.raw == token:
-                self._current, self._dropped = None, current.session
+                self._current = None
                 self._emit(AuthEvent(EventKind.INVALIDATED, self._clock.now(), "", rejected))
 
     def state(self) -> TokenState | None:
@@ -160,15 +148,16 @@ class TokenProvider:
 
     def login(self, credentials: Credentials) -> Session:
         """Log in with ``credentials``; on success store them and the new session."""
-        session: Session = run_sync(flow.first_login(credentials, self._rules), *self._sync())
-        self._install(Outcome(session))
+        session = self._renewal.first_login(credentials)
+        with self._mutex:
+            self._install(Outcome(session))
         return session
 
     def logout(self, forget: bool = False) -> None:
         """Forget the session here and in the store; ``forget`` drops credentials too."""
-        run_sync(flow.log_out(forget, self._rules), *self._sync())
+        self._renewal.log_out(forget)
         with self._mutex:
-            self._current = self._dropped = None
+            self._current = None
 
     def _join(self, is_async: bool) -> tuple[_Flight | None, str | None]:
         """This caller's part: (a flight to follow, or None to lead; or an early answer)."""
@@ -188,46 +177,34 @@ class TokenProvider:
     def _lead_sync(self) -> str:
         flight = self._flight
         assert flight is not None
-        try:
-            outcome = run_sync(self._acquire(), *self._sync())
-        except BaseException as error:
-            self._land(flight, error)
-            raise
-        self._land(flight, outcome)
-        return flight.future.result().token.raw  # raises if the outcome was refused
+        self._renew(flight)
+        return flight.future.result().token.raw  # raises if the renewal failed
 
     async def _lead_async(self) -> str:
         flight = self._flight
         assert flight is not None
-        # The renewal runs in a task of its own and the caller awaits it shielded: a
-        # caller cancelled mid-refresh (a timeout around a query) must not throw away a
-        # grant the server has already rotated for, nor fail the other waiters.
-        renewal = asyncio.ensure_future(self._renew_async(flight))
-        self._renewals.add(renewal)
-        renewal.add_done_callback(self._renewals.discard)
+        # The renewal is blocking code (a lock, a few file or Redis reads, one request),
+        # and rare: it runs on a thread of its own. A caller cancelled meanwhile (a
+        # timeout around a query) leaves it running, so a grant the server has rotated
+        # for is still stored, and the other waiters still get their answer.
+        threading.Thread(
+            target=self._renew, args=(flight,), name="cidx-auth-renewal", daemon=True
+        ).start()
         return (await _wait(flight.future)).token.raw
 
-    async def _renew_async(self, flight: _Flight) -> None:
+    def _renew(self, flight: _Flight) -> None:
+        """Run the renewal and land its result; an interruption goes on up."""
+        current = self._current
         try:
-            outcome = await run_async(self._acquire(), self._ports, self._agateway)
-        except asyncio.CancelledError:  # only when the event loop itself shuts down
-            self._land(flight, CidxAuthError("the token renewal was cancelled; try again"))
-            raise
+            outcome = self._renewal.acquire(
+                current.session if current is not None else None, frozenset(self._rejected)
+            )
         except BaseException as error:
             self._land(flight, error)
             if not isinstance(error, Exception):
-                raise
+                raise  # Ctrl-C, SIGTERM, SystemExit: the intent mark covers the store
             return
         self._land(flight, outcome)
-
-    def _acquire(self) -> flow.Flow:
-        current = self._current
-        return flow.acquire(
-            current.session if current is not None else self._dropped,
-            frozenset(self._rejected),
-            self._rules,
-            self._degraded,
-        )
 
     def _land(self, flight: _Flight, result: Outcome | BaseException) -> None:
         """Install the outcome, end the flight, and release the followers."""
@@ -242,10 +219,14 @@ class TokenProvider:
             if isinstance(result, Outcome):
                 self._install(result)
             self._flight = None
-        if isinstance(result, BaseException):
-            flight.future.set_exception(result)
-        else:
+        if isinstance(result, Outcome):
             flight.future.set_result(result.session)
+        elif isinstance(result, Exception):
+            flight.future.set_exception(result)
+        else:  # the leader was interrupted: its followers get an error, not the signal
+            flight.future.set_exception(
+                CidxAuthError("the token renewal was interrupted; try again")
+            )
 
     def _install(self, outcome: Outcome) -> None:
         session = outcome.session
@@ -255,9 +236,6 @@ class TokenProvider:
             self._retry_renewal_at = self._clock.now() + RENEWAL_BACKOFF
         else:
             self._retry_renewal_at = 0.0
-
-    def _sync(self) -> tuple[Ports, AuthGateway]:
-        return self._ports, self._gateway
 
     def _emit(self, event: AuthEvent) -> None:
         try:

@@ -11,7 +11,7 @@ import pytest
 from adapters.events import CountingSink
 from adapters.memory import FakeClock, ScriptedGateway
 from cidx_auth.container import Container, build_files
-from cidx_auth.service.flow import Rules
+from cidx_auth.service.renewal import Rules
 from tests.integration.storage_helpers import ALICE, SERVER_URL
 
 
@@ -46,7 +46,7 @@ class Files:
         self.gateway = ScriptedGateway(self.clock, {ALICE.username: ALICE.password})
         self.events = CountingSink()
         self.container: Container = build_files(
-            project, SERVER_URL, self.gateway, self.gateway,
+            project, SERVER_URL, self.gateway,
             clock=self.clock, extra_sinks=(self.events,), rules=rules, config_dir=config_dir,
         )
         self.provider = self.container.token_provider()

@@ -22,8 +22,8 @@ from cidx_auth.domain.breaker import BreakerConfig
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.ports import Clock
 from cidx_auth.service.breaker import CircuitBreaker
-from cidx_auth.service.flow import Rules
 from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.renewal import Rules
 from refserver.runner import RunningServer
 
 PASSWORD = "secret"  # alice's password on the reference server (its default user)
@@ -102,7 +102,7 @@ def build(server: RunningServer, *, password: str = PASSWORD, clock: Clock | Non
     container = Container(
         clock=clock, token_store=MemoryTokenStore(), state_store=state,
         credential_store=MemoryCredentialStore(Credentials("alice", password)),
-        gateway=gateway, agateway=gateway, events=events, rules=Rules(),
+        gateway=gateway, events=events, rules=Rules(),
     )
     if breaker is not None:
         container.breaker.override(CircuitBreaker(state, clock, events, breaker))

@@ -164,7 +164,7 @@ def make_fleet(root: Path, count: int) -> list[Host]:
 
 def fleet_container(store_url: str, host: Host, server: Any, lease: float = 30.0) -> Container:
     """The container a cidx process on ``host`` builds for the shared identity."""
-    return build_redis(store_url, SERVER_URL, ALICE.username, server, server,
+    return build_redis(store_url, SERVER_URL, ALICE.username, server,
                        project=host.project, config_dir=host.config, lease=lease)
 
 

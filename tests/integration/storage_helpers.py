@@ -227,7 +227,7 @@ def race(project: str, config: str, server_state: str, ready_dir: str, go: str) 
     from cidx_auth.container import build_files
 
     server = CountingServer(Path(server_state))
-    container = build_files(Path(project), SERVER_URL, server, server, config_dir=Path(config))
+    container = build_files(Path(project), SERVER_URL, server, config_dir=Path(config))
     provider = container.token_provider()
     (Path(ready_dir) / str(os.getpid())).touch()
     wait_for(Path(go))
@@ -298,7 +298,7 @@ def full_disk_provider(project: str, config: str, limit: str) -> None:
     gateway = ScriptedGateway(clock, {ALICE.username: ALICE.password})
     sink = CountingSink()
     container = build_files(
-        Path(project), SERVER_URL, gateway, gateway,
+        Path(project), SERVER_URL, gateway,
         clock=clock, extra_sinks=(sink,), config_dir=Path(config),
     )
     provider = container.token_provider()

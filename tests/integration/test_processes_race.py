@@ -26,7 +26,7 @@ def test_fifty_processes_with_an_expired_token_refresh_it_exactly_once(
 ) -> None:
     server = CountingServer(tmp_path / "server.json")
     expired = session_of(server.seed(ALICE.username, issued_at=time.time() - 3600))
-    container = build_files(project, SERVER_URL, server, server, config_dir=config_dir)
+    container = build_files(project, SERVER_URL, server, config_dir=config_dir)
     with container.token_store().lock(5):
         container.token_store().save(expired)
     container.credential_store().save(ALICE)

@@ -113,7 +113,7 @@ def test_a_redis_restart_is_ridden_out_on_the_cached_token_then_recovered(
     clock = FakeClock(time.time())
     gateway = ScriptedGateway(clock, {ALICE.username: ALICE.password})
     events = CountingSink()
-    container = build_redis(server.url, SERVER_URL, ALICE.username, gateway, gateway,
+    container = build_redis(server.url, SERVER_URL, ALICE.username, gateway,
                             project=host.project, clock=clock, config_dir=host.config,
                             extra_sinks=(events,))
     container.credential_store().save(ALICE)
@@ -134,7 +134,7 @@ def test_a_redis_restart_is_ridden_out_on_the_cached_token_then_recovered(
     clock.advance(350)
     recovered = provider.get_token()
     assert recovered != renewed
-    other_process = build_redis(server.url, SERVER_URL, ALICE.username, gateway, gateway,
+    other_process = build_redis(server.url, SERVER_URL, ALICE.username, gateway,
                                 project=host.project, clock=clock, config_dir=host.config)
     assert other_process.token_provider().get_token() == recovered  # from Redis, no call
     assert (gateway.logins, gateway.refreshes, gateway.replays) == (1, 2, 0)

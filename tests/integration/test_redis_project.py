@@ -47,7 +47,7 @@ def url(server: RedisServer) -> str:
 def provider_on(
     url: str, project: Path, config: Path | None, gateway: ScriptedGateway
 ) -> TokenProvider:
-    container = build_redis(url, SERVER_URL, ALICE.username, gateway, gateway, project=project,
+    container = build_redis(url, SERVER_URL, ALICE.username, gateway, project=project,
                             clock=gateway.clock, config_dir=config)
     container.credential_store().save(ALICE)
     provider: TokenProvider = container.token_provider()

@@ -115,7 +115,7 @@ async def test_two_async_providers_in_one_process_refresh_once(
     expired = session_of(server.seed(ALICE.username, issued_at=1_000_000_000.0))
     providers = []
     for _ in range(2):
-        container = build_files(project, SERVER_URL, server, server, config_dir=config_dir)
+        container = build_files(project, SERVER_URL, server, config_dir=config_dir)
         providers.append(container.token_provider())
     with container.token_store().lock(5):
         container.token_store().save(expired)

@@ -16,8 +16,8 @@ from adapters.memory import (
 )
 from cidx_auth.container import Container, build_memory
 from cidx_auth.domain.token import Session
-from cidx_auth.service.flow import Rules
 from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.renewal import Rules
 
 
 @dataclass

@@ -30,7 +30,7 @@ def command_raising(error: BaseException) -> click.Command:
         (InvalidCredentials("the server refused the username or password"), 3, "refused"),
         (ServerUnavailable("cannot reach http://127.0.0.1:9"), 4, "cannot reach"),
         (CircuitOpen(1_800_000_000.0), 4, "next attempt after"),
-        (LockTimeout("held the token lock"), 5, "token lock"),
+        (LockTimeout("held the token lock"), 4, "token lock"),
         (RuntimeError("secret-ish internals"), 1, "unexpected error (RuntimeError)"),
         (KeyboardInterrupt(), 130, "interrupted"),
     ],

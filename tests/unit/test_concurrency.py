@@ -89,9 +89,13 @@ async def test_async_retries_sleep_on_the_fake_clock() -> None:
 async def test_async_followers_share_the_leaders_failure() -> None:
     world = make_world()
     world.gateway.fail_next(ServerUnavailable("down"), times=3)
-    results = await asyncio.gather(
+    world.gateway.gate = threading.Event()
+    callers = asyncio.gather(
         *(world.provider.aget_token() for _ in range(10)), return_exceptions=True
     )
+    await at_gate(world)  # every caller has joined the one flight by now
+    world.gateway.gate.set()
+    results = await callers
     assert all(isinstance(r, ServerUnavailable) for r in results)
     assert world.gateway.logins == 3
 

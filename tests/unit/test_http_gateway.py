@@ -30,7 +30,7 @@ from cidx_auth.domain.errors import (
     ServerUnavailable,
 )
 from cidx_auth.domain.token import Grant
-from cidx_auth.ports import AsyncAuthGateway, AuthGateway
+from cidx_auth.ports import AuthGateway
 
 URL = "https://cidx.test"
 ALICE = Credentials("alice", "s3cret-password")
@@ -61,8 +61,7 @@ class Server:
 
 def gateway(server: Server, clock: FakeClock | None = None) -> HttpxGateway:
     transport = httpx.MockTransport(server)
-    return HttpxGateway(HttpSettings(URL), now=(clock or FakeClock()).now,
-                        transport=transport, atransport=transport)
+    return HttpxGateway(HttpSettings(URL), now=(clock or FakeClock()).now, transport=transport)
 
 
 def answer(status: int, body: Any = None, **headers: str) -> httpx.Response:
@@ -76,9 +75,9 @@ def login(server: Server, clock: FakeClock | None = None) -> Grant:
     return gateway(server, clock).login(ALICE)
 
 
-def test_implements_both_ports() -> None:
+def test_implements_the_port() -> None:
     gw = gateway(Server(answer(200, {})))
-    assert isinstance(gw, AuthGateway) and isinstance(gw, AsyncAuthGateway)
+    assert isinstance(gw, AuthGateway)
 
 
 def test_login_posts_credentials_and_reads_the_grant() -> None:
@@ -270,21 +269,6 @@ def test_no_secret_in_any_error_message() -> None:
             with pytest.raises(CidxAuthError) as caught:
                 call(ALICE if call == gw.login else REFRESH)  # type: ignore[arg-type]
             assert ALICE.password not in str(caught.value) and REFRESH not in str(caught.value)
-
-
-async def test_async_twins_share_the_mapping() -> None:
-    server = Server(answer(200, {"access_token": TOKEN, "refresh_token": "n"}, Date=DATE),
-                    answer(401, {"detail": "Invalid refresh token"}), httpx.ReadTimeout("t"))
-    gw = gateway(server)
-    grant = await gw.alogin(ALICE)
-    assert grant.refresh_token == "n" and grant.server_date is not None
-    with pytest.raises(RefreshRejected):
-        await gw.arefresh(REFRESH)
-    with pytest.raises(ServerUnavailable):
-        await gw.alogin(ALICE)
-    assert server.body(1) == {"refresh_token": REFRESH}
-    await gw.aclose()
-    gw.close()
 
 
 @pytest.mark.parametrize(("value", "expected"), [

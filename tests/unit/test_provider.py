@@ -62,14 +62,20 @@ def test_stale_token_is_refreshed_proactively_once(world: World) -> None:
 def test_failed_proactive_refresh_keeps_the_valid_token_and_backs_off(world: World) -> None:
     first = world.provider.get_token()
     world.clock.advance(301)
-    world.gateway.fail_next(ServerUnavailable("refused", reached=False), times=3)
+    world.gateway.fail_next(ServerUnavailable("refused", reached=False), times=2)
     assert world.provider.get_token() == first
-    assert world.gateway.refreshes == 3
+    # One attempt, no waiting: the caller has a valid token to get on with.
+    assert world.gateway.refreshes == 1 and world.clock.sleeps == []
     assert world.events[EventKind.REFRESH_FAILED] == 1
+    # The refresh never left, so its token went back into the store, unspent.
+    stored = world.store.session
+    assert stored is not None and stored.refresh_token and not stored.refresh_in_flight
     world.clock.advance(10)
-    assert world.provider.get_token() == first and world.gateway.refreshes == 3
-    world.clock.advance(25)  # past the 30 s renewal back-off
-    assert world.provider.get_token() != first and world.gateway.refreshes == 4
+    assert world.provider.get_token() == first and world.gateway.refreshes == 1
+    world.clock.advance(25)  # past the 30 s renewal back-off; the server is still down
+    assert world.provider.get_token() == first and world.gateway.refreshes == 2
+    world.clock.advance(31)
+    assert world.provider.get_token() != first and world.gateway.refreshes == 3
 
 
 def test_expired_token_is_refreshed_before_use(world: World) -> None:
@@ -211,13 +217,15 @@ def test_storage_failure_degrades_to_memory_with_one_warning(world: World) -> No
     second = world.provider.get_token()
     assert second != first
     assert world.events[EventKind.STORAGE_DEGRADED] == 1
-    assert world.gateway.refreshes == 1  # the in-memory refresh token carried on
+    # Without the lock and the intent record, the stored refresh token is not this
+    # process's to send, and memory keeps none: the renewal is a login (a new family).
+    assert world.gateway.refreshes == 0 and world.gateway.logins == 2
 
 
 def test_lock_timeout_with_a_valid_token_uses_it() -> None:
-    from cidx_auth.service.flow import Rules
+    from cidx_auth.service.renewal import Rules
 
-    world = make_world(rules=Rules(lock_timeout=0.05))
+    world = make_world(rules=Rules(auth_deadline=0.01, lock_wait_margin=0.0))
     first = world.provider.get_token()
     world.clock.advance(301)
     with world.store.lock(1):
@@ -230,9 +238,9 @@ def test_lock_timeout_with_a_valid_token_uses_it() -> None:
 
 
 def test_lock_timeout_with_an_expired_token_is_an_error() -> None:
-    from cidx_auth.service.flow import Rules
+    from cidx_auth.service.renewal import Rules
 
-    world = make_world(rules=Rules(lock_timeout=0.05))
+    world = make_world(rules=Rules(auth_deadline=0.01, lock_wait_margin=0.0))
     world.provider.get_token()
     world.clock.advance(600)
     errors: list[BaseException] = []
@@ -247,7 +255,8 @@ def test_lock_timeout_with_an_expired_token_is_an_error() -> None:
         t = threading.Thread(target=call)
         t.start()
         t.join()
-    assert len(errors) == 1 and "held the token lock" in str(errors[0])
+    assert len(errors) == 1 and errors[0].exit_code == 4
+    assert "another cidx process has been renewing the token" in str(errors[0])
 
 
 def test_unavailable_lock_degrades_but_works(world: World) -> None:
@@ -328,11 +337,11 @@ def test_storage_coming_back_does_not_replay_a_rotated_refresh_token(world: Worl
     world.provider.get_token()
     world.store.failure = StorageError("disk full")
     world.clock.advance(600)
-    in_memory = world.provider.get_token()  # refreshed while the store kept the old session
+    in_memory = world.provider.get_token()  # logged in while the store kept the old session
     world.store.failure = None
     world.clock.advance(600)
-    assert world.provider.get_token() != in_memory
-    assert world.gateway.replays == 0 and world.gateway.logins == 1
+    assert world.provider.get_token() != in_memory  # the stored, unspent token refreshes
+    assert world.gateway.logins == 2 and world.gateway.refreshes == 1
     assert world.store.session is not None and world.store.session.token.raw != in_memory
 
 

@@ -23,17 +23,18 @@ from cidx_auth.domain.errors import (
     StorageError,
     UnusableLifetime,
 )
-from cidx_auth.domain.token import Grant, TokenRules, parse_access_token
+from cidx_auth.domain.events import EventKind
+from cidx_auth.domain.token import Grant, Session, TokenRules, parse_access_token
 from cidx_auth.service.provider import TokenProvider
 from tests.unit.conftest import World, make_world
 
 
-def another_process(world: World) -> TokenProvider:
+def another_process(world: World, events: CountingSink | None = None) -> TokenProvider:
     """A second provider over the same store, credentials and server."""
     return TokenProvider(
         clock=world.clock, store=world.store, credentials=world.credentials,
-        gateway=world.gateway, agateway=world.gateway, breaker=world.container.breaker(),
-        events=CountingSink(),
+        gateway=world.gateway, breaker=world.container.breaker(),
+        events=events or CountingSink(),
     )
 
 
@@ -98,18 +99,43 @@ def test_a_grant_breaking_the_rules_keeps_its_rotated_refresh_token(world: World
 def test_a_failed_save_after_a_refresh_leaves_no_spent_token_behind(world: World) -> None:
     world.provider.get_token()
     world.clock.advance(600)
-
     real_save = world.store.save
+    saves: list[Session] = []
+
+    def intent_only(session: Session) -> None:
+        if saves:  # the intent record is written; the rotated session is not
+            raise StorageError("No space left on device")
+        saves.append(session)
+        real_save(session)
+
+    world.store.save = intent_only  # type: ignore[method-assign]
+    assert world.provider.get_token()
+    world.store.save = real_save  # type: ignore[method-assign]
+    assert world.gateway.refreshes == 1
+    stored = world.store.session
+    assert stored is not None and stored.refresh_token is None and stored.refresh_in_flight
+    later = CountingSink()
+    another_process(world, later).get_token()
+    assert world.gateway.refreshes == 1 and world.gateway.logins == 2
+    assert later[EventKind.REFRESH_ABANDONED] == 1
+
+
+def test_no_refresh_leaves_without_its_intent_on_record(world: World) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
 
     def full_disk(session: object) -> None:
         raise StorageError("No space left on device")
 
-    world.store.save = full_disk  # type: ignore[method-assign]
+    real_save, world.store.save = world.store.save, full_disk  # type: ignore[method-assign]
     assert world.provider.get_token()
     world.store.save = real_save  # type: ignore[method-assign]
-    assert world.store.session is None  # the spent session was taken away
+    assert world.gateway.refreshes == 0 and world.gateway.logins == 2  # logged in instead
+    assert world.events[EventKind.REFRESH_ABANDONED] == 1
+    stored = world.store.session  # still the first session, its refresh token unspent
+    assert stored is not None and stored.refresh_token and not stored.refresh_in_flight
     another_process(world).get_token()
-    assert world.gateway.replays == 0
+    assert world.gateway.refreshes == 1 and world.gateway.logins == 2
 
 
 def test_logout_in_another_process_is_not_undone(world: World) -> None:

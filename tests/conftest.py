@@ -1,0 +1,34 @@
+"""Suite-wide guards.
+
+Every :class:`ScriptedGateway` a test makes is checked when the test ends: a refresh
+token presented twice (a replay, which the real server punishes by revoking the whole
+session family) fails the test unless the test declared it in ``expected_replays``.
+So no test can pass while the code under test causes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from adapters.memory import ScriptedGateway
+
+
+@pytest.fixture(autouse=True)
+def no_undeclared_replays(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    made: list[ScriptedGateway] = []
+    original = ScriptedGateway.__init__
+
+    def tracked(self: ScriptedGateway, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(ScriptedGateway, "__init__", tracked)
+    yield
+    for gateway in made:
+        assert gateway.replays == gateway.expected_replays, (
+            f"the fake server saw {gateway.replays} replayed refresh token(s), "
+            f"{gateway.expected_replays} declared"
+        )
