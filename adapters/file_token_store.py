@@ -43,7 +43,7 @@ from adapters.file_io import (
 )
 from adapters.file_quarantine import quarantine
 from adapters.session_codec import decode_session, encode_session
-from cidx_auth.domain.errors import CorruptStore, StorageError
+from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.token import Session
 
 if TYPE_CHECKING:  # the ports module pulls in the breaker and events: not needed to read
@@ -160,7 +160,7 @@ class FileTokenStore:
             try:
                 with self.lock(self._quarantine_timeout):
                     moved = self._quarantine(seen)
-            except StorageError:
+            except (StorageError, LockTimeout):
                 moved = False
         warn(
             "the stored token could not be used (%s); %s", reason,

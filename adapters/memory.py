@@ -80,6 +80,9 @@ class MemoryTokenStore(_Failing):
         self.saves = 0
         self.lock_wanted = threading.Event()
         """Set when someone starts waiting for the lock: a test's cue, instead of a sleep."""
+        self.lock_failure: CidxAuthError | None = None
+        """Raised on taking the lock while the rest of the store works (an immutable lock
+        file, a mount without flock); a failing store fails its lock too."""
         self._lock = threading.Lock()
 
     def load(self) -> Session | None:
@@ -98,6 +101,8 @@ class MemoryTokenStore(_Failing):
 
     @contextmanager
     def lock(self, timeout: float) -> Iterator[None]:
+        if self.lock_failure is not None:
+            raise self.lock_failure
         if self.failure is not None:  # broken storage: no lock file can be had either
             raise LockUnavailable(f"the token lock cannot be taken: {self.failure}")
         self.lock_wanted.set()
@@ -212,6 +217,11 @@ class ScriptedGateway:
     def fail_next(self, error: CidxAuthError, times: int = 1) -> None:
         """The next ``times`` calls raise ``error`` before the server acts on them."""
         self._script.extend([error] * times)
+
+    def clear_faults(self) -> None:
+        """Drop every failure still armed: the server behaves from now on."""
+        self._script.clear()
+        self.lose_answers = 0
 
     def answer_next(self, grant: Grant) -> None:
         """The next call answers with ``grant`` as it is (to test bad tokens)."""

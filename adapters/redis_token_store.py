@@ -15,11 +15,13 @@ refresh instead of a login, and an identity nobody uses any more vanishes by its
 Lock: redis-py's ``Lock`` on ``<key>:lock`` (SET NX PX, compare-and-delete release)
 with a lease of ``lease`` seconds: a holder killed mid-refresh blocks the others for
 at most that long, so the lease must outlast one refresh with its retries (30 s by
-default). ``thread_local=False``: the async driver may release on another thread.
-Saves under the lock are fenced: they write only while this holder's token is still
-the lock's value, so a holder that stalled past its lease cannot overwrite what the
-next one stored; its save fails as a :class:`StorageError`, and the core keeps that
-token in memory and says so.
+default). ``thread_local=False``: a lock may be released on another thread than took it.
+With Redis unreachable, taking the lock raises :class:`LockUnavailable`.
+Saves and clears under the lock are fenced: they write (or delete) only while this
+holder's token is still the lock's value, so a holder that stalled past its lease
+cannot overwrite or remove what the next one stored; its save or clear fails as a
+:class:`StorageError` and leaves the key alone; the core keeps the access token in
+memory and says so. Outside the lock they are plain SET and DEL.
 
 A value that does not decrypt or parse is reported with a WARNING (no secrets) and,
 only by the lock holder and only if it is still the value read, renamed to
@@ -49,7 +51,7 @@ from adapters.file_io import MAX_FILE_SIZE, warn
 from adapters.redis_connection import describe, failure_hint, redact_url
 from adapters.session_codec import decode_session, encode_session
 from adapters.shared_key import normalized_server
-from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
+from cidx_auth.domain.errors import CorruptStore, LockTimeout, LockUnavailable, StorageError
 from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
 from cidx_auth.domain.token import Session
 
@@ -68,6 +70,11 @@ CORRUPT_KEEP = 24 * 3600
 _FENCED_SET = """
 if redis.call('get', KEYS[2]) ~= ARGV[2] then return 0 end
 redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+_FENCED_DELETE = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1])
 return 1
 """
 _FENCED_SET_ASIDE = """
@@ -119,6 +126,7 @@ class RedisTokenStore:
         """The lock token while this store holds the lock; fences its writes."""
         self._mutex = threading.Lock()
         self._set = client.register_script(_FENCED_SET)
+        self._delete = client.register_script(_FENCED_DELETE)
         self._set_aside_script = client.register_script(_FENCED_SET_ASIDE)
 
     def load(self) -> Session | None:
@@ -153,20 +161,24 @@ class RedisTokenStore:
             if token is None:
                 self._client.set(self.key, blob, ex=ttl)
             elif not self._set(keys=[self.key, self.lock_name], args=[blob, token, ttl]):
-                raise StorageError(
-                    f"the token lock's {self._lease:g} s lease ran out before the session "
-                    f"was saved to Redis at {self.url}; another process holds it now, so "
-                    "this one keeps its token in memory (raise the lease if this recurs)"
-                )
+                raise self._lease_lost("saved to", "this one keeps its access token in memory")
         except RedisError as error:
             raise self._unavailable(error, "save the session to") from None
         self._cache = (session, now)
 
     def clear(self) -> None:
-        """Remove the shared session (log out): every host of the fleet loses it."""
+        """Remove the shared session (log out): every host of the fleet loses it.
+
+        Under the lock, only while the lease holds: a holder that lost it must not
+        delete the session the next holder stored.
+        """
         self._cache = None
+        token = self._token
         try:
-            self._client.delete(self.key)
+            if token is None:
+                self._client.delete(self.key)
+            elif not self._delete(keys=[self.key, self.lock_name], args=[token]):
+                raise self._lease_lost("removed from", "nothing was deleted")
         except RedisError as error:
             raise self._unavailable(error, "remove the session from") from None
 
@@ -182,7 +194,11 @@ class RedisTokenStore:
         except LockError:
             acquired = False
         except RedisError as error:
-            raise self._unavailable(error, "take the token lock in") from None
+            # No lock can be had while Redis is down: the core then logs in rather than
+            # present the shared refresh token without it (the ownership rule).
+            raise LockUnavailable(
+                f"could not take the token lock in Redis at {self.url} ({failure_hint(error)})"
+            ) from None
         if not acquired:
             raise LockTimeout(
                 f"the token lock in Redis at {self.url} is held by another cidx process "
@@ -265,6 +281,13 @@ class RedisTokenStore:
                      "loaded last, still valid", self.url, type(error).__name__)
                 return session
         raise self._unavailable(error, "read the session from") from None
+
+    def _lease_lost(self, action: str, outcome: str) -> StorageError:
+        return StorageError(
+            f"the token lock's {self._lease:g} s lease ran out before the session was "
+            f"{action} Redis at {self.url}; another process holds the lock now, so "
+            f"{outcome} (raise the lease if this recurs)"
+        )
 
     def _unavailable(self, error: RedisError, action: str) -> StorageError:
         return StorageError(f"could not {action} Redis at {self.url} ({failure_hint(error)})")

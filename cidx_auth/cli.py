@@ -1,9 +1,9 @@
 """The ``cidx-auth`` command line: the composition root that users run.
 
-Exit codes (a contract): 0 success, 1 unexpected error, 2 usage error, 3 authentication
-refused, 4 server unreachable or circuit open, 5 local storage problem. No traceback
-for any of them; ``-v`` adds detail, never a secret. Heavy imports happen inside the
+Exit codes (a contract, shown by ``--help``): see :data:`EXIT_CODES`. No traceback for
+any of them; ``-v`` adds detail, never a secret. Heavy imports happen inside the
 commands, so ``cidx-auth token`` with a fresh stored token loads almost nothing.
+Ctrl-C and SIGTERM are also handled around the fast path, in ``cidx_auth.entry``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,20 @@ JWS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                   "ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "EdDSA")
 """What ``--allow-alg`` accepts: the JWS signature algorithms (never ``none``)."""
 logger = logging.getLogger("cidx_auth")
+
+EXIT_CODES = """\b
+Exit codes:
+  0        success
+  1        unexpected error (a bug: run with -vv and report it)
+  2        usage error, found before any request
+  3        authentication refused (a login, stored credentials or a renewed token)
+  4        the server cannot be used now: unreachable, timeout, 5xx or 429 after
+           retries, circuit open, another cidx process still renewing the token
+  5        local storage: files, lock file or secret unreadable, unwritable or
+           not owned by you
+  6        the server refused this request (400, 403, 404, 409, 422)
+  130/143  interrupted by SIGINT (Ctrl-C) / SIGTERM"""
+"""The table of ``decisions.md``, as ``--help`` prints it (``\\b``: keep the layout)."""
 
 
 class Options:
@@ -63,8 +77,9 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except CidxAuthError as error:
             _fail(str(error), error.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+        except KeyboardInterrupt:  # one line, not click's "Aborted!" (see cidx_auth.entry)
+            click.echo("cidx-auth: interrupted", err=True)
+            sys.exit(130)
         except BrokenPipeError:  # `cidx-auth status | head`: the reader left, nothing to say
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
@@ -86,13 +101,14 @@ def _options() -> Options:
     return click.get_current_context().find_object(Options)  # type: ignore[return-value]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="cidx-auth")
 @click.option("--project", type=click.Path(file_okay=False, path_type=Path),
               help="Project directory (default: nearest ancestor holding .code-indexer/).")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr (repeatable).")
 @click.option("-q", "--quiet", is_flag=True, help="Errors only.")
 @click.pass_context
+@handled
 def cli(ctx: click.Context, project: Path | None, verbose: int, quiet: bool) -> None:
     """Token management for the CIDX client: stored, refreshed, never expired."""
     _configure_logging(verbose, quiet)
@@ -310,6 +326,7 @@ def demo(seconds: float, processes: int) -> None:
 @cli.command()
 @click.option("--hours", type=click.FloatRange(0.1, 1000), default=8.0, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
+@handled
 def simulate(hours: float, seed: int) -> None:
     """Simulate hours of use in memory on a fake clock (no network, no files)."""
     from cidx_auth.simulate import simulate as run

@@ -1,5 +1,9 @@
 """Test controls under `/_admin`: statistics, faults, revocation, reset, clock.
 
+`POST /_admin/wait` is the cue tests wait on instead of sleeping: it answers
+as soon as a counter reaches a value (say, `held` once a held refresh has
+rotated), or after `timeout` with `reached: false`.
+
 These exist only on the reference server. They need no token, which is
 safe only because they answer loopback clients alone: anything else gets a
 403 before the handler runs.
@@ -7,6 +11,8 @@ safe only because they answer loopback clients alone: anything else gets a
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
 from typing import Any
@@ -19,6 +25,7 @@ from refserver.clock import iso
 from refserver.faults import FAULT_KINDS, FaultRule
 from refserver.sessions import ADMIN_REASON
 from refserver.state import ServerState
+from refserver.stats import TOTAL_ONLY, USER_COUNTERS
 from refserver.validation import Field, ValidationFailed, read_body
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -33,6 +40,14 @@ FAULT_FIELDS = (
 REVOKE_FIELDS = (Field("username", str, min_length=1),)
 CLOCK_FIELDS = (Field("offset", float),)
 LIFETIME_FIELDS = (Field("seconds", int, ge=1, le=86_400),)
+WAIT_FIELDS = (
+    Field("counter", str),
+    Field("at_least", int, required=False, ge=0, default=1),
+    Field("timeout", float, required=False, ge=0.0, le=300.0, default=10.0),
+)
+WAIT_POLL_SECONDS = 0.005
+"""How often a wait looks at the counter: the counters are plain integers, and a
+few milliseconds of lag on a cue is nothing next to the processes a test starts."""
 
 
 def _loopback_only(endpoint: Endpoint) -> Endpoint:
@@ -67,6 +82,7 @@ class AdminEndpoints:
             ("/_admin/clock", self.clock, "GET"),
             ("/_admin/clock", self.set_clock, "POST"),
             ("/_admin/token-lifetime", self.set_token_lifetime, "POST"),
+            ("/_admin/wait", self.wait, "POST"),
         ]
         return [Route(path, _loopback_only(endpoint), methods=[method])
                 for path, endpoint, method in table]
@@ -128,6 +144,22 @@ class AdminEndpoints:
         body = await read_body(request, LIFETIME_FIELDS)
         self.state.tokens.lifetime = body["seconds"]
         return JSONResponse({"token_lifetime": self.state.tokens.lifetime})
+
+    async def wait(self, request: Request) -> Response:
+        """Answer once the total `counter` reaches `at_least`, or at `timeout`."""
+        body = await read_body(request, WAIT_FIELDS)
+        counter = body["counter"]
+        if counter not in USER_COUNTERS + TOTAL_ONLY:
+            msg = "Input should be " + ", ".join(repr(c) for c in USER_COUNTERS + TOTAL_ONLY)
+            raise ValidationFailed([{"type": "literal_error", "loc": ["body", "counter"],
+                                     "msg": msg}])
+        deadline = time.monotonic() + float(body["timeout"])
+        stats = self.state.stats
+        while stats.total(counter) < body["at_least"] and time.monotonic() < deadline:
+            await asyncio.sleep(WAIT_POLL_SECONDS)
+        value = stats.total(counter)
+        return JSONResponse({"counter": counter, "value": value,
+                             "reached": value >= body["at_least"]})
 
     def _clock_body(self) -> dict[str, Any]:
         now = self.state.clock.now()

@@ -7,6 +7,13 @@ Kinds, and what a client sees:
     hang        nothing for `seconds`, then the normal answer; a client that
                 gives up first has simply hit its read timeout
     drop        the connection closes with no response at all
+    hold        the request IS processed (a refresh rotates, a login counts), then
+                the answer is withheld for `seconds`, or until the client leaves;
+                `held` in the stats counts requests processed and now held, and
+                `held_abandoned` those whose client left before the answer went out
+
+"hang" models a request lost on its way in; "hold" models an answer lost on its
+way out, which is what spends a refresh token without the client knowing.
 
 A "drop" needs the server's help, since ASGI gives an app no way to close
 its connection: the runner passes a `ConnectionDropper` that can find the
@@ -27,8 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from refserver.stats import Stats
 
-FaultKind = Literal["error", "rate_limit", "hang", "drop"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("error", "rate_limit", "hang", "drop")
+FaultKind = Literal["error", "rate_limit", "hang", "drop", "hold"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("error", "rate_limit", "hang", "drop", "hold")
 ADMIN_PREFIX = "/_admin"
 
 ConnectionDropper = Callable[[Scope], bool]
@@ -129,30 +136,56 @@ class FaultMiddleware:
             replay = await _stall(rule.seconds, receive)
             if replay is not None:
                 await self.app(scope, replay, send)
+        elif rule.kind == "hold":
+            await self._hold(rule.seconds, scope, receive, send)
         elif self.dropper is None or not self.dropper(scope):
             raise ConnectionDropped("drop fault: the connection could not be cut")
 
+    async def _hold(self, seconds: float, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app, then keep its answer back for `seconds` or until the client leaves."""
+        answer: list[Message] = []
 
-async def _stall(seconds: float, receive: Receive) -> Receive | None:
-    """Wait `seconds`, or less if the client leaves; None when it left.
+        async def withhold(message: Message) -> None:
+            answer.append(message)
 
-    The request body is read while waiting (that is how a departure shows up
-    in ASGI), so the returned callable hands the body on to the app.
+        await self.app(scope, receive, withhold)
+        self.stats.bump("held")
+        if await _client_left(seconds, receive, []):
+            self.stats.bump("held_abandoned")
+            return
+        for message in answer:
+            await send(message)
+
+
+async def _client_left(seconds: float, receive: Receive, unread: list[Message]) -> bool:
+    """Wait up to `seconds` for the client to leave; True when it did.
+
+    Leaving shows up in ASGI only through `receive`, so any request body not
+    yet read is read here and kept in `unread`.
     """
-    held: list[Message] = []
 
     async def until_disconnect() -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            held.append(message)
+            unread.append(message)
 
     try:
         await asyncio.wait_for(until_disconnect(), timeout=seconds)
     except TimeoutError:
-        pass
-    else:
+        return False
+    return True
+
+
+async def _stall(seconds: float, receive: Receive) -> Receive | None:
+    """Wait `seconds`, or less if the client leaves; None when it left.
+
+    The request body is read while waiting, so the returned callable hands
+    it on to the app.
+    """
+    held: list[Message] = []
+    if await _client_left(seconds, receive, held):
         return None
 
     async def replay() -> Message:

@@ -143,9 +143,33 @@ class RunningServer:
         return dict(self._admin("GET", "/_admin/stats"))
 
     def inject(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
-        """Arm a fault: `kind` is error, rate_limit, hang or drop; see `refserver.faults`."""
+        """Arm a fault: `kind` is error, rate_limit, hang, drop or hold; see
+        `refserver.faults`. Options: status, retry_after, seconds, paths."""
         body = {"kind": kind, "count": count, **options}
         return dict(self._admin("POST", "/_admin/faults", body))
+
+    def hold(self, path: str = "/api/auth/refresh", count: int = 1,
+             seconds: float = 60.0) -> None:
+        """Process the next `count` requests to `path`, then withhold each answer for
+        `seconds` or until its client leaves (a refresh is spent, its answer lost)."""
+        self.inject("hold", count, seconds=seconds, paths=[path])
+
+    def wait_for(self, counter: str, at_least: int = 1, timeout: float = 10.0) -> int:
+        """Block until the total `counter` reaches `at_least`; its value.
+
+        Raises TimeoutError when it does not within `timeout` seconds.
+        """
+        body = self._admin("POST", "/_admin/wait",
+                           {"counter": counter, "at_least": at_least, "timeout": timeout},
+                           timeout=timeout + 10.0)
+        if not body["reached"]:
+            raise TimeoutError(f"{counter} stayed at {body['value']} (< {at_least}) "
+                               f"for {timeout:g} s")
+        return int(body["value"])
+
+    def wait_held(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Block until `count` held requests have been processed (their answers held)."""
+        self.wait_for("held", count, timeout)
 
     def clear_faults(self) -> None:
         """`DELETE /_admin/faults`."""
@@ -180,8 +204,9 @@ class RunningServer:
 
     # Internals -------------------------------------------------------------
 
-    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        with self.client(timeout=10.0) as http:
+    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None,
+               timeout: float = 10.0) -> Any:
+        with self.client(timeout=timeout) as http:
             response = http.request(method, path, json=body)
         response.raise_for_status()
         return response.json()

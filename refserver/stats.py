@@ -13,7 +13,8 @@ from typing import Any
 USER_COUNTERS = ("logins", "failed_logins", "refreshes", "failed_refreshes", "replays")
 """Per-user counters, in the order they are reported."""
 
-TOTAL_ONLY = ("rate_limited_logins", "locked_logins", "rate_limited_refreshes", "faults_fired")
+TOTAL_ONLY = ("rate_limited_logins", "locked_logins", "rate_limited_refreshes", "faults_fired",
+              "held", "held_abandoned")
 """Counters with no meaningful owner, kept in the totals only."""
 
 
@@ -38,6 +39,10 @@ class Stats:
         self._totals[counter] += 1
         if username is not None and counter in USER_COUNTERS:
             self._per_user.setdefault(username, Counter())[counter] += 1
+
+    def total(self, counter: str) -> int:
+        """The running total of one counter (0 for a name never bumped)."""
+        return self._totals[counter]
 
     def snapshot(self) -> dict[str, Any]:
         """The JSON body of `GET /_admin/stats`."""

@@ -84,7 +84,6 @@ class Stack:
 
     async def aclose(self) -> None:
         # An HTTP/2 connection left open makes the server's graceful stop wait it out.
-        await self.gateway.aclose()
         self.gateway.close()
 
 

@@ -153,12 +153,47 @@ def test_the_cache_serves_reads_outside_the_lock_only(client: redis.Redis) -> No
         assert cached.load() == known_sessions()[1]
 
 
-def test_clear_removes_the_session(client: redis.Redis) -> None:
+def test_clear_removes_the_session_under_the_lock(client: redis.Redis) -> None:
     shared = store(client)
     shared.save(known_sessions()[0])
     with shared.lock(1):
         shared.clear()
+        assert client.exists(shared.lock_name)  # the lock itself is left alone
     assert shared.load() is None and not client.exists(KEY)
+
+
+def test_clear_outside_the_lock_removes_the_session(client: redis.Redis) -> None:
+    shared = store(client)
+    shared.save(known_sessions()[0])
+    shared.clear()
+    assert shared.load() is None and not client.exists(KEY)
+
+
+def test_a_lost_lease_fences_the_late_clear(server: RedisServer, client: redis.Redis) -> None:
+    late, next_holder = store(client), store(client)
+    with late.lock(1):
+        client.delete(late.lock_name)  # lost (eviction, failover, a stall past the lease)
+        with next_holder.lock(1):
+            next_holder.save(known_sessions()[1])
+            with pytest.raises(StorageError, match=r"lease ran out.*nothing was deleted"):
+                late.clear()
+    other_host = connect(server.url)
+    try:
+        assert store(other_host).load() == known_sessions()[1]
+    finally:
+        other_host.close()
+
+
+def test_writes_right_after_the_lease_is_lost_are_fenced(client: redis.Redis) -> None:
+    shared = store(client)
+    shared.save(known_sessions()[1])
+    with shared.lock(1):
+        client.delete(shared.lock_name)  # nobody holds it yet: still not this holder's
+        with pytest.raises(StorageError, match="lease ran out"):
+            shared.save(known_sessions()[0])
+        with pytest.raises(StorageError, match="nothing was deleted"):
+            shared.clear()
+    assert store(client).load() == known_sessions()[1]
 
 
 def test_unreachable_redis_is_a_storage_error_naming_the_url_without_password() -> None:

@@ -17,6 +17,8 @@ from adapters.memory import make_jwt
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     InvalidCredentials,
+    LockTimeout,
+    LockUnavailable,
     MalformedToken,
     NotLoggedIn,
     ServerUnavailable,
@@ -209,3 +211,27 @@ def test_grant_rejection_raises_when_nothing_usable(world: World) -> None:
     world.gateway.answer_next(Grant(make_jwt({"iat": now, "exp": now + 90_000}), "r"))
     with pytest.raises(UnusableLifetime):
         world.provider.get_token()
+
+
+def test_without_the_lock_the_stored_refresh_token_is_never_sent(world: World) -> None:
+    world.session()
+    world.clock.advance(600)
+    world.store.lock_failure = LockUnavailable("immutable lock file")
+    token = world.provider.get_token()
+    assert world.gateway.refreshes == 0 and world.gateway.logins == 1  # a new family
+    assert world.events[EventKind.STORAGE_DEGRADED] == 1
+    stored = world.store.session  # the login's session, saved without the lock
+    assert stored is not None and stored.token.raw == token and stored.refresh_token
+    world.store.lock_failure = None
+    world.clock.advance(600)
+    another_process(world).get_token()  # with the lock back, the stored token refreshes
+    assert world.gateway.refreshes == 1
+
+
+def test_a_lock_that_cannot_be_had_in_time_is_not_a_reason_to_send(world: World) -> None:
+    world.session()
+    world.clock.advance(400)  # stale but valid: this caller does not wait for the lock
+    world.store.lock_failure = LockTimeout("held elsewhere")
+    token = world.provider.get_token()
+    assert world.gateway.calls == 0 and token == world.store.session.token.raw  # type: ignore[union-attr]
+    assert world.events[EventKind.LOCK_TIMEOUT] == 1
