@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from cidx_auth.domain.errors import CidxAuthError, RateLimited, ServerUnavailable
 
+AUTH_DEADLINE = 30.0
+"""D: the longest one auth request (a login or a refresh) may take, connect to last byte.
+The gateway enforces it; the renewal's lock wait (2D + 5 s) is derived from it."""
 MAX_ATTEMPTS = 3
 BACKOFF_BASE = 1.0
 BACKOFF_FACTOR = 2.0

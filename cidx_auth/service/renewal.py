@@ -51,15 +51,13 @@ from cidx_auth.domain.errors import (
 )
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
-from cidx_auth.domain.retry import RetryPolicy
+from cidx_auth.domain.retry import AUTH_DEADLINE, RetryPolicy
 from cidx_auth.domain.token import Grant, Session, TokenRules, parse_access_token
 from cidx_auth.ports import AuthGateway, Clock, CredentialStore, TokenStore
 from cidx_auth.service.breaker import CircuitBreaker
 
 T = TypeVar("T")
 
-AUTH_DEADLINE = 30.0
-"""D: the longest one auth request (a login or a refresh) may take, connect to last byte."""
 LOCK_WAIT_MARGIN = 5.0
 
 
