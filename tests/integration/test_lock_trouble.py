@@ -1,0 +1,373 @@
+"""The file lock when its lock file is not ours, or cannot be flocked (decisions.md,
+"Lock trouble" and "Trust boundaries").
+
+A link, a non-regular file or another user's file at the lock path is refused with a
+plain ``StorageError`` (exit 5) and left exactly as it was. A lock file of our own that
+flock cannot use falls back to an ``O_EXCL`` marker beside it, which a dead holder does
+not keep; only when that fails too is the lock ``LockUnavailable``.
+
+Root ignores mode bits, so ``chattr +i`` makes a file or directory unusable; each test
+checks that a write really fails first, and the bit is always cleared again. Other
+holders are real processes that say when they hold the lock (events, not sleeps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import multiprocessing
+import os
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import pytest
+
+from adapters.file_lock import file_lock
+from cidx_auth.domain.errors import CidxAuthError, LockTimeout, LockUnavailable, StorageError
+
+pytestmark = [pytest.mark.posix, pytest.mark.slow]
+
+SPAWN = multiprocessing.get_context("spawn")
+OTHER_UID = 2002
+BASHRC = b"export PATH=$HOME/bin:$PATH\n"
+
+
+def refuse_flock(*args: object) -> None:
+    """flock as it fails on NFS without lockd (ENOLCK)."""
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+
+def no_flock() -> None:
+    """In a child process: flock fails from now on."""
+    fcntl.flock = refuse_flock  # type: ignore[assignment]
+
+
+def hold(lock_path: str, entered: Event, release: Event, without_flock: bool = False) -> None:
+    """Child process: hold the lock until ``release`` is set."""
+    if without_flock:
+        no_flock()
+    with file_lock(Path(lock_path), 30, "the test lock"):
+        entered.set()
+        release.wait(120)
+
+
+def take_once(lock_path: str, timeout: float, without_flock: bool = False) -> None:
+    """Child process: take the lock and let it go; exit with the error's exit code."""
+    if without_flock:
+        no_flock()
+    try:
+        with file_lock(Path(lock_path), timeout, "the test lock"):
+            pass
+    except CidxAuthError as error:
+        raise SystemExit(error.exit_code) from None
+
+
+@contextlib.contextmanager
+def held_elsewhere(
+    lock_path: Path, without_flock: bool = False
+) -> Iterator[multiprocessing.process.BaseProcess]:
+    """Another process holds the lock for the ``with`` block (or until it is killed)."""
+    entered, release = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(
+        target=hold, args=(str(lock_path), entered, release, without_flock)
+    )
+    holder.start()
+    try:
+        assert entered.wait(60), "the holder never took the lock"
+        yield holder
+    finally:
+        if holder.is_alive():  # a holder killed while waiting would hang Event.set
+            release.set()
+        holder.join(60)
+        if holder.is_alive():
+            holder.kill()
+            holder.join()
+
+
+def exit_code_of_taking(
+    lock_path: Path, timeout: float, without_flock: bool = False
+) -> int | None:
+    """Take and release the lock in a fresh process; its exit code (0: it held it)."""
+    child = SPAWN.Process(target=take_once, args=(str(lock_path), timeout, without_flock))
+    child.start()
+    child.join(120)
+    return child.exitcode
+
+
+class Immutable:
+    """``chattr +i`` on paths, checked to really refuse writes, always undone."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+
+    def set(self, *paths: Path) -> None:
+        if shutil.which("chattr") is None:
+            pytest.skip("chattr is not installed: cannot make files immutable")
+        for path in paths:
+            done = subprocess.run(
+                ["chattr", "+i", str(path)], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                pytest.skip(f"chattr +i {path.name} failed: {done.stderr.strip()}")
+            self.paths.append(path)
+            probe = path / "write-probe" if path.is_dir() else path
+            try:
+                os.close(os.open(probe, os.O_RDWR | os.O_CREAT, 0o600))
+            except PermissionError:
+                continue
+            pytest.skip(f"{probe} is still writable under chattr +i on this filesystem")
+
+    def release(self) -> None:
+        while self.paths:
+            subprocess.run(["chattr", "-i", str(self.paths.pop())], check=True)
+
+
+@pytest.fixture
+def immutable() -> Iterator[Immutable]:
+    bits = Immutable()
+    try:
+        yield bits
+    finally:
+        bits.release()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    directory = tmp_path / ".code-indexer"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+@pytest.fixture
+def lock_path(store: Path) -> Path:
+    return store / ".token.lock"
+
+
+def own_lock_file(lock_path: Path) -> Path:
+    lock_path.touch(mode=0o600)
+    return lock_path
+
+
+def snapshot(path: Path) -> tuple[int, int, int, bytes]:
+    status = os.lstat(path)
+    return status.st_mode, status.st_uid, status.st_ino, path.read_bytes()
+
+
+def refused(lock_path: Path) -> StorageError:
+    """The lock is refused with a plain StorageError: exit 5, never the fallback."""
+    with pytest.raises(StorageError) as caught, file_lock(lock_path, 5, "the token lock"):
+        pytest.fail("the lock was taken")
+    assert not isinstance(caught.value, LockUnavailable)
+    assert caught.value.exit_code == 5
+    assert "Remove it if you did not create it" in str(caught.value)
+    assert not lock_path.with_name(lock_path.name + ".excl").exists()
+    return caught.value
+
+
+# a. Lock files that are not ours ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to-a-file", "dangling"])
+def test_a_symlinked_lock_file_is_refused_and_its_target_left_alone(
+    tmp_path: Path, lock_path: Path, dangling: bool
+) -> None:
+    target = tmp_path / "bashrc"
+    if not dangling:
+        target.write_bytes(BASHRC)
+        target.chmod(0o644)
+        before = snapshot(target)
+    lock_path.symlink_to(target)
+
+    assert "is a symbolic link" in str(refused(lock_path))
+
+    assert lock_path.is_symlink() and os.readlink(lock_path) == str(target)
+    if dangling:
+        assert not target.exists()  # O_CREAT did not follow the link
+    else:
+        assert snapshot(target) == before  # neither truncated nor chmod'ed
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_lock_path_that_is_not_a_regular_file_is_refused(lock_path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(lock_path, 0o600)
+    else:
+        lock_path.mkdir(mode=0o700)
+
+    assert "is not a regular file" in str(refused(lock_path))
+
+    mode = os.lstat(lock_path).st_mode
+    assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISDIR(mode)
+
+
+def test_a_lock_file_of_another_user_is_refused_and_left_untouched(lock_path: Path) -> None:
+    lock_path.write_bytes(b"theirs")
+    os.chown(lock_path, OTHER_UID, OTHER_UID)
+    lock_path.chmod(0o644)
+    before = snapshot(lock_path)
+
+    assert f"owned by another user (uid {OTHER_UID})" in str(refused(lock_path))
+    assert snapshot(lock_path) == before
+
+
+def test_an_unusable_lock_file_of_another_user_is_refused_not_bypassed(
+    lock_path: Path, immutable: Immutable
+) -> None:
+    lock_path.write_bytes(b"theirs")
+    os.chown(lock_path, OTHER_UID, OTHER_UID)
+    immutable.set(lock_path)
+
+    assert "owned by another user" in str(refused(lock_path))
+
+
+def test_a_symlinked_fallback_marker_is_refused(
+    tmp_path: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "bashrc"
+    target.write_bytes(BASHRC)
+    excl = lock_path.with_name(lock_path.name + ".excl")
+    excl.symlink_to(target)
+    own_lock_file(lock_path)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+
+    with (
+        pytest.raises(StorageError, match="is a symbolic link") as caught,
+        file_lock(lock_path, 5, "the token lock"),
+    ):
+        pytest.fail("the lock was taken")
+    assert not isinstance(caught.value, LockUnavailable)
+    assert excl.is_symlink() and target.read_bytes() == BASHRC
+
+
+# b. A lock file of our own --------------------------------------------------------------
+
+
+def test_a_wide_lock_file_is_narrowed_through_its_descriptor_and_keeps_its_content(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock_path.write_bytes(b"left by an older version")
+    lock_path.chmod(0o666)
+    inode = lock_path.stat().st_ino
+
+    def no_chmod_by_path(*args: object, **kwargs: object) -> None:
+        pytest.fail(f"os.chmod{args} follows a path; the mode must be set through the fd")
+
+    monkeypatch.setattr(os, "chmod", no_chmod_by_path)
+    with (
+        caplog.at_level(logging.WARNING, logger="cidx_auth.storage"),
+        file_lock(lock_path, 5, "the token lock"),
+    ):
+        assert stat.S_IMODE(lock_path.stat().st_mode) == 0o600
+    assert "had mode 666" in caplog.text
+    assert lock_path.read_bytes() == b"left by an older version"  # no O_TRUNC
+    assert lock_path.stat().st_ino == inode
+
+
+def test_a_lock_file_with_a_second_name_keeps_its_mode(tmp_path: Path, lock_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(BASHRC)
+    elsewhere.chmod(0o644)
+    os.link(elsewhere, lock_path)
+
+    with file_lock(lock_path, 5, "the token lock"):
+        pass
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o644
+    assert elsewhere.read_bytes() == BASHRC
+
+
+def test_a_lock_held_past_the_timeout_is_a_lock_timeout(lock_path: Path) -> None:
+    with (
+        held_elsewhere(lock_path),
+        pytest.raises(LockTimeout) as caught,
+        file_lock(lock_path, 0.2, "the token lock"),
+    ):
+        pytest.fail("the lock was taken while another process held it")
+    assert not isinstance(caught.value, StorageError) and caught.value.exit_code == 4
+    assert str(caught.value) == (
+        "the token lock is held by another cidx process; gave up after 0.2 s"
+    )
+    with file_lock(lock_path, 5, "the token lock"):  # released: free again
+        pass
+
+
+# c. flock impossible: the O_EXCL fallback -----------------------------------------------
+
+
+def test_an_immutable_lock_file_is_flocked_read_only(
+    lock_path: Path, immutable: Immutable
+) -> None:
+    """flock needs no write access: every process locks the same inode, also one that
+    opened it before it became immutable. No marker file is needed."""
+    immutable.set(own_lock_file(lock_path))
+    excl = lock_path.with_name(lock_path.name + ".excl")
+
+    with held_elsewhere(lock_path):
+        assert exit_code_of_taking(lock_path, 0.3) == LockTimeout.exit_code
+        with pytest.raises(LockTimeout), file_lock(lock_path, 0.2, "the token lock"):
+            pytest.fail("the lock was taken while another process held it")
+    assert exit_code_of_taking(lock_path, 30) == 0  # released: the next one enters
+    assert not excl.exists()
+
+
+def test_without_flock_the_lock_falls_back_to_an_exclusive_marker(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    own_lock_file(lock_path)
+    excl = lock_path.with_name(lock_path.name + ".excl")
+
+    with held_elsewhere(lock_path, without_flock=True) as holder:
+        assert str(holder.pid) in excl.read_text()  # the marker names its holder
+        assert exit_code_of_taking(lock_path, 0.3, without_flock=True) == LockTimeout.exit_code
+    assert not excl.exists()
+    assert exit_code_of_taking(lock_path, 30, without_flock=True) == 0  # the next one enters
+
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+    with (
+        caplog.at_level(logging.WARNING, logger="cidx_auth.storage"),
+        file_lock(lock_path, 5, "the token lock"),
+    ):
+        assert excl.exists()
+    assert "cannot flock" in caplog.text and "No locks available" in caplog.text
+    assert not excl.exists() and lock_path.read_bytes() == b""
+
+
+def test_a_fallback_marker_left_by_a_killed_holder_does_not_keep_the_lock(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = lock_path.with_name(lock_path.name + ".excl")
+
+    with held_elsewhere(lock_path, without_flock=True) as holder:
+        holder.kill()  # SIGKILL: no cleanup of any kind
+        holder.join()  # reaped: its pid names no process now
+        assert str(holder.pid) in excl.read_text()  # it died holding the marker
+
+        monkeypatch.setattr(fcntl, "flock", refuse_flock)
+        with file_lock(lock_path, 30, "the token lock"):
+            assert str(os.getpid()) in excl.read_text()
+            assert exit_code_of_taking(lock_path, 0.3, without_flock=True) == LockTimeout.exit_code
+    assert not excl.exists()
+
+
+@pytest.mark.parametrize("lock_file_exists", [True, False], ids=["lock-file", "no-lock-file"])
+def test_no_lock_at_all_is_lock_unavailable(
+    store: Path, lock_path: Path, immutable: Immutable, lock_file_exists: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if lock_file_exists:  # flock fails on it, and no marker can be made beside it
+        own_lock_file(lock_path)
+        monkeypatch.setattr(fcntl, "flock", refuse_flock)
+    immutable.set(store)  # without a lock file, none can be created either
+
+    with pytest.raises(LockUnavailable) as caught, file_lock(lock_path, 5, "the token lock"):
+        pytest.fail("a lock was taken")
+    message = str(caught.value)
+    assert str(lock_path) in message and "Operation not permitted" in message
+    assert caught.value.exit_code == 5
+    assert sorted(store.iterdir()) == ([lock_path] if lock_file_exists else [])
