@@ -20,6 +20,7 @@ import httpx
 
 from cidx_auth import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError, ServerUnavailable
+from cidx_auth.domain.retry import AUTH_DEADLINE
 
 MAX_DETAIL = 300
 """A server's ``detail`` is quoted in messages, but never at any length."""
@@ -43,6 +44,8 @@ class HttpSettings:
     ca_bundle: Path | None = None
     max_in_flight: int = 10
     user_agent: str = f"cidx-auth/{__version__}"
+    auth_deadline: float = AUTH_DEADLINE
+    """D: the most one login or refresh may take, connect to last byte (the gateway's)."""
 
     def __post_init__(self) -> None:
         try:
@@ -57,7 +60,7 @@ class HttpSettings:
                 "give one like https://cidx.example.com"
             )
         timeouts = (self.connect_timeout, self.read_timeout, self.write_timeout,
-                    self.pool_timeout, self.keepalive_expiry)
+                    self.pool_timeout, self.keepalive_expiry, self.auth_deadline)
         if min(timeouts) <= 0:
             raise ConfigurationError("HTTP timeouts must be positive numbers of seconds")
         if min(self.max_keepalive, self.max_connections, self.max_in_flight) < 1:
@@ -93,11 +96,12 @@ def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
 
 
 def _client_options(settings: HttpSettings, custom_transport: bool,
-                    context: ssl.SSLContext | None) -> dict[str, Any]:
+                    context: ssl.SSLContext | None,
+                    limits: httpx.Limits | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {
         "base_url": settings.server,
         "timeout": settings.timeout(),
-        "limits": settings.limits(),
+        "limits": limits or settings.limits(),
         "http2": settings.http2,
         "headers": {"User-Agent": settings.user_agent, "Accept": "application/json"},
         "follow_redirects": False,
@@ -114,9 +118,14 @@ def make_client(
     auth: httpx.Auth | None = None,
     transport: httpx.BaseTransport | None = None,
     context: ssl.SSLContext | None = None,
+    limits: httpx.Limits | None = None,
 ) -> httpx.Client:
-    """A blocking httpx client configured from ``settings`` (``transport`` for tests)."""
-    options = _client_options(settings, transport is not None, context)
+    """A blocking httpx client configured from ``settings`` (``transport`` for tests).
+
+    ``limits`` replaces the settings' pool limits (the auth gateway keeps no idle
+    connections).
+    """
+    options = _client_options(settings, transport is not None, context, limits)
     return httpx.Client(auth=auth, transport=transport, **options)
 
 

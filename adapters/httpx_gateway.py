@@ -6,15 +6,30 @@ retry a refused login (errata #11), so each call here is exactly one request.
 
 Every answer becomes a :class:`Grant` or one of the project's errors; no httpx
 exception leaves this module (errata #8), and no message holds a secret.
+
+Each request ends within the deadline D (``HttpSettings.auth_deadline``), connect to
+last byte, because the renewal holds its cross-process lock around it. httpx's timeouts
+bound each socket operation, not their sum: a server dripping a byte every 20 s would
+hold the request, and the lock, for ever. So every phase's timeout is capped by what
+remains of D, the body is read chunk by chunk (and at most 64 KiB of it, decompressed),
+and a watchdog shuts the connection's socket when D passes, which wakes a read blocked
+inside httpcore (headers dripped byte by byte never come back here otherwise). The
+socket comes from httpcore's ``trace`` extension when the connection is made, so the
+gateway keeps no idle connections: each request makes its own. That costs nothing
+real, since auth requests come minutes apart, past the 30 s keep-alive anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
+import threading
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -50,6 +65,13 @@ logger = logging.getLogger(__name__)
 LOGIN, REFRESH = "login", "refresh"
 _LOCK_SECONDS = re.compile(r"in (\d+) seconds")
 
+MAX_AUTH_ANSWER = 64 * 1024
+"""The most an auth answer's body may hold after decompression (decisions.md)."""
+_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_NO_IDLE = httpx.Limits(max_keepalive_connections=0)
+_SHORTEST = 0.001
+"""A phase never gets a timeout of 0: to a socket that means "do not wait", not "stop"."""
+
 
 class HttpxGateway:
     """Implements :class:`AuthGateway` over HTTP."""
@@ -60,36 +82,151 @@ class HttpxGateway:
         *,
         now: Callable[[], float] | None = None,
         transport: httpx.BaseTransport | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._now = now or SystemClock().now  # for Retry-After dates and lock-out times
+        self._monotonic = monotonic  # for the deadline D
         context = ssl_context(settings) if transport is None else None
-        self._client = make_client(settings, transport=transport, context=context)
+        self._client = make_client(settings, transport=transport, context=context,
+                                   limits=_NO_IDLE)
 
     def login(self, credentials: Credentials) -> Grant:
         """One login attempt; raises the project's errors only."""
-        try:
-            response = self._client.post(self._settings.login_path, json=_login_body(credentials))
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._settings) from None
-        return read_grant(response, LOGIN, self._settings, self._now())
+        return self._post(LOGIN, self._settings.login_path, _login_body(credentials))
 
     def refresh(self, refresh_token: str) -> Grant:
         """One refresh; the server rotates ``refresh_token`` whatever happens next."""
-        try:
-            response = self._client.post(
-                self._settings.refresh_path, json={"refresh_token": refresh_token}
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(exc, self._settings) from None
-        return read_grant(response, REFRESH, self._settings, self._now())
+        return self._post(REFRESH, self._settings.refresh_path, {"refresh_token": refresh_token})
 
     def close(self) -> None:
         self._client.close()
 
+    def _post(self, call: str, path: str, body: dict[str, str]) -> Grant:
+        """Send one auth request and read its answer, all within D."""
+        settings = self._settings
+        with _Attempt(settings.auth_deadline, self._monotonic) as attempt:
+            try:
+                with self._client.stream("POST", path, json=body,
+                                         timeout=attempt.timeouts(settings),
+                                         extensions={"trace": attempt.trace}) as response:
+                    answer = _read_answer(response, call, settings, attempt)
+            except _TooLate:
+                raise _overdue(call, settings, reached=False) from None
+            except httpx.HTTPError as exc:
+                error = transport_error(exc, settings)
+                if isinstance(error, ServerUnavailable) and attempt.left() <= 0:
+                    error = _overdue(call, settings, reached=attempt.sent or error.reached)
+                raise error from None
+        return read_grant(answer, call, settings, self._now())
+
+
+class _TooLate(Exception):
+    """D passed before the request was sent: raised from the trace hook, never leaves."""
+
+
+class _Attempt:
+    """One auth request's deadline, and the watchdog that enforces it on the socket.
+
+    ``sent`` turns True as httpcore starts writing the request: until then a failure
+    certainly left nothing on the server. ``clock`` is monotonic; the watchdog itself
+    waits in real time (a test with a fake clock uses a fake transport: no socket).
+    """
+
+    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._ends = clock() + deadline
+        self.sent = False
+        self._guard = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Attempt:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        with self._guard:
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._socket is not None:
+                self._socket.close()  # our duplicate only: httpcore closes its own
+                self._socket = None
+
+    def left(self) -> float:
+        """Seconds until D passes (negative once it has)."""
+        return self._ends - self._clock()
+
+    def timeouts(self, settings: HttpSettings) -> httpx.Timeout:
+        """The settings' per-phase timeouts, none longer than what remains of D."""
+        left = max(self.left(), _SHORTEST)
+        return httpx.Timeout(connect=min(settings.connect_timeout, left),
+                             read=min(settings.read_timeout, left),
+                             write=min(settings.write_timeout, left),
+                             pool=min(settings.pool_timeout, left))
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's ``trace`` hook: watch the new socket; send nothing after D."""
+        if event.endswith("connect_tcp.complete"):
+            stream = info.get("return_value")
+            found = stream.get_extra_info("socket") if stream is not None else None
+            if isinstance(found, socket.socket):
+                self._watch(found)
+        elif event.endswith("send_request_headers.started"):
+            if self.left() <= 0:
+                raise _TooLate
+            self.sent = True
+
+    def _watch(self, sock: socket.socket) -> None:
+        with self._guard:
+            if self._socket is not None:
+                return
+            # A duplicate descriptor: it still names this connection after TLS wraps
+            # (and detaches) httpcore's socket object, and it is never another socket
+            # reusing a closed descriptor's number.
+            try:
+                self._socket = sock.dup()
+            except OSError:  # out of descriptors: the capped timeouts still apply
+                return
+            self._timer = threading.Timer(max(self.left(), 0.0), self._cut)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _cut(self) -> None:
+        """At D: end the connection, waking whatever read or write is blocked on it."""
+        with self._guard, contextlib.suppress(OSError):
+            if self._socket is not None:
+                self._socket.shutdown(socket.SHUT_RDWR)
+
 
 def _login_body(credentials: Credentials) -> dict[str, str]:
     return {"username": credentials.username, "password": credentials.password}
+
+
+def _read_answer(response: httpx.Response, call: str, settings: HttpSettings,
+                 attempt: _Attempt) -> httpx.Response:
+    """The answer with its whole body in memory: at most 64 KiB decompressed, within D."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_AUTH_ANSWER:
+            raise ProtocolError(f"the answer from {settings.server} to the {call} is larger "
+                                "than 64 KiB; check the server URL")
+        if attempt.left() <= 0:
+            raise _overdue(call, settings, reached=True)
+    # The body is decoded already, so the headers that framed or encoded it go.
+    headers = [(key, value) for key, value in response.headers.multi_items()
+               if key.lower() not in _FRAMING]
+    kept = {key: value for key, value in response.extensions.items()
+            if key in ("http_version", "reason_phrase")}
+    return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                          request=response.request, extensions=kept)
+
+
+def _overdue(call: str, settings: HttpSettings, *, reached: bool) -> ServerUnavailable:
+    """The error for a request that D cut short: an answer lost, when ``reached``."""
+    return ServerUnavailable(f"{settings.server} did not finish the {call} within "
+                             f"{settings.auth_deadline:g} s; try again later", reached=reached)
 
 
 def read_grant(response: httpx.Response, call: str, settings: HttpSettings, now: float) -> Grant:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import email.utils
+import gzip
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from adapters.http_settings import HttpSettings
-from adapters.httpx_gateway import HttpxGateway, server_date
+from adapters.httpx_gateway import MAX_AUTH_ANSWER, HttpxGateway, server_date
 from adapters.memory import FakeClock, make_jwt
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
@@ -277,3 +278,149 @@ def test_no_secret_in_any_error_message() -> None:
 ])
 def test_server_date(value: str | None, expected: float | None) -> None:
     assert server_date(value) == expected
+
+
+# The deadline D and the 64 KiB cap on auth answers.
+
+
+class Chunks(httpx.SyncByteStream):
+    """A response body in pieces, with something to do before each; records closing."""
+
+    def __init__(self, *chunks: bytes, before: Callable[[], None] = lambda: None) -> None:
+        self.chunks, self.before, self.closed = chunks, before, False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.chunks:
+            self.before()
+            yield chunk
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def timed(server: Server | Handler, clock: FakeClock, **settings: Any) -> HttpxGateway:
+    """A gateway whose deadline runs on ``clock`` (monotonic time, faked)."""
+    return HttpxGateway(HttpSettings(URL, **settings), now=clock.now, monotonic=clock.now,
+                        transport=httpx.MockTransport(server))
+
+
+def test_deadline_setting_defaults_to_d_and_must_be_positive() -> None:
+    assert HttpSettings(URL).auth_deadline == 30.0
+    with pytest.raises(ConfigurationError, match="positive"):
+        HttpSettings(URL, auth_deadline=0)
+
+
+@pytest.mark.parametrize(("deadline", "expected"), [
+    (30.0, {"connect": 10.0, "read": 30.0, "write": 10.0, "pool": 5.0}),
+    (2.0, {"connect": 2.0, "read": 2.0, "write": 2.0, "pool": 2.0}),
+])
+def test_no_phase_timeout_outlasts_d(deadline: float, expected: dict[str, float]) -> None:
+    server = Server(answer(200, {"access_token": TOKEN}))
+    timed(server, FakeClock(), auth_deadline=deadline).refresh(REFRESH)
+    assert server.requests[0].extensions["timeout"] == expected
+
+
+@pytest.mark.parametrize("call", ["login", "refresh"])
+def test_an_answer_over_64_kib_is_a_protocol_error(call: str) -> None:
+    stream = Chunks(b"{" + b" " * MAX_AUTH_ANSWER, b"}")
+    gw = gateway(Server(httpx.Response(200, stream=stream)))
+    with pytest.raises(ProtocolError) as caught:
+        gw.login(ALICE) if call == "login" else gw.refresh(REFRESH)
+    assert str(caught.value) == (
+        f"the answer from {URL} to the {call} is larger than 64 KiB; check the server URL")
+    assert stream.closed
+
+
+def test_an_answer_of_65_kib_is_refused_whole() -> None:
+    body = json.dumps({"access_token": TOKEN, "pad": "x" * 65 * 1024}).encode()
+    with pytest.raises(ProtocolError, match="larger than 64 KiB"):
+        login(Server(httpx.Response(200, content=body)))
+
+
+def test_the_cap_counts_bytes_after_decompression() -> None:
+    bomb = gzip.compress(json.dumps({"access_token": TOKEN, "pad": " " * 70_000}).encode())
+    assert len(bomb) < 2048  # small on the wire, 70 KB once inflated
+    with pytest.raises(ProtocolError, match="larger than 64 KiB"):
+        login(Server(httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})))
+
+
+def test_a_compressed_answer_under_the_cap_is_read() -> None:
+    body = gzip.compress(json.dumps({"access_token": TOKEN, "pad": " " * 60_000}).encode())
+    refused = gzip.compress(json.dumps({"detail": "Invalid refresh token"}).encode())
+    server = Server(httpx.Response(200, content=body, headers={"Content-Encoding": "gzip"}),
+                    httpx.Response(401, content=refused, headers={"Content-Encoding": "gzip"}))
+    gw = gateway(server)
+    assert gw.login(ALICE).access_token == TOKEN
+    with pytest.raises(RefreshRejected, match="Invalid refresh token"):
+        gw.refresh(REFRESH)
+
+
+def test_a_body_still_arriving_at_d_is_a_lost_answer() -> None:
+    clock = FakeClock()
+    stream = Chunks(b'{"access_token": ', b'"x', b'"}', before=lambda: clock.advance(12))
+    gw = timed(Server(httpx.Response(200, stream=stream)), clock)
+    with pytest.raises(ServerUnavailable) as caught:
+        gw.refresh(REFRESH)
+    assert str(caught.value) == (
+        f"{URL} did not finish the refresh within 30 s; try again later")
+    assert caught.value.reached and stream.closed
+    assert REFRESH not in str(caught.value)
+
+
+def test_a_body_finished_within_d_is_read() -> None:
+    clock = FakeClock()
+    stream = Chunks(b'{"access_token": ', f'"{TOKEN}"}}'.encode(),
+                    before=lambda: clock.advance(14))
+    assert timed(Server(httpx.Response(200, stream=stream)), clock).login(ALICE).access_token
+
+
+def late(error: Exception, clock: FakeClock) -> Handler:
+    def handler(request: httpx.Request) -> httpx.Response:
+        clock.advance(30)
+        raise error
+    return handler
+
+
+@pytest.mark.parametrize(("error", "reached"), [
+    (httpx.ReadTimeout("timed out"), True),
+    (httpx.RemoteProtocolError("Server disconnected"), True),
+    (httpx.ConnectTimeout("timed out"), False),
+])
+def test_a_transport_failure_at_d_names_the_deadline(error: Exception, reached: bool) -> None:
+    clock = FakeClock()
+    with pytest.raises(ServerUnavailable) as caught:
+        timed(late(error, clock), clock, auth_deadline=1.5).login(ALICE)
+    assert str(caught.value) == f"{URL} did not finish the login within 1.5 s; try again later"
+    assert caught.value.reached is reached
+    assert ALICE.password not in str(caught.value)
+
+
+def test_a_transport_failure_before_d_keeps_its_own_message() -> None:
+    clock = FakeClock()
+    with pytest.raises(ServerUnavailable, match="timed out while connecting") as caught:
+        timed(Server(httpx.ConnectTimeout("timed out")), clock).login(ALICE)
+    assert not caught.value.reached
+
+
+def test_an_untrusted_certificate_at_d_still_says_so() -> None:
+    clock = FakeClock()
+    error = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    with pytest.raises(ConfigurationError, match="--ca-bundle"):
+        timed(late(error, clock), clock).login(ALICE)
+
+
+def test_nothing_is_sent_once_d_has_passed() -> None:
+    """httpcore calls the ``trace`` hook before writing a request; past D it goes no further."""
+    clock, written = FakeClock(), []
+
+    def connection(request: httpx.Request) -> httpx.Response:
+        trace = request.extensions["trace"]
+        trace("connection.connect_tcp.complete", {"return_value": None})
+        clock.advance(31)  # a slow TLS handshake
+        trace("http11.send_request_headers.started", {"request": request})
+        written.append(request)
+        return answer(200, {"access_token": TOKEN})
+
+    with pytest.raises(ServerUnavailable, match="within 30 s") as caught:
+        timed(connection, clock).refresh(REFRESH)
+    assert not caught.value.reached and written == []
