@@ -20,7 +20,8 @@ whoever read them: the key needs the per-user secret, which lives outside the pr
 
 Cache: the last session loaded or saved is kept for :data:`CACHE_TTL` seconds, and
 dropped at once when the file's identity (inode, mtime, size) changes, so a process
-sees another's refresh on its next load at the cost of one ``stat``.
+sees another's refresh on its next load at the cost of one ``stat``. A load while this
+store holds the lock always reads the file.
 """
 
 from __future__ import annotations
@@ -96,7 +97,10 @@ class FileTokenStore:
         if seen is None:
             self._cache = None
             return None
-        if cached is not None and cached.identity == seen and self._young(cached):
+        # Under the lock the file itself answers: the renewal decides there whether to
+        # present the stored refresh token, and no cache may stand in for that.
+        if cached is not None and cached.identity == seen and self._young(cached) \
+                and not self._holding:
             return cached.session
         try:
             found = read_private(self.path)

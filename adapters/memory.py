@@ -175,8 +175,10 @@ class ScriptedGateway:
     each refresh token works once and is replaced by the next of its family; presenting
     a used one answers "Token replay attack detected" and revokes the whole family, whose
     later tokens answer "Refresh token revoked due to replay_attack". ``replays`` counts
-    the attacks; the test suite fails any test that causes more than it declared in
-    ``expected_replays``.
+    every refresh token presented again after an earlier presentation reached the server,
+    whatever that one was answered (a failure scripted with ``fail_next`` counts as having
+    reached it, unless it is a ``ServerUnavailable`` with ``reached=False``); the test
+    suite fails any test that causes more than it declared in ``expected_replays``.
     """
 
     def __init__(
@@ -206,7 +208,8 @@ class ScriptedGateway:
         self._script: deque[CidxAuthError | Grant] = deque()
         self._family_of: dict[str, int] = {}
         self._owner: dict[int, str] = {}
-        self._used: set[str] = set()
+        self._reached: set[str] = set()
+        """Refresh tokens that were presented and got here: spent, refused or rotated."""
         self._revoked: dict[int, str] = {}
         self._lock = threading.Lock()
 
@@ -250,19 +253,28 @@ class ScriptedGateway:
         self._wait_gate()
         with self._lock:
             self.refreshes += 1
-            scripted = self._scripted()
-            if scripted is not None:
-                return scripted
             family = self._family_of.get(refresh_token)
+            if refresh_token in self._reached:
+                # Presented before, and it got here: whatever the answer was (rotated,
+                # refused, lost), a client must never send it again.
+                self.replays += 1
+                if family is not None:
+                    self._revoked[family] = "replay_attack"
+                raise RefreshRejected("Token replay attack detected")
+            try:
+                scripted = self._scripted()
+            except CidxAuthError as error:
+                if not (isinstance(error, ServerUnavailable) and not error.reached):
+                    self._reached.add(refresh_token)
+                raise
+            if scripted is not None:
+                self._reached.add(refresh_token)
+                return scripted
             if family is None:
                 raise RefreshRejected("Invalid refresh token")
+            self._reached.add(refresh_token)
             if family in self._revoked:
                 raise RefreshRejected(f"Refresh token revoked due to {self._revoked[family]}")
-            if refresh_token in self._used:
-                self.replays += 1
-                self._revoked[family] = "replay_attack"
-                raise RefreshRejected("Token replay attack detected")
-            self._used.add(refresh_token)
             grant = self._grant(family)
             if self.lose_answers:
                 self.lose_answers -= 1

@@ -29,8 +29,10 @@ only by the lock holder and only if it is still the value read, renamed to
 
 Cache: the last good session, reused by loads outside the lock for ``local_cache_ttl``
 seconds; a load under the lock always asks Redis, where the decision to refresh is
-taken. With Redis unreachable, :meth:`load` returns the cached session while it is
-still valid, with a WARNING, else raises :class:`StorageError`. redis-py's exceptions
+taken, and fails with :class:`StorageError` if Redis does not answer. Outside the lock,
+with Redis unreachable, :meth:`load` returns the cached session while it is still
+valid, without its refresh token (another host may have spent it since), with a
+WARNING, else raises :class:`StorageError`. redis-py's exceptions
 never leave this module.
 """
 
@@ -42,6 +44,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
@@ -138,6 +141,8 @@ class RedisTokenStore:
         try:
             blob = self._client.get(self.key)
         except RedisError as error:
+            if self._token is not None:  # under the lock only Redis itself may answer
+                raise self._unavailable(error, "read the session from") from None
             return self._cached_or_fail(error)
         if blob is None:
             self._cache = None
@@ -279,7 +284,9 @@ class RedisTokenStore:
             if state is not TokenState.EXPIRED:
                 warn("Redis at %s cannot be reached (%s); using the token this process "
                      "loaded last, still valid", self.url, type(error).__name__)
-                return session
+                # Its refresh token may have been spent by another host since: a copy
+                # from memory is never one to present.
+                return replace(session, refresh_token=None)
         raise self._unavailable(error, "read the session from") from None
 
     def _lease_lost(self, action: str, outcome: str) -> StorageError:

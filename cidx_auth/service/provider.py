@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cidx_auth.domain.credentials import Credentials
-from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
+from cidx_auth.domain.errors import ServerUnavailable, TransportError
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.token import Session, fingerprint_of
@@ -187,24 +187,29 @@ class TokenProvider:
         # and rare: it runs on a thread of its own. A caller cancelled meanwhile (a
         # timeout around a query) leaves it running, so a grant the server has rotated
         # for is still stored, and the other waiters still get their answer.
-        threading.Thread(
+        renewal = threading.Thread(
             target=self._renew, args=(flight,), name="cidx-auth-renewal", daemon=True
-        ).start()
+        )
+        try:
+            renewal.start()
+        except BaseException as error:  # no thread to be had (interpreter shutting down)
+            self._land(flight, error)
+            raise
         return (await _wait(flight.future)).token.raw
 
     def _renew(self, flight: _Flight) -> None:
-        """Run the renewal and land its result; an interruption goes on up."""
+        """Run the renewal and land its result, however it ends; an interruption goes on
+        up (the intent mark covers the store)."""
         current = self._current
+        result: Outcome | Exception | None = None
         try:
-            outcome = self._renewal.acquire(
+            result = self._renewal.acquire(
                 current.session if current is not None else None, frozenset(self._rejected)
             )
-        except BaseException as error:
-            self._land(flight, error)
-            if not isinstance(error, Exception):
-                raise  # Ctrl-C, SIGTERM, SystemExit: the intent mark covers the store
-            return
-        self._land(flight, outcome)
+        except Exception as error:  # the followers get it from the future
+            result = error
+        finally:  # never leave a flight nobody will end
+            self._land(flight, result if result is not None else _interrupted())
 
     def _land(self, flight: _Flight, result: Outcome | BaseException) -> None:
         """Install the outcome, end the flight, and release the followers."""
@@ -221,12 +226,8 @@ class TokenProvider:
             self._flight = None
         if isinstance(result, Outcome):
             flight.future.set_result(result.session)
-        elif isinstance(result, Exception):
+        else:  # an interrupted leader's followers get _interrupted(), not the signal
             flight.future.set_exception(result)
-        else:  # the leader was interrupted: its followers get an error, not the signal
-            flight.future.set_exception(
-                CidxAuthError("the token renewal was interrupted; try again")
-            )
 
     def _install(self, outcome: Outcome) -> None:
         session = outcome.session
@@ -247,6 +248,11 @@ class TokenProvider:
         if not self._degraded:
             self._degraded = True
             self._emit(AuthEvent(EventKind.STORAGE_DEGRADED, self._clock.now(), detail))
+
+
+def _interrupted() -> TransportError:
+    """What followers of a leader stopped by Ctrl-C, SIGTERM or SystemExit are told."""
+    return TransportError("the token renewal was interrupted before it finished; try again")
 
 
 async def _wait(future: concurrent.futures.Future[Session]) -> Session:

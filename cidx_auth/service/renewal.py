@@ -125,7 +125,8 @@ class Renewal:
         wait = 0.0 if fallback is not None else self._rules.lock_wait
         try:
             session = self._retrying(
-                lambda: self._renew(current, rejected, wait), patient=fallback is None
+                lambda: self._renew(current, rejected, wait, fallback is not None),
+                patient=fallback is None,
             )
         except LockTimeout:
             if fallback is None:
@@ -159,14 +160,20 @@ class Renewal:
 
     # ---- under the lock ---------------------------------------------------------------
 
-    def _renew(self, current: Session | None, rejected: frozenset[str], wait: float) -> Session:
+    def _renew(
+        self, current: Session | None, rejected: frozenset[str], wait: float, valid: bool
+    ) -> Session:
         """One attempt: re-read under the lock, then refresh if this process owns the
-        stored refresh token, else log in."""
+        stored refresh token, else log in. ``valid``: the caller still has a valid token."""
         with self._token_lock(wait) as held:
             now = self._clock.now()
             stored = self._read()
             if stored is not None and self._fresh(stored, rejected, now):
                 return self._adopted(stored, current, now)
+            if not held and valid:
+                # Without the lock the renewal would be a login; a crowd of them runs into
+                # the server's login limiter. The valid token will do until it expires.
+                raise LockUnavailable("the token lock is unavailable; keeping the valid token")
             if held and stored is not None and stored.refresh_token:
                 renewed = self._refresh(stored)
                 if renewed is not None:

@@ -242,5 +242,7 @@ def test_an_unusable_lock_file_with_a_crowd_causes_no_replay(
         assert_token_works(server, out)
     after = counts(server)
     assert after["replays"] == 0, after
-    # The O_EXCL fallback lock still lets the crowd make one auth call between them.
+    # An immutable lock file is flocked through a read-only descriptor, so the crowd
+    # still makes one auth call between them (the O_EXCL fallback, for mounts without
+    # flock, is exercised in test_lock_trouble.py).
     assert after["logins"] - 1 + after["refreshes"] == 1, after

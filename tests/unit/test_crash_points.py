@@ -42,6 +42,7 @@ from cidx_auth.domain.errors import (
 )
 from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.token import Session, TokenRules, parse_access_token
+from cidx_auth.ports import TokenStore
 from cidx_auth.service.breaker import CircuitBreaker
 from cidx_auth.service.provider import TokenProvider
 
@@ -138,7 +139,7 @@ class Process:
 
 
 class Store:
-    def __init__(self, inner: MemoryTokenStore, process: Process) -> None:
+    def __init__(self, inner: TokenStore, process: Process) -> None:
         self._inner, self._p = inner, process
 
     def load(self) -> Session | None:
@@ -213,7 +214,7 @@ class World:
 
     clock: FakeClock
     server: ScriptedGateway
-    store: MemoryTokenStore
+    store: TokenStore
     credentials: MemoryCredentialStore
     state: MemoryStateStore
 
@@ -230,12 +231,24 @@ class World:
         return provider, p
 
 
-def start(kind: str) -> World:
+StoreFactory = Callable[[FakeClock], TokenStore]
+
+
+def in_memory(clock: FakeClock) -> TokenStore:
+    return MemoryTokenStore()
+
+
+def plant(store: TokenStore, session: Session) -> None:
+    with store.lock(5):
+        store.save(session)
+
+
+def start(kind: str, make_store: StoreFactory = in_memory) -> World:
     """A world in one of the states a renewal starts from."""
     clock = FakeClock()
     server = ScriptedGateway(clock, {"alice": "secret"})
-    world = World(clock, server, MemoryTokenStore(), MemoryCredentialStore(ALICE),
-                  MemoryStateStore())
+    world = World(clock, server, make_store(clock),
+                  MemoryCredentialStore(ALICE), MemoryStateStore())
     if kind == "first use":
         return world
     grant = server.login(ALICE)
@@ -243,7 +256,7 @@ def start(kind: str) -> World:
     session = Session(token, grant.refresh_token, 0.0, "alice")
     if kind == "left in flight":
         session = replace(session, refresh_token=None, refresh_in_flight=True)
-    world.store.session = session
+    plant(world.store, session)
     clock.advance(400 if kind == "stale" else 600)
     return world
 
@@ -251,9 +264,11 @@ def start(kind: str) -> World:
 STARTS = ("expired", "stale", "first use", "left in flight")
 
 
-def run(start_kind: str, plan: Plan) -> tuple[list[str], str]:
+def run(
+    start_kind: str, plan: Plan, make_store: StoreFactory = in_memory
+) -> tuple[list[str], str]:
     """Run one scenario; returns the first process's calls and what went wrong, if anything."""
-    world = start(start_kind)
+    world = start(start_kind, make_store)
     first, process = world.process(plan)
     # A clear error, an interruption or a crash: all allowed for the first process.
     with contextlib.suppress(CidxAuthError, KeyboardInterrupt, Crash):
@@ -272,45 +287,47 @@ def run(start_kind: str, plan: Plan) -> tuple[list[str], str]:
     return process.calls, ""
 
 
-def scenarios(start_kind: str) -> Iterator[tuple[Plan, str]]:
+def scenarios(start_kind: str, make_store: StoreFactory = in_memory) -> Iterator[Plan]:
     """Every fault at every call it can hit, each followed by a crash at every later call."""
-    baseline, _ = run(start_kind, Plan())
-    yield Plan(), ""
+    baseline, _ = run(start_kind, Plan(), make_store)
+    yield Plan()
     for index in range(1, len(baseline) + 2):  # + a crash just past the end
         for reached in (False, True):
-            yield Plan(crash_at=index, crash_reached=reached), ""
+            yield Plan(crash_at=index, crash_reached=reached)
     for name, (hits, _) in FAULTS.items():
-        probe, _ = run(start_kind, Plan(fault=name, fault_at=10**6))
+        probe, _ = run(start_kind, Plan(fault=name, fault_at=10**6), make_store)
         for at in range(1, len(probe) + 1):
-            calls, _ = run(start_kind, Plan(fault=name, fault_at=at))
+            calls, _ = run(start_kind, Plan(fault=name, fault_at=at), make_store)
             if calls[at - 1] not in hits:
                 continue
-            yield Plan(fault=name, fault_at=at), ""
+            yield Plan(fault=name, fault_at=at)
             for crash in range(at + 1, len(calls) + 2):
                 gateway_call = crash <= len(calls) and calls[crash - 1] in ("login", "refresh")
                 for reached in (False, True) if gateway_call else (False,):
-                    yield Plan(name, at, crash, reached), ""
+                    yield Plan(name, at, crash, reached)
 
 
-EXPLORED: dict[str, int] = {}
+
+def explore(start_kind: str, make_store: StoreFactory = in_memory) -> int:
+    """Run every scenario from ``start_kind``; fails listing the ones that went wrong."""
+    failures = []
+    count = 0
+    for plan in scenarios(start_kind, make_store):
+        count += 1
+        calls, problem = run(start_kind, plan, make_store)
+        if problem:
+            failures.append(f"{plan} after calls {calls}: {problem}")
+    assert not failures, f"{len(failures)} of {count} scenarios failed:\n" + "\n".join(
+        failures[:10]
+    )
+    return count
 
 
 @pytest.mark.parametrize("start_kind", STARTS)
 def test_no_fault_and_no_crash_point_causes_a_replay_or_leaves_the_next_process_stuck(
     start_kind: str,
 ) -> None:
-    failures = []
-    count = 0
-    for plan, _ in scenarios(start_kind):
-        count += 1
-        calls, problem = run(start_kind, plan)
-        if problem:
-            failures.append(f"{plan} after calls {calls}: {problem}")
-    EXPLORED[start_kind] = count
-    assert not failures, f"{len(failures)} of {count} scenarios failed:\n" + "\n".join(
-        failures[:10]
-    )
-    assert count > 100  # the enumeration found the renewal's calls
+    assert explore(start_kind) > 100  # the enumeration found the renewal's calls
 
 
 def test_the_exploration_reaches_the_calls_that_matter() -> None:

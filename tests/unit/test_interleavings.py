@@ -1,6 +1,9 @@
 """Interleavings: several processes, each with threads and asyncio tasks, on one store
 and one server, with random expiries, faults, crashes and restarts (hypothesis).
 
+Threads are real, so hypothesis chooses the steps, not the thread schedule: a failing
+ordering may not shrink or replay exactly. What it buys is many orderings of many steps.
+
 Invariants, checked after every step:
 - the server never sees a refresh token twice (its fake revokes the family if it does);
 - every caller gets a token valid at the moment it returns, or a clear project error;
@@ -151,6 +154,8 @@ class SharedSession(RuleBasedStateMachine):
             worker.start()
         for worker in workers:
             worker.join(60)
+            if worker.is_alive():
+                self.problems.append("a process's callers were still blocked after 60 s")
 
     def _calls(self, provider: TokenProvider, threads: int, tasks: int) -> None:
         callers = [threading.Thread(target=self._call, args=(provider,)) for _ in range(threads)]
@@ -163,6 +168,8 @@ class SharedSession(RuleBasedStateMachine):
         asyncio.run(many())
         for caller in callers:
             caller.join(60)
+            if caller.is_alive():
+                self.problems.append("a caller was still blocked after 60 s")
 
     def _call(self, provider: TokenProvider) -> None:
         try:

@@ -7,6 +7,7 @@ of these failure paths must leave no used refresh token where someone will send 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -235,3 +236,40 @@ def test_a_lock_that_cannot_be_had_in_time_is_not_a_reason_to_send(world: World)
     token = world.provider.get_token()
     assert world.gateway.calls == 0 and token == world.store.session.token.raw  # type: ignore[union-attr]
     assert world.events[EventKind.LOCK_TIMEOUT] == 1
+
+
+def test_a_leader_interrupted_mid_refresh_leaves_no_flight_and_no_token_to_replay(
+    world: World,
+) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)
+    world.gateway.gate = threading.Event()
+    world.gateway.lose_answers = 1  # the server rotates; then the leader is stopped
+
+    interrupted: list[str] = []
+
+    def lead() -> None:
+        try:
+            world.provider.get_token()
+        except KeyboardInterrupt:
+            interrupted.append("ctrl-c")
+
+    real_refresh = world.gateway.refresh
+
+    def refresh_then_ctrl_c(token: str) -> Grant:
+        with contextlib.suppress(ServerUnavailable):
+            real_refresh(token)
+        raise KeyboardInterrupt
+
+    world.gateway.refresh = refresh_then_ctrl_c  # type: ignore[method-assign]
+    leader = threading.Thread(target=lead)
+    leader.start()
+    assert world.gateway.at_gate.wait(10)
+    world.gateway.gate.set()
+    leader.join(10)
+    assert interrupted == ["ctrl-c"]
+    stored = world.store.session
+    assert stored is not None and stored.refresh_in_flight and stored.refresh_token is None
+    world.gateway.refresh = real_refresh  # type: ignore[method-assign]
+    assert world.provider.get_token()  # no flight left hanging: this call renews
+    assert world.gateway.logins == 2 and world.gateway.refreshes == 1
