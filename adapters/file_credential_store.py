@@ -6,7 +6,9 @@ Format: one Fernet token whose plaintext is
 Unlike a damaged token, damaged credentials are not recovered from silently: only the
 user knows the password. :meth:`FileCredentialStore.load` raises
 :class:`CredentialsUnreadable` with what to do, and the file is left where it is
-(``cidx-auth login`` replaces it).
+(``cidx-auth login`` replaces it). Another program's ``.creds`` (the CIDX client's,
+not a Fernet token) is not damage: :meth:`load` reports it at INFO and answers None, and
+it is never overwritten or removed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters.fernet_cipher import wipe
-from adapters.file_io import read_private, storage_error, write_private
+from adapters.file_io import (
+    info,
+    is_own_format,
+    read_private,
+    refuse_foreign,
+    storage_error,
+    write_private,
+)
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import CorruptStore, CredentialsUnreadable
 
@@ -43,8 +52,12 @@ class FileCredentialStore:
         """The stored credentials, None if there are none; :class:`CredentialsUnreadable`
         if they exist but cannot be read back."""
         try:
-            found = read_private(self.path)
+            found = read_private(self.path, ours=is_own_format)
             if found is None:
+                return None
+            if not is_own_format(found[0]):
+                info("%s is not in cidx-auth's format (another program's file); left alone",
+                     self.path)
                 return None
             plaintext = bytearray(self._cipher.decrypt(found[0]))
         except CorruptStore:
@@ -63,6 +76,7 @@ class FileCredentialStore:
             "username": credentials.username,
             "password": credentials.password,
         }
+        refuse_foreign(self.path, "credentials")
         plaintext = bytearray(json.dumps(document), "utf-8")
         try:
             blob = self._cipher.encrypt(bytes(plaintext))
@@ -72,6 +86,7 @@ class FileCredentialStore:
 
     def clear(self) -> None:
         """Forget the stored credentials."""
+        refuse_foreign(self.path, "credentials")
         try:
             self.path.unlink(missing_ok=True)
         except OSError as error:

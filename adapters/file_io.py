@@ -26,6 +26,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cidx_auth.domain.errors import CidxAuthError, CorruptStore, StorageError
@@ -47,6 +48,46 @@ _FSYNC_UNSUPPORTED = {errno.EINVAL, errno.EBADF, getattr(errno, "ENOTSUP", errno
 
 Identity = tuple[int, int, int, int]
 """(st_dev, st_ino, st_mtime_ns, st_size): changes whenever a writer replaces the file."""
+
+
+OWN_FORMAT_PREFIX = b"gAAAAA"
+"""How every encrypted file cidx-auth writes begins: a Fernet token, version byte 0x80."""
+
+
+def is_own_format(data: bytes) -> bool:
+    """Whether ``data`` may be cidx-auth's own (whole, truncated or damaged after its first
+    bytes), rather than another program's file. An empty file counts as ours."""
+    return OWN_FORMAT_PREFIX.startswith(data[: len(OWN_FORMAT_PREFIX)])
+
+
+def refuse_foreign(path: Path, what: str) -> None:
+    """Raise :class:`StorageError` if ``path`` holds another program's file: cidx-auth
+    never overwrites or removes a file it did not write (the CIDX client's ``.creds``)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return  # absent, a link, unreadable: the write itself reports what is wrong
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        head = os.read(fd, len(OWN_FORMAT_PREFIX))
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if not is_own_format(head):
+        raise StorageError(
+            f"{path} holds another program's {what} (not cidx-auth's format), so cidx-auth "
+            "will not overwrite it; move it away if it is not needed, then try again"
+        )
+
+
+def info(message: str, *args: object) -> None:
+    """Log an INFO line for the storage adapters (never with a secret in ``args``)."""
+    import logging
+
+    logging.getLogger("cidx_auth.storage").info(message, *args)
 
 
 def warn(message: str, *args: object) -> None:
@@ -104,11 +145,15 @@ def ensure_private_dir(directory: Path) -> None:
             warn("could not correct the mode of %s: %s", directory, error.strerror)
 
 
-def read_private(path: Path, limit: int = MAX_FILE_SIZE) -> tuple[bytes, Identity] | None:
+def read_private(
+    path: Path, limit: int = MAX_FILE_SIZE, *, ours: Callable[[bytes], bool] | None = None
+) -> tuple[bytes, Identity] | None:
     """The bytes of the regular file at ``path`` and its identity; None if it is missing.
 
     Raises :class:`CorruptStore` for a link, a non-regular file or one over ``limit``
     (the caller sets it aside) and :class:`StorageError` when the read itself fails.
+    A mode wider than 0600 is corrected, unless ``ours`` says the content is another
+    program's: a file cidx-auth did not write is never changed.
     """
     if not POSIX and os.path.islink(path):  # no O_NOFOLLOW there: check first
         raise CorruptStore(f"{path.name} is a symbolic link; refused")
@@ -126,7 +171,6 @@ def read_private(path: Path, limit: int = MAX_FILE_SIZE) -> tuple[bytes, Identit
             raise CorruptStore(f"{path.name} is not a regular file; refused")
         if status.st_size > limit:
             raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
-        _correct_mode(fd, path, status)
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, limit + 1 - size):
@@ -134,7 +178,10 @@ def read_private(path: Path, limit: int = MAX_FILE_SIZE) -> tuple[bytes, Identit
             size += len(chunk)
             if size > limit:  # it grew after fstat: still too big to trust
                 raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
-        return b"".join(chunks), identity_of(status)
+        data = b"".join(chunks)
+        if ours is None or ours(data):
+            _correct_mode(fd, path, status)
+        return data, identity_of(status)
     except CidxAuthError:
         raise
     except OSError as error:

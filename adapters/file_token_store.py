@@ -7,6 +7,8 @@ old file or a whole new one. Writers (the core's refresh and login) hold :meth:`
 
 A damaged file never reaches the caller (errata #7): truncated, random, foreign (other
 project, user or machine), bad JSON, missing fields, a symlink, a FIFO, over 64 KiB.
+Another program's file (not a Fernet token: the CIDX client's ``.token``) is not
+damage: it is reported at INFO and left alone, never set aside, overwritten or removed.
 Under the lock it is moved aside as ``.token.corrupt-<time>`` (the 3 newest are kept),
 a WARNING without secrets is logged, and :meth:`load` returns None so the provider
 logs in again. The lock is what makes this safe: the file is moved only if it is
@@ -36,7 +38,10 @@ from typing import TYPE_CHECKING
 from adapters.file_io import (
     MAX_FILE_SIZE,
     Identity,
+    info,
+    is_own_format,
     read_private,
+    refuse_foreign,
     stat_identity,
     storage_error,
     warn,
@@ -102,13 +107,18 @@ class FileTokenStore:
         if cached is not None and cached.identity == seen and self._young(cached) \
                 and not self._holding:
             return cached.session
+        data = b""
         try:
-            found = read_private(self.path)
+            found = read_private(self.path, ours=is_own_format)
             if found is None:
                 return None
             data, seen = found
             session = self._decode(data)
         except CorruptStore as damage:
+            if not is_own_format(data):  # another program's: not ours to move
+                info("%s is not in cidx-auth's format (another program's file); left alone",
+                     self.path)
+                return None
             self._set_aside(seen, str(damage))
             return None
         self._cache = _Cached(session, seen, self._clock())
@@ -120,6 +130,7 @@ class FileTokenStore:
         blob = encode_session(session, self._cipher, now)
         if len(blob) > MAX_FILE_SIZE:
             raise StorageError("the session is too large to store; nothing was written")
+        refuse_foreign(self.path, "token")
         with self._mutex:
             self._cache = None
             written = write_private(self.path, blob, sweep_young=self._holding > 0, now=now)
@@ -127,6 +138,7 @@ class FileTokenStore:
 
     def clear(self) -> None:
         """Remove the stored session (log out). The caller holds :meth:`lock`."""
+        refuse_foreign(self.path, "token")
         with self._mutex:
             self._cache = None
             try:

@@ -15,17 +15,21 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from cidx_auth import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
+from cidx_auth.domain.token import JWS_ALGORITHMS
+
+if TYPE_CHECKING:
+    from adapters.cidx_client_files import RemoteConfig
+
+    from adapters.project_layout import ProjectLayout, ProjectSettings
+    from cidx_auth.domain.credentials import Credentials
 
 F = TypeVar("F", bound=Callable[..., Any])
-JWS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
-                  "ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "EdDSA")
-"""What ``--allow-alg`` accepts: the JWS signature algorithms (never ``none``)."""
 logger = logging.getLogger("cidx_auth")
 
 EXIT_CODES = """\b
@@ -132,39 +136,64 @@ def _read_password(from_stdin: bool) -> str:
 
 
 @cli.command()
-@click.option("--server", required=True, help="The CIDX server's URL.")
-@click.option("--username", required=True, help="Your CIDX username.")
+@click.option("--server", help="The CIDX server's URL (default: from the CIDX client's "
+                                ".remote-config, in a project it set up).")
+@click.option("--username", help="Your CIDX username (default: as --server).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--ca-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificates to trust for this server (PEM).")
 @click.option("--allow-alg", "allow_alg", multiple=True,
               type=click.Choice(JWS_ALGORITHMS, case_sensitive=False),
-              help="Also accept tokens signed with ALG (default: RS256 only).")
+              help="Accept only tokens signed with ALG (repeatable; default: the algorithm "
+                   "of the first token, pinned at login).")
 @click.option("--store", "store_url", metavar="URL",
               help="Keep the token in Redis (redis://HOST:PORT/DB or rediss://...), shared "
                    "by every host logged in as this user (env CIDX_STORE_URL overrides).")
+@click.option("--migrate", is_flag=True,
+              help="In a project the CIDX client set up: log in with its saved login, then "
+                   "remove its weakly encrypted copies of the password (`cidx` asks again).")
 @handled
-def login(server: str, username: str, password_stdin: bool, ca_bundle: Path | None,
-          allow_alg: tuple[str, ...], store_url: str | None) -> None:
+def login(server: str | None, username: str | None, password_stdin: bool,
+          ca_bundle: Path | None, allow_alg: tuple[str, ...], store_url: str | None,
+          migrate: bool) -> None:
     """Log in, and store the credentials, settings and token for this project."""
+    from adapters.cidx_client_files import read_remote_config
+
     from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
     from cidx_auth.domain.credentials import Credentials
-    from cidx_auth.project import open_project
+    from cidx_auth.project import check_plain_http, open_project
 
     root = _options().root
+    layout = ProjectLayout(root)
+    remote = read_remote_config(layout.directory)
+    if migrate and remote is None:
+        raise ConfigurationError(
+            f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
+            "is not there)"
+        )
+    server = server or (remote.server_url if remote else None)
+    username = username or (remote.username if remote else None)
+    if not server or not username:
+        raise ConfigurationError("--server and --username are required (no CIDX client "
+                                 "settings to take them from in this project)")
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
-    algorithms = tuple(dict.fromkeys(("RS256", *(canonical[a.upper()] for a in allow_alg))))
-    previous = load_settings(ProjectLayout(root))
+    pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
+    previous = load_settings(layout)
     if store_url is not None:  # checked before the password is asked for
         from adapters.redis_connection import check_store_url, ping
 
         store_url = check_store_url(store_url)
         ping(store_url)
     settings = ProjectSettings(
-        server.rstrip("/"), username, algorithms,
+        server.rstrip("/"), username, pinned,
         str(ca_bundle.absolute()) if ca_bundle else None, store_url,
     )
-    credentials = Credentials(username, _read_password(password_stdin))
+    if migrate:
+        assert remote is not None
+        check_plain_http(settings.server_url, f"the CIDX client's {layout.remote_config}")
+        credentials = _migrated_login(layout, remote, settings)
+    else:
+        credentials = Credentials(username, _read_password(password_stdin))
     project = open_project(root, settings)
     try:
         if previous is None or previous.server_url != settings.server_url:
@@ -174,6 +203,12 @@ def login(server: str, username: str, password_stdin: bool, ca_bundle: Path | No
         save_settings(project.layout, settings)
     finally:
         project.close()
+    if migrate:
+        from adapters.cidx_client_files import remove_weak_copies
+
+        for removed in remove_weak_copies(layout.directory):
+            click.echo(f"Removed {removed}")
+        click.echo("`cidx` will ask for your password again the next time it needs it.")
     until = _clock_time(session.token.exp - session.clock_offset)
     click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until})")
 
@@ -340,6 +375,26 @@ def simulate(hours: float, seed: int) -> None:
         f"replays: {report.replays}"
     )
     sys.exit(0 if report.ok else 1)
+
+
+def _migrated_login(
+    layout: ProjectLayout, remote: RemoteConfig, settings: ProjectSettings
+) -> Credentials:
+    """The CIDX client's saved login for ``--migrate``, after saying what will happen."""
+    from adapters.cidx_client_files import read_client_credentials
+
+    if (settings.server_url, settings.username) != (remote.server_url, remote.username):
+        raise ConfigurationError(
+            "--migrate takes the server and user from the CIDX client's .remote-config "
+            f"({remote.username} at {remote.server_url}); leave out --server and --username"
+        )
+    credentials = read_client_credentials(layout.directory, layout.root, remote)
+    click.echo(
+        f"Importing the CIDX client's login ({remote.username} at {remote.server_url}). "
+        "Once it works, its weakly encrypted copies of your password (.creds, and "
+        "encrypted_credentials in .remote-config) will be removed."
+    )
+    return credentials
 
 
 def _clock_time(epoch: float) -> str:

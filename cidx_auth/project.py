@@ -1,22 +1,42 @@
 """One project's wiring for the CLI: settings, file stores, httpx, the API client.
 
 This is composition-root code (it imports adapters); the core never sees it.
+
+**A project the CIDX client set up** (``.code-indexer/.remote-config``, no ``auth.json``)
+works with no ``cidx-auth login``: the first command that needs the server adopts it.
+It takes the server and user from ``.remote-config``, and the password from the client's
+``.creds`` (or ``encrypted_credentials``), which must decrypt under this project's
+absolute path (that shows the user's own client wrote them here, not a repository). The
+password goes under cidx-auth's own credential file and per-user secret, a still-valid
+access token from the client's ``.token`` becomes the session (no login at all), and
+``auth.json`` is written, so adoption happens once. The first login the renewal then
+makes verifies the password (a refused one is forgotten, as any stored password is) and
+pins the token algorithm. The client's files are only read.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from adapters.cidx_client_files import (
+    RemoteConfig,
+    read_client_credentials,
+    read_client_token,
+    read_remote_config,
+)
 
 from adapters.cidx_client import AsyncCidxClient, CidxClient
 from adapters.http_settings import HttpSettings
 from adapters.httpx_gateway import HttpxGateway
-from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings
+from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
 from cidx_auth.container import Container, build_files, build_redis
-from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn
+from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
 from cidx_auth.domain.token import TokenRules
 from cidx_auth.ports import EventSink
 from cidx_auth.service.provider import TokenProvider
@@ -58,7 +78,14 @@ class Project:
         )
 
     def close(self) -> None:
-        self.gateway.close()
+        """Record the algorithm pin if this command got the project's first token."""
+        try:
+            pin_algorithm(self)
+        except StorageError as error:
+            logger.warning("the token's algorithm could not be recorded in %s (%s)",
+                           self.layout.settings, error)
+        finally:
+            self.gateway.close()
 
 
 def open_project(
@@ -66,18 +93,24 @@ def open_project(
     settings: ProjectSettings | None = None,
     extra_sinks: Sequence[EventSink] = (),
 ) -> Project:
-    """Wire a project from its saved settings (or the ones given, for ``login``)."""
-    settings = settings or load_settings(ProjectLayout(root))
+    """Wire a project from its saved settings (or the ones given, for ``login``); a
+    project only the CIDX client has set up is adopted first."""
+    layout = ProjectLayout(root)
+    settings = settings or load_settings(layout)
+    adopting = None
     if settings is None:
-        raise NotLoggedIn(
-            f"no cidx-auth settings in {root}: run "
-            "`cidx-auth login --server URL --username NAME` first"
-        )
+        remote = read_remote_config(layout.directory)
+        if remote is None:
+            raise NotLoggedIn(
+                f"no cidx-auth settings in {root}: run "
+                "`cidx-auth login --server URL --username NAME` first"
+            )
+        settings, adopting = _adoption(layout, remote)
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
     gateway = HttpxGateway(http)
-    rules = Rules(tokens=TokenRules(frozenset(settings.allowed_algorithms)))
+    rules = Rules(tokens=TokenRules(frozenset(settings.algorithms)))
     if store_url and settings.username:  # the session lives in a shared Redis store
         container = build_redis(
             store_url, settings.server_url, settings.username, gateway,
@@ -87,7 +120,82 @@ def open_project(
         container = build_files(
             root, settings.server_url, gateway, extra_sinks=extra_sinks, rules=rules
         )
-    return Project(root, settings, container, http, gateway, store_url)
+    project = Project(root, settings, container, http, gateway, store_url)
+    if adopting is not None:
+        adopting(project)
+    return project
+
+
+def _adoption(
+    layout: ProjectLayout, remote: RemoteConfig
+) -> tuple[ProjectSettings, Callable[[Project], None]]:
+    """The settings a CIDX client's project implies, and the step that adopts it."""
+    check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
+    # Decrypting proves the user's own client wrote these here (the key needs this path).
+    credentials = read_client_credentials(layout.directory, layout.root, remote)
+    settings = ProjectSettings(remote.server_url, remote.username)
+
+    def adopt(project: Project) -> None:
+        project.container.credential_store().save(credentials)
+        raw = read_client_token(layout.directory, layout.root, remote)
+        if raw is not None:
+            _take_client_token(project, raw)
+        save_settings(layout, settings)
+        logger.info("adopted the CIDX client's login for %s at %s from %s",
+                    remote.username, remote.server_url, layout.remote_config)
+
+    return settings, adopt
+
+
+def _take_client_token(project: Project, raw: str) -> None:
+    """Keep the client's access token as the session while it lasts (no refresh token:
+    the client never had one). A token our rules refuse is simply not used."""
+    import time
+
+    from cidx_auth.domain.errors import TokenRejected
+    from cidx_auth.domain.token import Session, parse_access_token
+
+    rules = TokenRules(frozenset(project.settings.algorithms))
+    try:
+        token = parse_access_token(raw, rules, time.time())
+    except TokenRejected as why:
+        logger.info("the CIDX client's token is not used (%s)", why)
+        return
+    store = project.container.token_store()
+    with store.lock(Rules().lock_wait):
+        store.save(Session(token, None, 0.0, project.settings.username))
+
+
+def check_plain_http(url: str, where: str) -> None:
+    """A password goes over plain http only to this machine (loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or _loopback(parts.hostname or ""):
+        return
+    raise ConfigurationError(
+        f"{where} names {url}, plain http to another host: cidx-auth will not send a "
+        "password there. Use the server's https:// URL with `cidx-auth login --server URL`"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def pin_algorithm(project: Project) -> None:
+    """Record the algorithm of the project's first token as its pin (decisions.md)."""
+    if project.settings.allowed_algorithms is not None:
+        return
+    session = project.provider.session
+    if session is None:
+        return
+    pinned = replace(project.settings, allowed_algorithms=(session.token.alg,))
+    save_settings(project.layout, pinned)
+    project.settings = pinned
 
 
 def shared_store_url(settings: ProjectSettings) -> str | None:

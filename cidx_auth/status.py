@@ -6,6 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.cidx_client_files import read_remote_config
+
+from adapters.project_layout import ProjectLayout, load_settings
 from cidx_auth.domain.breaker import Circuit
 from cidx_auth.domain.expiry import ExpiryPolicy
 from cidx_auth.project import open_project
@@ -23,6 +26,19 @@ def collect(root: Path) -> dict[str, Any]:
     It reads through the same wiring as every other command (file or Redis token
     store, file or keyring secret), so it sees exactly what they would use.
     """
+    layout = ProjectLayout(root)
+    if load_settings(layout) is None:
+        remote = read_remote_config(layout.directory)
+        if remote is not None:  # the CIDX client's project, not adopted yet: read only
+            return {
+                "logged_in": False,
+                "server": remote.server_url,
+                "username": remote.username,
+                "settings_from": str(layout.remote_config),
+                "token_state": "none",
+                "next_step": "the next command (token, request, query) takes this login "
+                             "from the CIDX client's files; or run `cidx-auth login`",
+            }
     project = open_project(root)
     try:
         session = project.container.token_store().load()
@@ -40,6 +56,7 @@ def collect(root: Path) -> dict[str, Any]:
         "seconds_left": None,
         "refresh_token_held": False,
         "credentials_stored": project.layout.creds.exists(),
+        "settings_from": str(project.layout.settings),
     }
     if session is not None:
         policy = ExpiryPolicy()

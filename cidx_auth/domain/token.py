@@ -23,6 +23,10 @@ MAX_LIFETIME = 24 * 3600.0
 """No access token may live longer than a day (user story, security requirements)."""
 
 DEFAULT_ALLOWED_ALGORITHMS = frozenset({"RS256"})
+JWS_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                  "ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "EdDSA")
+"""The JWS signature algorithms a project may pin (never ``none``). Before a project's
+first login pins one, any of these is accepted; afterwards only the pinned one."""
 
 
 @dataclass(frozen=True, slots=True)

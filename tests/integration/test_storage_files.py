@@ -135,18 +135,18 @@ def test_an_oversize_token_file_is_refused_and_set_aside(files: Files) -> None:
 
 def test_only_the_three_newest_damaged_files_are_kept(files: Files) -> None:
     files.store.path.parent.mkdir(mode=0o700)
-    for number in range(5):
-        files.store.path.write_bytes(f"garbage {number}".encode())
+    for number in range(5):  # damaged files in cidx-auth's own format
+        files.store.path.write_bytes(f"gAAAAAgarbage {number}".encode())
         assert files.store.load() is None
     aside = corrupt_aside(files.store)
     assert len(aside) == 3
     contents = {(files.store.path.parent / name).read_bytes() for name in aside}
-    assert contents == {b"garbage 2", b"garbage 3", b"garbage 4"}
+    assert contents == {b"gAAAAAgarbage 2", b"gAAAAAgarbage 3", b"gAAAAAgarbage 4"}
 
 
 def test_quarantine_leaves_a_file_that_changed_since_it_was_read(files: Files) -> None:
     files.store.path.parent.mkdir(mode=0o700)
-    files.store.path.write_bytes(b"garbage")
+    files.store.path.write_bytes(b"gAAAAAgarbage")
     seen = stat_identity(files.store.path)
     assert seen is not None
     with files.store.lock(5):

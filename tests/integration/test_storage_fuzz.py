@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from adapters.fernet_cipher import FernetCipher
 from adapters.file_credential_store import UNREADABLE
+from adapters.file_io import is_own_format
 from adapters.project_layout import ProjectLayout
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import CredentialsUnreadable, MalformedToken
@@ -87,14 +88,19 @@ def genuine(files: Files) -> bytes:
 
 @FIXTURES_ARE_RESET
 @given(data=st.data())
-def test_any_token_file_content_loads_as_none_and_is_set_aside(
+def test_any_token_file_content_loads_as_none_and_only_our_own_is_set_aside(
     files: Files, project: Path, config_dir: Path, genuine: bytes, data: st.DataObject
 ) -> None:
     content = data.draw(garbage(cipher_for(project, config_dir), genuine))
     files.store.path.write_bytes(content)
+    aside = set(files.store.path.parent.glob(".token.corrupt-*"))
     assert files.store.load() is None
-    assert not files.store.path.exists()
-    assert list(files.store.path.parent.glob(".token.corrupt-*"))
+    if is_own_format(content):  # damaged: set aside, so a new token can be stored
+        assert not files.store.path.exists()
+        assert set(files.store.path.parent.glob(".token.corrupt-*")) - aside
+    else:  # another program's file: left exactly as it is
+        assert files.store.path.read_bytes() == content
+        assert set(files.store.path.parent.glob(".token.corrupt-*")) <= aside
 
 
 @FIXTURES_ARE_RESET
@@ -118,11 +124,16 @@ def test_a_session_document_with_a_bad_field_is_read_exactly_as_the_parser_says(
 def test_any_creds_file_content_is_a_clear_error(
     files: Files, project: Path, config_dir: Path, data: st.DataObject
 ) -> None:
+    files.credentials.path.unlink(missing_ok=True)  # an earlier example's content
     files.credentials.save(ALICE)
     genuine = files.credentials.path.read_bytes()
     cipher = cipher_for(project, config_dir)
     content = data.draw(st.one_of(garbage(cipher, genuine), near_miss_credentials(cipher)))
     files.credentials.path.write_bytes(content)
+    if not is_own_format(content):  # another program's .creds: none of ours, left alone
+        assert files.credentials.load() is None
+        assert files.credentials.path.read_bytes() == content
+        return
     with pytest.raises(CredentialsUnreadable) as error:
         files.credentials.load()
     assert str(error.value) == UNREADABLE
@@ -141,7 +152,10 @@ def test_a_provider_over_a_garbage_token_logs_in_again(
     token = first.provider.get_token()
 
     assert first.gateway.logins == 1
-    assert list(first.store.path.parent.glob(".token.corrupt-*"))  # set aside, not overwritten
     loaded = Files(project, config_dir).store.load()
+    if not is_own_format(content):  # another program's file is never overwritten
+        assert ProjectLayout(project).token.read_bytes() == content and loaded is None
+        return
+    assert list(first.store.path.parent.glob(".token.corrupt-*"))  # set aside, not overwritten
     assert loaded is not None
     assert loaded.token.raw == token

@@ -116,12 +116,12 @@ def test_no_secret_reaches_logs_messages_or_files(
         os.chmod(directory / ".token", 0o644)  # a permission warning
         Files(project, config_dir).store.load()
 
-        (directory / ".token").write_bytes(b"garbage")  # a set-aside warning, a new login
+        (directory / ".token").write_bytes(b"gAAAAAgarbage")  # set aside (a warning), a login
         relogin = Files(project, config_dir)
         relogin.provider.get_token()
         sessions.append(relogin.provider.session)
 
-        (directory / ".creds").write_bytes(b"garbage")
+        (directory / ".creds").write_bytes(b"gAAAAAgarbage")
         with pytest.raises(CidxAuthError) as unreadable:
             Files(project, config_dir).credentials.load()
         errors.append(unreadable.value)

@@ -1,0 +1,136 @@
+"""A project the CIDX client set up (``cidx init --remote``): cidx-auth works there with no
+setup, and never changes a byte of the client's files unless asked to migrate.
+
+The client's files are made by ``tests.cidx_client_format`` from the documented format,
+against the reference server signing HS256 as the real CIDX server does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from refserver.harness import RunningServer
+from tests.cidx_client_format import write_client_project
+from tests.e2e.conftest import PASSWORD, USER, Cli, server_with
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def hs_server() -> Iterator[RunningServer]:
+    with server_with(alg="HS256") as running:
+        yield running
+
+
+def logins(server: RunningServer) -> int:
+    mine: dict[str, Any] = server.stats()["users"].get(USER, {})
+    return int(mine.get("logins", 0))
+
+
+def client_files(cli: Cli) -> dict[str, bytes]:
+    directory = cli.project / ".code-indexer"
+    return {name: (directory / name).read_bytes()
+            for name in (".remote-config", ".creds", ".token") if (directory / name).exists()}
+
+
+def client_token(server: RunningServer) -> str:
+    """A token the server issued, as the CIDX client would have stored it."""
+    with httpx.Client(base_url=server.url, verify=server.ca_file or True) as http:
+        answer = http.post("/auth/login", json={"username": USER, "password": PASSWORD})
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def test_a_cidx_project_works_with_no_setup_and_one_login(
+    cli: Cli, hs_server: RunningServer
+) -> None:
+    written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                                   password=PASSWORD)
+    status = cli.run("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["logged_in"] is False
+    assert (report["server"], report["username"]) == (hs_server.url, USER)
+    assert not (cli.project / ".code-indexer" / "auth.json").exists()  # status wrote nothing
+
+    token = cli.run("token")
+    assert token.returncode == 0, token.stderr
+    assert cli.run("request", "GET", "/api/repos").returncode == 0
+    assert logins(hs_server) == 1  # the one login that also verified the imported password
+    assert client_files(cli) == written  # byte-identical
+
+    report = json.loads(cli.run("status", "--json").stdout)
+    assert report["logged_in"] is True and report["username"] == USER
+    settings = json.loads((cli.project / ".code-indexer" / "auth.json").read_text())
+    assert settings["allowed_algorithms"] == ["HS256"]  # pinned from the first token
+    own = sorted(p.name for p in (cli.project / ".code-indexer").iterdir())
+    assert ".cidx-auth.creds" in own and ".cidx-auth.token" in own
+
+
+def test_a_valid_client_token_is_used_without_any_login(
+    cli: Cli, hs_server: RunningServer
+) -> None:
+    issued = client_token(hs_server)
+    before = logins(hs_server)
+    written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                                   password=PASSWORD, token=issued)
+    result = cli.run("token")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == issued
+    assert logins(hs_server) == before
+    assert client_files(cli) == written
+
+
+def test_an_explicit_login_leaves_the_client_files_alone(
+    cli: Cli, hs_server: RunningServer
+) -> None:
+    written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                                   password=PASSWORD)
+    result = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")  # server, user: theirs
+    assert result.returncode == 0, result.stderr
+    assert cli.run("token").returncode == 0
+    assert client_files(cli) == written
+
+
+def test_migrate_removes_the_weak_copies_and_says_so(cli: Cli, hs_server: RunningServer) -> None:
+    write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                         password=PASSWORD)
+    result = cli.run("login", "--migrate")
+    assert result.returncode == 0, result.stderr
+    assert "will be removed" in result.stdout and "ask for your password again" in result.stdout
+    directory = cli.project / ".code-indexer"
+    assert not (directory / ".creds").exists()
+    remote = json.loads((directory / ".remote-config").read_text())
+    assert "encrypted_credentials" not in remote and remote["username"] == USER
+    assert cli.run("token").returncode == 0  # cidx-auth keeps its own copy
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("problem", ["damaged", "local", "no user", "other path"])
+def test_a_client_project_that_cannot_be_adopted_is_a_clear_error_and_changes_nothing(
+    cli: Cli, hs_server: RunningServer, problem: str, tmp_path: Path
+) -> None:
+    write_client_project(
+        cli.project, server_url=hs_server.url, username=USER, password=PASSWORD,
+        mode="local" if problem == "local" else "remote",
+        repo_path=tmp_path / "elsewhere" if problem == "other path" else None,
+    )
+    config = cli.project / ".code-indexer" / ".remote-config"
+    if problem == "damaged":
+        config.write_text("{not json")
+    elif problem == "no user":
+        document = json.loads(config.read_text())
+        del document["username"]
+        config.write_text(json.dumps(document))
+    before = {p.name: p.read_bytes() for p in config.parent.iterdir()}
+    result = cli.run("token")
+    assert result.returncode in (2, 3), result.stderr
+    assert "Traceback" not in result.stderr and "cidx-auth login" in result.stderr
+    assert {p.name: p.read_bytes() for p in config.parent.iterdir()} == before
+    assert logins(hs_server) == 0
