@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ from urllib.parse import urlsplit
 from adapters.file_io import (
     MAX_FILE_SIZE,
     POSIX,
-    fsync_dir,
+    is_foreign,
     is_own_format,
-    replace_file,
     storage_error,
+    write_private,
 )
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
@@ -289,39 +290,6 @@ def _decrypt_for_project(
     return None
 
 
-def is_cidx_auth_format(data: bytes) -> bool:
-    """Whether ``data`` (or its first bytes) may be cidx-auth's own Fernet text.
-
-    One rule for every module, :func:`adapters.file_io.is_own_format` (it starts with
-    ``gAAAAA``), so no file is "foreign" here and "damaged, ours" in a store.
-    """
-    return is_own_format(data)
-
-
-def is_foreign_file(path: Path) -> bool:
-    """Whether ``path`` holds something cidx-auth did not write, to leave alone.
-
-    True for a regular, non-empty file whose first bytes are not cidx-auth's format, and
-    for a symbolic link (cidx-auth never makes one, so it is someone else's; it is not
-    followed). False when nothing is there, for an empty or non-regular file, and for a
-    file in cidx-auth's format (damaged or not: that one is ours to set aside).
-    """
-    try:
-        status = os.lstat(path)
-        if stat.S_ISLNK(status.st_mode):
-            return True
-        if not stat.S_ISREG(status.st_mode) or status.st_size == 0:
-            return False
-        fd = os.open(path, _READ_FLAGS)
-        try:
-            head = os.read(fd, _HEAD)
-        finally:
-            os.close(fd)
-    except OSError:  # gone, or unreadable: nothing we could tell apart, or move
-        return False
-    return bool(head) and not is_cidx_auth_format(head)
-
-
 def remove_weak_copies(directory: Path) -> list[str]:
     """For ``cidx-auth login --migrate``: remove the client's weakly encrypted password.
 
@@ -355,7 +323,8 @@ def _drop_embedded_password(path: Path) -> bool:
         return False
     del document["encrypted_credentials"]
     text = json.dumps(document, indent=2) + ("\n" if data.endswith(b"\n") else "")
-    _replace(path, text.encode(), stat.S_IMODE(status.st_mode))
+    write_private(path, text.encode(), sweep_young=False, now=time.time(),
+                  mode=stat.S_IMODE(status.st_mode))
     return True
 
 
@@ -367,35 +336,7 @@ def _is_client_blob_file(path: Path) -> bool:
         return False
     if found is None:
         return False
-    return _client_shaped(found[0]) and not is_cidx_auth_format(found[0][:_HEAD])
-
-
-def _replace(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` with ``data`` atomically, keeping ``mode``."""
-    import contextlib
-    import tempfile
-
-    temp: str | None = None
-    try:
-        fd, temp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        replace_file(temp, path)
-        temp = None
-        fsync_dir(path.parent)
-    except OSError as error:
-        raise storage_error("rewrite", path, error) from error
-    finally:
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
+    return is_foreign(found[0])
 
 
 def _read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
@@ -458,7 +399,7 @@ def _read_quietly(path: Path) -> bytes | None:
     except (_Refused, StorageError) as problem:
         _info("%s not read: %s", path, problem)
         return None
-    if found is not None and is_cidx_auth_format(found[0]):
+    if found is not None and is_own_format(found[0]):
         _info("%s is cidx-auth's own file, not the CIDX client's", path)
         return None
     return None if found is None else found[0]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from adapters.fernet_cipher import wipe
 from adapters.file_io import (
     info,
-    is_own_format,
+    is_foreign,
     read_private,
     refuse_foreign,
     storage_error,
@@ -52,10 +52,10 @@ class FileCredentialStore:
         """The stored credentials, None if there are none; :class:`CredentialsUnreadable`
         if they exist but cannot be read back."""
         try:
-            found = read_private(self.path, ours=is_own_format)
+            found = read_private(self.path, ours=lambda data: not is_foreign(data))
             if found is None:
                 return None
-            if not is_own_format(found[0]):
+            if is_foreign(found[0]):
                 info("%s is not in cidx-auth's format (another program's file); left alone",
                      self.path)
                 return None

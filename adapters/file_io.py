@@ -52,12 +52,23 @@ Identity = tuple[int, int, int, int]
 
 OWN_FORMAT_PREFIX = b"gAAAAA"
 """How every encrypted file cidx-auth writes begins: a Fernet token, version byte 0x80."""
+_CLIENT_HEADER = 48
+"""The CIDX client's files: a 32-byte salt and a 16-byte IV, then whole AES blocks."""
 
 
 def is_own_format(data: bytes) -> bool:
     """Whether ``data`` may be cidx-auth's own (whole, truncated or damaged after its first
-    bytes), rather than another program's file. An empty file counts as ours."""
+    bytes). An empty file counts as ours."""
     return OWN_FORMAT_PREFIX.startswith(data[: len(OWN_FORMAT_PREFIX)])
+
+
+def is_foreign(data: bytes) -> bool:
+    """Whether ``data`` is another program's file rather than damage to one of ours: not
+    cidx-auth's format, and shaped like the CIDX client's (random salt and IV, then whole
+    16-byte blocks). A zero-filled or truncated file of ours is damage, not foreign."""
+    if is_own_format(data) or len(data) < _CLIENT_HEADER + 16:
+        return False
+    return (len(data) - _CLIENT_HEADER) % 16 == 0 and len(set(data[:_CLIENT_HEADER])) > 8
 
 
 def refuse_foreign(path: Path, what: str) -> None:
@@ -71,12 +82,12 @@ def refuse_foreign(path: Path, what: str) -> None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return
-        head = os.read(fd, len(OWN_FORMAT_PREFIX))
+        data = os.read(fd, MAX_FILE_SIZE + 1)
     except OSError:
         return
     finally:
         os.close(fd)
-    if not is_own_format(head):
+    if is_foreign(data):
         raise StorageError(
             f"{path} holds another program's {what} (not cidx-auth's format), so cidx-auth "
             "will not overwrite it; move it away if it is not needed, then try again"
@@ -134,7 +145,9 @@ def ensure_private_dir(directory: Path) -> None:
         raise storage_error("create", directory, error) from error
     if not stat.S_ISDIR(status.st_mode):
         raise not_a_directory
-    if POSIX and stat.S_IMODE(status.st_mode) != DIR_MODE:
+    # The CIDX client's own directory keeps the mode it chose: not cidx-auth's to change.
+    theirs = os.path.lexists(directory / ".remote-config")
+    if POSIX and stat.S_IMODE(status.st_mode) != DIR_MODE and not theirs:
         warn(
             "%s had mode %03o; setting it to %03o",
             directory, stat.S_IMODE(status.st_mode), DIR_MODE,
@@ -201,8 +214,11 @@ def _correct_mode(fd: int, path: Path, status: os.stat_result) -> None:
         warn("could not correct the mode of %s: %s", path, error.strerror)
 
 
-def write_private(path: Path, data: bytes, *, sweep_young: bool, now: float) -> Identity:
-    """Replace ``path`` with ``data`` atomically (0600); returns the new file's identity.
+def write_private(
+    path: Path, data: bytes, *, sweep_young: bool, now: float, mode: int = FILE_MODE
+) -> Identity:
+    """Replace ``path`` with ``data`` atomically (0600, or ``mode`` to keep another
+    program's choice); returns the new file's identity.
 
     ``sweep_young`` also removes recent temp files: right only for a writer holding the
     lock that every writer of ``path`` takes, since then no other write is in flight.
@@ -221,7 +237,7 @@ def write_private(path: Path, data: bytes, *, sweep_young: bool, now: float) -> 
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
             if hasattr(os, "fchmod"):
-                os.fchmod(fd, FILE_MODE)
+                os.fchmod(fd, mode)
             written = identity_of(os.fstat(fd))
         finally:
             os.close(fd)

@@ -39,7 +39,7 @@ from adapters.file_io import (
     MAX_FILE_SIZE,
     Identity,
     info,
-    is_own_format,
+    is_foreign,
     read_private,
     refuse_foreign,
     stat_identity,
@@ -109,13 +109,13 @@ class FileTokenStore:
             return cached.session
         data = b""
         try:
-            found = read_private(self.path, ours=is_own_format)
+            found = read_private(self.path, ours=lambda data: not is_foreign(data))
             if found is None:
                 return None
             data, seen = found
             session = self._decode(data)
         except CorruptStore as damage:
-            if not is_own_format(data):  # another program's: not ours to move
+            if is_foreign(data):  # another program's: not ours to move
                 info("%s is not in cidx-auth's format (another program's file); left alone",
                      self.path)
                 return None

@@ -25,7 +25,6 @@ from cidx_auth.domain.token import JWS_ALGORITHMS
 
 if TYPE_CHECKING:
     from adapters.cidx_client_files import RemoteConfig
-
     from adapters.project_layout import ProjectLayout, ProjectSettings
     from cidx_auth.domain.credentials import Credentials
 
@@ -158,19 +157,28 @@ def login(server: str | None, username: str | None, password_stdin: bool,
           migrate: bool) -> None:
     """Log in, and store the credentials, settings and token for this project."""
     from adapters.cidx_client_files import read_remote_config
-
     from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
     from cidx_auth.domain.credentials import Credentials
+    from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.project import check_plain_http, open_project
 
     root = _options().root
     layout = ProjectLayout(root)
-    remote = read_remote_config(layout.directory)
+    if migrate and password_stdin:
+        raise ConfigurationError("--migrate takes the password from the CIDX client's files; "
+                                 "leave out --password-stdin")
+    # The CIDX client's settings are read only when they are needed: a damaged or
+    # local-mode .remote-config must not stand in the way of an explicit login.
+    remote = None
+    if migrate or not (server and username):
+        remote = read_remote_config(layout.directory)
     if migrate and remote is None:
         raise ConfigurationError(
             f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
             "is not there)"
         )
+    if remote is not None and not server:
+        check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
     server = server or (remote.server_url if remote else None)
     username = username or (remote.username if remote else None)
     if not server or not username:
@@ -190,7 +198,6 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     )
     if migrate:
         assert remote is not None
-        check_plain_http(settings.server_url, f"the CIDX client's {layout.remote_config}")
         credentials = _migrated_login(layout, remote, settings)
     else:
         credentials = Credentials(username, _read_password(password_stdin))
@@ -199,7 +206,12 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         if previous is None or previous.server_url != settings.server_url:
             # The circuit judged the old server; a new URL (a typo fixed) starts afresh.
             project.container.breaker().reset()
-        session = project.provider.login(credentials)
+        try:
+            session = project.provider.login(credentials)
+        except DisallowedAlgorithm as refused:
+            if pinned is None:
+                raise
+            raise ConfigurationError(f"{refused} (given with --allow-alg)") from None
         save_settings(project.layout, settings)
     finally:
         project.close()

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from adapters.file_io import is_own_format, read_private
+from adapters.file_io import is_foreign, read_private
 from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, load_settings
 from adapters.session_codec import decode_session
@@ -30,7 +30,7 @@ def fresh_stored_token(root: Path) -> str | None:
     # Read-only: anything wrong with the file is left for the full path to report and
     # set aside under the lock; this path only answers when all is well.
     try:
-        found = read_private(layout.token, ours=is_own_format)
+        found = read_private(layout.token, ours=lambda data: not is_foreign(data))
         session = decode_session(found[0], cipher) if found is not None else None
     except CidxAuthError:
         return None

@@ -20,23 +20,23 @@ import ipaddress
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from adapters.cidx_client import AsyncCidxClient, CidxClient
 from adapters.cidx_client_files import (
     RemoteConfig,
     read_client_credentials,
     read_client_token,
     read_remote_config,
 )
-
-from adapters.cidx_client import AsyncCidxClient, CidxClient
 from adapters.http_settings import HttpSettings
 from adapters.httpx_gateway import HttpxGateway
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
 from cidx_auth.container import Container, build_files, build_redis
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
+from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.token import TokenRules
 from cidx_auth.ports import EventSink
 from cidx_auth.service.provider import TokenProvider
@@ -56,6 +56,8 @@ class Project:
     gateway: HttpxGateway
     shared_store: str | None = None
     """The Redis URL when the session lives in a shared store, else None (files)."""
+    obtained: Obtained = field(default_factory=lambda: Obtained())
+    """The tokens this process got from the server (only those pin the algorithm)."""
 
     @property
     def layout(self) -> ProjectLayout:
@@ -111,16 +113,18 @@ def open_project(
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
     gateway = HttpxGateway(http)
     rules = Rules(tokens=TokenRules(frozenset(settings.algorithms)))
+    obtained = Obtained()
+    sinks = (*extra_sinks, obtained)
     if store_url and settings.username:  # the session lives in a shared Redis store
         container = build_redis(
             store_url, settings.server_url, settings.username, gateway,
-            project=root, extra_sinks=extra_sinks, rules=rules,
+            project=root, extra_sinks=sinks, rules=rules,
         )
     else:
         container = build_files(
-            root, settings.server_url, gateway, extra_sinks=extra_sinks, rules=rules
+            root, settings.server_url, gateway, extra_sinks=sinks, rules=rules
         )
-    project = Project(root, settings, container, http, gateway, store_url)
+    project = Project(root, settings, container, http, gateway, store_url, obtained)
     if adopting is not None:
         adopting(project)
     return project
@@ -136,10 +140,15 @@ def _adoption(
     settings = ProjectSettings(remote.server_url, remote.username)
 
     def adopt(project: Project) -> None:
-        project.container.credential_store().save(credentials)
-        raw = read_client_token(layout.directory, layout.root, remote)
-        if raw is not None:
-            _take_client_token(project, raw)
+        # What cidx-auth already holds here (auth.json lost, or a fleet's Redis session)
+        # is kept: adoption only fills what is missing.
+        own = project.container.credential_store()
+        if own.load() is None:
+            own.save(credentials)
+        if project.container.token_store().load() is None:
+            raw = read_client_token(layout.directory, layout.root, remote)
+            if raw is not None:
+                _take_client_token(project, raw)
         save_settings(layout, settings)
         logger.info("adopted the CIDX client's login for %s at %s from %s",
                     remote.username, remote.server_url, layout.remote_config)
@@ -187,15 +196,38 @@ def _loopback(host: str) -> bool:
 
 
 def pin_algorithm(project: Project) -> None:
-    """Record the algorithm of the project's first token as its pin (decisions.md)."""
+    """Record the algorithm of the project's first token as its pin (decisions.md).
+
+    Only a token this process got from the server itself (a login or a refresh) pins:
+    not one taken from the store, which a file planted in a checkout could have put there.
+    """
     if project.settings.allowed_algorithms is not None:
         return
     session = project.provider.session
-    if session is None:
+    if session is None or session.token.fingerprint not in project.obtained.fingerprints:
         return
-    pinned = replace(project.settings, allowed_algorithms=(session.token.alg,))
+    current = load_settings(project.layout)  # another command may have logged in meanwhile
+    if current is None or current.allowed_algorithms is not None or (
+        (current.server_url, current.username)
+        != (project.settings.server_url, project.settings.username)
+    ):
+        return
+    pinned = replace(current, allowed_algorithms=(session.token.alg,))
     save_settings(project.layout, pinned)
     project.settings = pinned
+
+
+class Obtained:
+    """An event sink that remembers the tokens this process got from the server."""
+
+    _KINDS = frozenset({EventKind.LOGGED_IN, EventKind.RELOGGED_IN, EventKind.REFRESHED})
+
+    def __init__(self) -> None:
+        self.fingerprints: set[str] = set()
+
+    def emit(self, event: AuthEvent) -> None:
+        if event.kind in self._KINDS and event.fingerprint is not None:
+            self.fingerprints.add(event.fingerprint)
 
 
 def shared_store_url(settings: ProjectSettings) -> str | None:

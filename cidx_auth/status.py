@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cidx_client_files import read_remote_config
-
 from adapters.project_layout import ProjectLayout, load_settings
 from cidx_auth.domain.breaker import Circuit
+from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.expiry import ExpiryPolicy
 from cidx_auth.project import open_project
 
@@ -28,7 +28,11 @@ def collect(root: Path) -> dict[str, Any]:
     """
     layout = ProjectLayout(root)
     if load_settings(layout) is None:
-        remote = read_remote_config(layout.directory)
+        try:
+            remote = read_remote_config(layout.directory)
+        except ConfigurationError as problem:  # a question: answered, not an error
+            return {"logged_in": False, "token_state": "none",
+                    "settings_from": str(layout.remote_config), "next_step": str(problem)}
         if remote is not None:  # the CIDX client's project, not adopted yet: read only
             return {
                 "logged_in": False,
@@ -36,8 +40,9 @@ def collect(root: Path) -> dict[str, Any]:
                 "username": remote.username,
                 "settings_from": str(layout.remote_config),
                 "token_state": "none",
-                "next_step": "the next command (token, request, query) takes this login "
-                             "from the CIDX client's files; or run `cidx-auth login`",
+                "next_step": "the next command (token, request, query) will try to take "
+                             "this login from the CIDX client's files; or run "
+                             "`cidx-auth login`",
             }
     project = open_project(root)
     try:

@@ -6,7 +6,7 @@ The tree::
     ├── ConfigurationError (ValueError)     bad setting or argument          exit 2
     ├── TokenRejected (ValueError)          a JWT the rules refuse
     │   ├── MalformedToken                  not three base64url JSON parts
-    │   ├── DisallowedAlgorithm             alg "none" or outside the allowed set exit 2
+    │   ├── DisallowedAlgorithm             alg "none" or not the pinned one  exit 3
     │   └── UnusableLifetime                no exp, lifetime > 24 h, iat in the future
     ├── AuthenticationError                 the server refused who we are     exit 3
     │   ├── InvalidCredentials              login answered 401
@@ -55,9 +55,12 @@ class MalformedToken(TokenRejected):
 
 
 class DisallowedAlgorithm(TokenRejected):
-    """The JWT header names an algorithm that the settings do not allow."""
+    """The JWT header names an algorithm the project's pin does not allow (or "none").
 
-    exit_code = 2  # a setting to change (--allow-alg), not a fault
+    Exit 3, as any token the client refuses to use; ``login --allow-alg`` turns it into a
+    usage error (exit 2), since there the user named the algorithm."""
+
+    exit_code = 3
 
 class UnusableLifetime(TokenRejected):
     """The token has no usable expiry, lives too long, or was issued in the future."""

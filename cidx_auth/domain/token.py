@@ -145,8 +145,9 @@ def parse_access_token(
     if alg not in rules.allowed_algorithms:
         allowed = ", ".join(sorted(rules.allowed_algorithms))
         raise DisallowedAlgorithm(
-            f"the server signs tokens with {alg}, but only {allowed} is allowed; "
-            f"allow it explicitly (cidx-auth login --allow-alg {alg}) if you trust this server"
+            f"the server signs tokens with {alg}, but only {allowed} is allowed here (the "
+            "algorithm pinned at login); if the server really changed, run `cidx-auth "
+            "login` again to pin it anew"
         )
     iat = _number(claims.get("iat"))
     exp = _number(claims.get("exp"))

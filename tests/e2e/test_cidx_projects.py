@@ -85,6 +85,8 @@ def test_a_valid_client_token_is_used_without_any_login(
     assert result.stdout.strip() == issued
     assert logins(hs_server) == before
     assert client_files(cli) == written
+    settings = json.loads((cli.project / ".code-indexer" / "auth.json").read_text())
+    assert settings["allowed_algorithms"] is None  # a token from a file pins nothing
 
 
 def test_an_explicit_login_leaves_the_client_files_alone(
@@ -96,6 +98,7 @@ def test_an_explicit_login_leaves_the_client_files_alone(
     assert result.returncode == 0, result.stderr
     assert cli.run("token").returncode == 0
     assert client_files(cli) == written
+    assert logins(hs_server) == 1
 
 
 def test_migrate_removes_the_weak_copies_and_says_so(cli: Cli, hs_server: RunningServer) -> None:
@@ -112,12 +115,15 @@ def test_migrate_removes_the_weak_copies_and_says_so(cli: Cli, hs_server: Runnin
     assert PASSWORD not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("problem", ["damaged", "local", "no user", "other path"])
+@pytest.mark.parametrize(("problem", "code"), [
+    ("damaged", 2), ("local", 2), ("no user", 2), ("other path", 3), ("plain http", 2),
+])
 def test_a_client_project_that_cannot_be_adopted_is_a_clear_error_and_changes_nothing(
-    cli: Cli, hs_server: RunningServer, problem: str, tmp_path: Path
+    cli: Cli, hs_server: RunningServer, problem: str, code: int, tmp_path: Path
 ) -> None:
+    url = "http://cidx.example.com" if problem == "plain http" else hs_server.url
     write_client_project(
-        cli.project, server_url=hs_server.url, username=USER, password=PASSWORD,
+        cli.project, server_url=url, username=USER, password=PASSWORD,
         mode="local" if problem == "local" else "remote",
         repo_path=tmp_path / "elsewhere" if problem == "other path" else None,
     )
@@ -130,7 +136,39 @@ def test_a_client_project_that_cannot_be_adopted_is_a_clear_error_and_changes_no
         config.write_text(json.dumps(document))
     before = {p.name: p.read_bytes() for p in config.parent.iterdir()}
     result = cli.run("token")
-    assert result.returncode in (2, 3), result.stderr
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "cidx-auth login" in result.stderr
+    assert PASSWORD not in result.stderr
     assert {p.name: p.read_bytes() for p in config.parent.iterdir()} == before
     assert logins(hs_server) == 0
+    status = cli.run("status", "--json")  # a question: answered with exit 0
+    assert status.returncode == 0 and json.loads(status.stdout)["logged_in"] is False
+    explicit = cli.run("login", "--server", hs_server.url, "--username", USER,
+                       "--password-stdin", stdin=PASSWORD + "\n")
+    assert explicit.returncode == 0, explicit.stderr  # never in the way of a plain login
+
+
+def test_a_refused_imported_password_costs_one_failed_login_then_none(
+    cli: Cli, hs_server: RunningServer
+) -> None:
+    written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                                   password="an-old-password")
+    first = cli.run("token")
+    assert first.returncode == 3 and "forgotten" in first.stderr, first.stderr
+    for _ in range(3):
+        later = cli.run("token")
+        assert later.returncode == 3 and "cidx-auth login" in later.stderr
+    assert hs_server.stats()["users"][USER]["failed_logins"] == 1  # never a second
+    assert logins(hs_server) == 0
+    assert client_files(cli) == written
+
+
+def test_adoption_keeps_what_cidx_auth_already_holds(cli: Cli, hs_server: RunningServer) -> None:
+    write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                         password=PASSWORD)
+    assert cli.run("token").returncode == 0
+    settings = cli.project / ".code-indexer" / "auth.json"
+    settings.unlink()  # lost; cidx-auth's own token and password are still there
+    before = logins(hs_server)
+    assert cli.run("token").returncode == 0
+    assert logins(hs_server) == before  # its own fresh token was kept, not replaced

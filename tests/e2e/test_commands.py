@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +11,12 @@ import pytest
 from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.slow
+
+
+def pinned(cli: Cli) -> list[str]:
+    settings = json.loads((cli.project / ".code-indexer" / "auth.json").read_text())
+    algorithms: list[str] = settings["allowed_algorithms"]
+    return algorithms
 
 
 def test_serve_then_login_with_the_password_from_the_environment(cli: Cli) -> None:
@@ -23,16 +30,22 @@ def test_serve_then_login_with_the_password_from_the_environment(cli: Cli) -> No
         line = server.stdout.readline().strip()
         assert line.startswith("serving on http://127.0.0.1:")
         url = line.removeprefix("serving on ")
-        refused = cli.run("login", "--server", url, "--username", "bob", stdin="",
-                          env_extra={"CIDX_PASSWORD": "builder-pw"})
-        assert refused.returncode == 2 and "--allow-alg HS256" in refused.stderr  # RS256 only
+        password = {"CIDX_PASSWORD": "builder-pw"}
+        refused = cli.run("login", "--server", url, "--username", "bob", "--allow-alg",
+                          "RS256", stdin="", env_extra=password)
+        assert refused.returncode == 2 and "given with --allow-alg" in refused.stderr
         assert cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "none",
-                       env_extra={"CIDX_PASSWORD": "builder-pw"}).returncode == 2
-        done = cli.run("login", "--server", url, "--username", "bob", "--allow-alg", "hs256",
-                       env_extra={"CIDX_PASSWORD": "builder-pw"})
-        assert done.returncode == 0, done.stderr
+                       env_extra=password).returncode == 2
+        done = cli.run("login", "--server", url, "--username", "bob", env_extra=password)
+        assert done.returncode == 0, done.stderr  # pinned to the first token's algorithm
         assert "builder-pw" not in done.stdout + done.stderr
+        assert pinned(cli) == ["HS256"]
         assert cli.run("token").returncode == 0
+        explicit = cli.run("login", "--server", url, "--username", "bob", "--allow-alg",
+                           "hs256", "--allow-alg", "HS512", env_extra=password)
+        assert explicit.returncode == 0 and pinned(cli) == ["HS256", "HS512"]  # replaced
+        again = cli.run("login", "--server", url, "--username", "bob", env_extra=password)
+        assert again.returncode == 0 and pinned(cli) == ["HS256"]  # pinned anew
     finally:
         server.terminate()
         server.wait(10)

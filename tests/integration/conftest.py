@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from adapters.events import CountingSink
 from adapters.memory import FakeClock, ScriptedGateway
 from cidx_auth.container import Container, build_files
 from cidx_auth.service.renewal import Rules
+from tests.integration.immutable_files import Immutable
 from tests.integration.storage_helpers import ALICE, SERVER_URL
 
 
@@ -58,3 +60,13 @@ class Files:
 @pytest.fixture
 def files(project: Path, config_dir: Path) -> Files:
     return Files(project, config_dir)
+
+
+@pytest.fixture
+def immutable() -> Iterator[Immutable]:
+    """Files made immutable with ``chattr +i`` for the test, always made mutable again."""
+    bits = Immutable()
+    try:
+        yield bits
+    finally:
+        bits.release()

@@ -19,9 +19,7 @@ import fcntl
 import logging
 import multiprocessing
 import os
-import shutil
 import stat
-import subprocess
 from collections.abc import Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -30,6 +28,7 @@ import pytest
 
 from adapters.file_lock import file_lock
 from cidx_auth.domain.errors import CidxAuthError, LockTimeout, LockUnavailable, StorageError
+from tests.integration.immutable_files import Immutable
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
 
@@ -98,43 +97,6 @@ def exit_code_of_taking(
     child.start()
     child.join(120)
     return child.exitcode
-
-
-class Immutable:
-    """``chattr +i`` on paths, checked to really refuse writes, always undone."""
-
-    def __init__(self) -> None:
-        self.paths: list[Path] = []
-
-    def set(self, *paths: Path) -> None:
-        if shutil.which("chattr") is None:
-            pytest.skip("chattr is not installed: cannot make files immutable")
-        for path in paths:
-            done = subprocess.run(
-                ["chattr", "+i", str(path)], capture_output=True, text=True, check=False
-            )
-            if done.returncode != 0:
-                pytest.skip(f"chattr +i {path.name} failed: {done.stderr.strip()}")
-            self.paths.append(path)
-            probe = path / "write-probe" if path.is_dir() else path
-            try:
-                os.close(os.open(probe, os.O_RDWR | os.O_CREAT, 0o600))
-            except PermissionError:
-                continue
-            pytest.skip(f"{probe} is still writable under chattr +i on this filesystem")
-
-    def release(self) -> None:
-        while self.paths:
-            subprocess.run(["chattr", "-i", str(self.paths.pop())], check=True)
-
-
-@pytest.fixture
-def immutable() -> Iterator[Immutable]:
-    bits = Immutable()
-    try:
-        yield bits
-    finally:
-        bits.release()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ the reason where it does not, and always clears the bit again.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from adapters.shared_key import project_cipher
 from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
 from refserver.harness import RunningServer
 from tests.e2e.conftest import USER, Cli, server_with
+from tests.integration.immutable_files import Immutable
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
 
@@ -152,49 +152,6 @@ def test_a_command_stopped_during_its_refresh_causes_no_replay(
 # b. Project files that cannot be written ------------------------------------------------
 
 
-class Immutable:
-    """``chattr +i`` on some paths, undone by :meth:`release` (idempotent)."""
-
-    def __init__(self) -> None:
-        self.paths: list[Path] = []
-
-    def set(self, paths: list[Path]) -> None:
-        if shutil.which("chattr") is None:
-            pytest.skip("chattr is not installed: cannot make files immutable")
-        for path in paths:
-            done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True,
-                                  check=False)
-            if done.returncode != 0:
-                self.release()
-                pytest.skip(f"chattr +i {path.name} failed: {done.stderr.strip()}")
-            self.paths.append(path)
-        for path in paths:
-            self._check_unwritable(path)
-
-    def release(self) -> None:
-        while self.paths:
-            subprocess.run(["chattr", "-i", str(self.paths.pop())], check=True)
-
-    def _check_unwritable(self, path: Path) -> None:
-        probe = path / "write-probe" if path.is_dir() else path
-        try:
-            with probe.open("ab"):
-                pass
-        except OSError:
-            return
-        self.release()
-        pytest.skip(f"{probe} is still writable under chattr +i on this filesystem")
-
-
-@pytest.fixture
-def immutable() -> Iterator[Immutable]:
-    bits = Immutable()
-    try:
-        yield bits
-    finally:
-        bits.release()
-
-
 @pytest.mark.parametrize("directory_too", [False, True], ids=["files", "files-and-directory"])
 def test_unwritable_project_files_cause_no_replay(
     cli: Cli, server: RunningServer, immutable: Immutable, directory_too: bool
@@ -202,7 +159,7 @@ def test_unwritable_project_files_cause_no_replay(
     store = cli.project / ".code-indexer"
     files = sorted(path for path in store.iterdir() if path.is_file())
     assert store / ".token" in files and store / ".token.lock" in files
-    immutable.set([*files, store] if directory_too else files)
+    immutable.set(*[*files, store] if directory_too else files)
 
     for turn in range(3):
         done = cli.run("token")
@@ -232,7 +189,7 @@ def test_an_unusable_lock_file_with_a_crowd_causes_no_replay(
 ) -> None:
     lock_file = ProjectLayout(cli.project).token_lock
     assert lock_file.is_file()
-    immutable.set([lock_file])
+    immutable.set(lock_file)
 
     crowd = [start(cli, "token") for _ in range(CROWD)]
     results = [finish(child) for child in crowd]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from adapters.fernet_cipher import FernetCipher
 from adapters.file_credential_store import UNREADABLE
-from adapters.file_io import is_own_format
+from adapters.file_io import is_foreign
 from adapters.project_layout import ProjectLayout
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import CredentialsUnreadable, MalformedToken
@@ -95,7 +95,7 @@ def test_any_token_file_content_loads_as_none_and_only_our_own_is_set_aside(
     files.store.path.write_bytes(content)
     aside = set(files.store.path.parent.glob(".token.corrupt-*"))
     assert files.store.load() is None
-    if is_own_format(content):  # damaged: set aside, so a new token can be stored
+    if not is_foreign(content):  # damaged: set aside, so a new token can be stored
         assert not files.store.path.exists()
         assert set(files.store.path.parent.glob(".token.corrupt-*")) - aside
     else:  # another program's file: left exactly as it is
@@ -130,7 +130,7 @@ def test_any_creds_file_content_is_a_clear_error(
     cipher = cipher_for(project, config_dir)
     content = data.draw(st.one_of(garbage(cipher, genuine), near_miss_credentials(cipher)))
     files.credentials.path.write_bytes(content)
-    if not is_own_format(content):  # another program's .creds: none of ours, left alone
+    if is_foreign(content):  # another program's .creds: none of ours, left alone
         assert files.credentials.load() is None
         assert files.credentials.path.read_bytes() == content
         return
@@ -153,7 +153,7 @@ def test_a_provider_over_a_garbage_token_logs_in_again(
 
     assert first.gateway.logins == 1
     loaded = Files(project, config_dir).store.load()
-    if not is_own_format(content):  # another program's file is never overwritten
+    if is_foreign(content):  # another program's file is never overwritten
         assert ProjectLayout(project).token.read_bytes() == content and loaded is None
         return
     assert list(first.store.path.parent.glob(".token.corrupt-*"))  # set aside, not overwritten

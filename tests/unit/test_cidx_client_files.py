@@ -18,13 +18,12 @@ from adapters.cidx_client_files import (
     REMOTE_CONFIG,
     RemoteConfig,
     decrypt_client_blob,
-    is_cidx_auth_format,
-    is_foreign_file,
     read_client_credentials,
     read_client_token,
     read_remote_config,
     remove_weak_copies,
 )
+from adapters.file_io import is_foreign, is_own_format
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, NotLoggedIn, StorageError
 from tests.cidx_client_format import (
@@ -111,11 +110,13 @@ def test_another_path_server_or_user_gives_another_key() -> None:
 
 def test_formats_are_told_apart() -> None:
     ours = Fernet(Fernet.generate_key()).encrypt(b"{}")
-    assert is_cidx_auth_format(ours)
-    assert is_cidx_auth_format(ours[:20])  # the first bytes are enough
-    assert not is_cidx_auth_format(encrypt_client_blob(DOCUMENT, USER, Path("/p"), URL))
-    assert is_cidx_auth_format(b"gAAAAAgarbage 2")  # damaged, but ours: set aside, not kept
-    assert not is_cidx_auth_format(b'{"mode": "remote"}')
+    client = encrypt_client_blob(DOCUMENT, USER, Path("/p"), URL)
+    assert is_own_format(ours) and not is_foreign(ours)
+    assert is_own_format(ours[:20])  # the first bytes are enough
+    assert is_foreign(client) and not is_own_format(client)
+    assert not is_foreign(b"gAAAAAgarbage 2")  # damaged, but ours: set aside, not kept
+    assert not is_foreign(bytes(len(client)))  # zero-filled by a crash: damage, not foreign
+    assert not is_foreign(client[:-1])  # not whole AES blocks: not the client's either
 
 
 # --- .remote-config -----------------------------------------------------------------
@@ -332,34 +333,7 @@ def test_reading_changes_nothing(tmp_path: Path) -> None:
     config = remote(tmp_path)
     read_client_credentials(directory, tmp_path, config)
     read_client_token(directory, tmp_path, config)
-    is_foreign_file(directory / ".creds")
     assert snapshot(directory) == before
-
-
-# --- foreign files ------------------------------------------------------------------
-
-
-def test_foreign_files(tmp_path: Path) -> None:
-    written = project(tmp_path, token=JWT)
-    directory = tmp_path / ".code-indexer"
-    assert is_foreign_file(directory / ".creds")
-    assert is_foreign_file(directory / ".token")
-    assert written[".creds"] == (directory / ".creds").read_bytes()
-    ours = tmp_path / "ours"
-    ours.write_bytes(Fernet(Fernet.generate_key()).encrypt(b"{}"))
-    assert not is_foreign_file(ours)
-    assert not is_foreign_file(tmp_path / "missing")
-    (tmp_path / "empty").write_bytes(b"")
-    assert not is_foreign_file(tmp_path / "empty")
-    assert not is_foreign_file(directory)
-
-
-@pytest.mark.posix
-def test_a_symlink_is_foreign_and_not_followed(tmp_path: Path) -> None:
-    ours = tmp_path / "ours"
-    ours.write_bytes(Fernet(Fernet.generate_key()).encrypt(b"{}"))
-    (tmp_path / "link").symlink_to(ours)
-    assert is_foreign_file(tmp_path / "link")
 
 
 # --- --migrate ----------------------------------------------------------------------
