@@ -3,7 +3,7 @@
     with CidxClient(settings, provider, breaker, clock=SystemClock()) as cidx:
         hits = cidx.query("where is the token refreshed?", "backend", limit=5)
 
-Each client owns an httpx client with ``auth=CidxAuth(provider)``, so tokens are
+Each client owns an httpx client with ``auth=CidxAuth(provider, server)``, so tokens are
 attached, renewed and retried after a 401 below the business code. The calls, the
 retry loop, the breaker bookkeeping and the meaning of each answer live in
 ``adapters.cidx_calls``; the two classes here only send, sleep and wait for tokens,
@@ -68,7 +68,7 @@ class _Shared:
     ) -> None:
         self._rules = Policies(settings, breaker, retry, clock, rng)
         self._source = provider
-        self._auth = CidxAuth(provider)
+        self._auth = CidxAuth(provider, settings.server)
 
     def _object(self, body: Any, call: Call) -> dict[str, Any]:
         if not isinstance(body, dict):

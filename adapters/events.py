@@ -17,6 +17,7 @@ _LEVELS = {
     EventKind.BREAKER: logging.INFO,
     EventKind.RETRY: logging.INFO,
     EventKind.REFRESH_REFUSED: logging.INFO,
+    EventKind.REPLAY_REPORTED: logging.WARNING,  # news to the user: the token may be copied
 }
 
 

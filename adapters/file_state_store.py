@@ -3,9 +3,14 @@
 Format (plain JSON, no secrets, written atomically with mode 0600)::
 
     {"version": 1,
-     "breaker": {"circuit": "closed", "failures": 0, "open_until": 0.0, "probe_until": null},
+     "breaker": {"circuit": "closed", "failures": 0, "open_until": 0.0, "probe_until": null,
+                 "open_period": 30.0},
      "counters": {"logins": 1, "refreshes": 4},
      "last_refresh": 1800000123.5}
+
+``open_period`` (the breaker's last open period, which the next failed probe doubles) came
+after version 1 was first written; a file without it reads as 30 s, and an older
+cidx-auth ignores it, so the version stays 1.
 
 ``read`` is one ``stat`` when nothing changed since the last read, and takes no lock.
 ``update`` is read-modify-write under its own lock (``.state.lock``, separate from the
@@ -30,7 +35,7 @@ from typing import Any
 
 from adapters.file_io import Identity, read_private, stat_identity, warn, write_private
 from adapters.file_lock import file_lock
-from cidx_auth.domain.breaker import BreakerState, Circuit
+from cidx_auth.domain.breaker import FIRST_OPEN_PERIOD, BreakerState, Circuit
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.events import ClientState
 
@@ -147,6 +152,7 @@ def state_to_dict(state: ClientState) -> dict[str, Any]:
             "failures": breaker.failures,
             "open_until": breaker.open_until,
             "probe_until": breaker.probe_until,
+            "open_period": breaker.open_period,
         },
         "counters": dict(state.counters),
         "last_refresh": state.last_refresh,
@@ -171,6 +177,7 @@ def state_from_dict(document: Any) -> ClientState:
         _count(raw["failures"]),
         _time(raw["open_until"]),
         None if raw["probe_until"] is None else _time(raw["probe_until"]),
+        _time(raw.get("open_period", FIRST_OPEN_PERIOD)),
     )
     counters = document["counters"]
     if not isinstance(counters, dict) or not all(isinstance(k, str) for k in counters):

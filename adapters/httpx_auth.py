@@ -1,6 +1,11 @@
 """A drop-in ``httpx.Auth`` that sends the provider's bearer token and survives a 401.
 
-    client = httpx.Client(base_url=url, auth=CidxAuth(provider))
+    client = httpx.Client(base_url=url, auth=CidxAuth(provider, url))
+
+The token goes only to the CIDX server's origin (scheme, host and port of the URL it is
+bound to): a request to any other origin passes untouched, and its 401 never reports,
+drops or renews anything. A client that talks to two hosts must not hand the second one
+the CIDX token, nor pay a refresh for every refusal of a token that was never its own.
 
 The logic lives once, in :func:`bearer_flow`, a generator that yields either a request
 to send or a question for the token source (a token, please; this one was refused).
@@ -75,6 +80,14 @@ def bearer_flow(request: httpx.Request) -> Flow:
     yield request
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port made explicit, as browsers compare."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
 def replayable(request: httpx.Request) -> bool:
     """Whether the body can be sent again: bytes in memory, not a consumed stream."""
     return isinstance(request.stream, httpx.ByteStream)
@@ -87,11 +100,15 @@ def _authorize(request: httpx.Request, token: str) -> None:
 class CidxAuth(httpx.Auth):
     """Bearer authentication from a :class:`TokenSource`, for ``Client`` and ``AsyncClient``."""
 
-    def __init__(self, source: TokenSource) -> None:
+    def __init__(self, source: TokenSource, server: str | httpx.URL) -> None:
         self._source = source
+        self._origin = origin(httpx.URL(server))
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response,
                                                                    None]:
+        if origin(request.url) != self._origin:
+            yield request  # another host: no token, and its 401 is its own business
+            return
         flow = bearer_flow(request)
         answer: Any = None
         try:
@@ -112,6 +129,9 @@ class CidxAuth(httpx.Auth):
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request,
                                                                              httpx.Response]:
+        if origin(request.url) != self._origin:
+            yield request
+            return
         flow = bearer_flow(request)
         answer: Any = None
         try:

@@ -20,10 +20,13 @@ project keeps its names if ``.remote-config`` is removed later).
 ``auth.json``::
 
     {"server_url": "https://cidx.example.com", "username": "alice",
-     "allowed_algorithms": ["HS256"], "ca_bundle": null, "store_url": null}
+     "allowed_algorithms": ["HS256"], "ca_bundle": null, "store_url": null,
+     "plain_http": false}
 
 ``allowed_algorithms`` is the algorithm pin: null until the first login, which pins the
 algorithm of the token it got (or the ones given with ``login --allow-alg``).
+``plain_http`` records ``login --allow-plain-http``: the user's consent to send the
+password and tokens in clear text to a non-loopback ``http://`` server.
 """
 
 from __future__ import annotations
@@ -122,6 +125,8 @@ class ProjectSettings:
     """The algorithm pin; None until the first login pins one (any JWS algorithm until then)."""
     ca_bundle: str | None = None
     store_url: str | None = None
+    plain_http: bool = False
+    """The user opted in to plain http to a host other than this machine."""
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("https://", "http://")):
@@ -167,6 +172,7 @@ def save_settings(layout: ProjectLayout, settings: ProjectSettings) -> None:
         ),
         "ca_bundle": settings.ca_bundle,
         "store_url": settings.store_url,
+        "plain_http": settings.plain_http,
     }
     data = (json.dumps(document, indent=2) + "\n").encode()
     write_private(layout.settings, data, sweep_young=False, now=time.time())
@@ -180,6 +186,10 @@ def _fields(document: Any) -> dict[str, Any]:
         raise ValueError("allowed_algorithms is not a list")
     fields: dict[str, Any] = {"server_url": document["server_url"]}
     fields["allowed_algorithms"] = None if algorithms is None else tuple(algorithms)
+    plain_http = document.get("plain_http", False)
+    if not isinstance(plain_http, bool):
+        raise ValueError("plain_http is not true or false")
+    fields["plain_http"] = plain_http
     for name in ("username", "ca_bundle", "store_url"):
         value = document.get(name)
         if value is not None and not isinstance(value, str):

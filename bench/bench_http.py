@@ -100,7 +100,7 @@ async def async_figures(settings: HttpSettings, provider: TokenProvider,
     token = await provider.aget_token()
     static = make_async_client(settings, context=ssl_context(settings))
     static.headers["Authorization"] = f"Bearer {token}"
-    cidx_auth = make_async_client(settings, auth=CidxAuth(provider))
+    cidx_auth = make_async_client(settings, auth=CidxAuth(provider, settings.server))
     oauth = AsyncOAuth2Client(
         token={"access_token": token, "token_type": "bearer", "expires_at": time.time() + 3600},
         base_url=settings.server, verify=ssl_context(settings), http2=settings.http2,
@@ -135,7 +135,7 @@ async def async_figures(settings: HttpSettings, provider: TokenProvider,
 def sync_figures(settings: HttpSettings, provider: TokenProvider) -> dict[str, list[float]]:
     static = make_client(settings, context=ssl_context(settings))
     static.headers["Authorization"] = f"Bearer {provider.get_token()}"
-    cidx_auth = make_client(settings, auth=CidxAuth(provider))
+    cidx_auth = make_client(settings, auth=CidxAuth(provider, settings.server))
     api = CidxClient(settings, provider, breaker(MemoryStateStore()), clock=SystemClock())
     variants: dict[str, Callable[[], Any]] = {
         "static header": lambda: static.get(PATH),
@@ -156,7 +156,8 @@ def sync_figures(settings: HttpSettings, provider: TokenProvider) -> dict[str, l
 
 def flow_alone(provider: TokenProvider, calls: int = 20_000) -> None:
     """CidxAuth's own cost per request, no network: the sync flow driven by hand."""
-    auth, request = CidxAuth(provider), httpx.Request("GET", "https://cidx.test/api/repos")
+    auth = CidxAuth(provider, "https://cidx.test")
+    request = httpx.Request("GET", "https://cidx.test/api/repos")
     answer = httpx.Response(200)
     start = time.perf_counter()
     for _ in range(calls):

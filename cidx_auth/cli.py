@@ -148,19 +148,22 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--store", "store_url", metavar="URL",
               help="Keep the token in Redis (redis://HOST:PORT/DB or rediss://...), shared "
                    "by every host logged in as this user (env CIDX_STORE_URL overrides).")
+@click.option("--allow-plain-http", is_flag=True,
+              help="Send the password and tokens to a non-loopback http:// server in clear "
+                   "text (recorded in auth.json; anyone on the network can read them).")
 @click.option("--migrate", is_flag=True,
               help="In a project the CIDX client set up: log in with its saved login, then "
                    "remove its weakly encrypted copies of the password (`cidx` asks again).")
 @handled
 def login(server: str | None, username: str | None, password_stdin: bool,
           ca_bundle: Path | None, allow_alg: tuple[str, ...], store_url: str | None,
-          migrate: bool) -> None:
+          allow_plain_http: bool, migrate: bool) -> None:
     """Log in, and store the credentials, settings and token for this project."""
     from adapters.cidx_client_files import read_remote_config
     from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
     from cidx_auth.domain.credentials import Credentials
     from cidx_auth.domain.errors import DisallowedAlgorithm
-    from cidx_auth.project import check_plain_http, open_project
+    from cidx_auth.project import check_plain_http, is_remote_plain_http, open_project
 
     root = _options().root
     layout = ProjectLayout(root)
@@ -177,8 +180,10 @@ def login(server: str | None, username: str | None, password_stdin: bool,
             f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
             "is not there)"
         )
-    if remote is not None and not server:
+    if remote is not None and not server and not allow_plain_http:
         check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
+    if server and not allow_plain_http:
+        check_plain_http(server, "--server")
     server = server or (remote.server_url if remote else None)
     username = username or (remote.username if remote else None)
     if not server or not username:
@@ -186,7 +191,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                                  "settings to take them from in this project)")
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
-    previous = load_settings(layout)
+    load_settings(layout)  # vets an existing auth.json before the password is asked
     if store_url is not None:  # checked before the password is asked for
         from adapters.redis_connection import check_store_url, ping
 
@@ -195,7 +200,11 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     settings = ProjectSettings(
         server.rstrip("/"), username, pinned,
         str(ca_bundle.absolute()) if ca_bundle else None, store_url,
+        plain_http=allow_plain_http and is_remote_plain_http(server),
     )
+    if settings.plain_http:
+        logger.warning("%s is plain http: your password and tokens cross the network in "
+                       "clear text (you chose --allow-plain-http)", settings.server_url)
     if migrate:
         assert remote is not None
         credentials = _migrated_login(layout, remote, settings)
@@ -203,9 +212,9 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         credentials = Credentials(username, _read_password(password_stdin))
     project = open_project(root, settings)
     try:
-        if previous is None or previous.server_url != settings.server_url:
-            # The circuit judged the old server; a new URL (a typo fixed) starts afresh.
-            project.container.breaker().reset()
+        # Every login starts the circuit afresh: the user says the server is worth trying
+        # now (it may be back, or a typo in the URL was fixed), so no old failure blocks it.
+        project.container.breaker().reset()
         try:
             session = project.provider.login(credentials)
         except DisallowedAlgorithm as refused:
@@ -222,22 +231,31 @@ def login(server: str | None, username: str | None, password_stdin: bool,
             click.echo(f"Removed {removed}")
         click.echo("`cidx` will ask for your password again the next time it needs it.")
     until = _clock_time(session.token.exp - session.clock_offset)
-    click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until})")
+    pin = ", ".join(project.settings.algorithms)
+    click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
+               f"tokens must be signed {pin})")
 
 
 @cli.command()
+@click.option("--refresh", is_flag=True,
+              help="The server refused the stored token (a 401): renew it and print the "
+                   "new one; no later command hands out the refused token.")
 @handled
-def token() -> None:
+def token(refresh: bool) -> None:
     """Print a valid access token (for scripts), renewing it if needed."""
     from cidx_auth.fastpath import fresh_stored_token
 
     root = _options().root
-    raw = fresh_stored_token(root)
+    raw = None if refresh else fresh_stored_token(root)
     if raw is None:
         from cidx_auth.project import open_project
 
         project = open_project(root)
         try:
+            if refresh:
+                refused = project.container.token_store().load()
+                if refused is not None:
+                    project.provider.invalidate(refused.token.raw)
             raw = project.provider.get_token()
         finally:
             project.close()

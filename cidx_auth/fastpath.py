@@ -34,7 +34,7 @@ def fresh_stored_token(root: Path) -> str | None:
         session = decode_session(found[0], cipher) if found is not None else None
     except CidxAuthError:
         return None
-    if session is None or session.token.alg not in settings.algorithms:
+    if session is None or session.refused or session.token.alg not in settings.algorithms:
         return None
     state = ExpiryPolicy().state(session.token, time.time(), session.clock_offset)
     return session.token.raw if state is TokenState.FRESH else None

@@ -108,6 +108,8 @@ def open_project(
                 "`cidx-auth login --server URL --username NAME` first"
             )
         settings, adopting = _adoption(layout, remote)
+    if not settings.plain_http:
+        check_plain_http(settings.server_url, f"the server URL in {layout.settings}")
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
@@ -176,14 +178,25 @@ def _take_client_token(project: Project, raw: str) -> None:
 
 
 def check_plain_http(url: str, where: str) -> None:
-    """A password goes over plain http only to this machine (loopback)."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or _loopback(parts.hostname or ""):
+    """Passwords and tokens go over plain http only to this machine (loopback), unless
+    the user opted in at login; checked before any connection is made."""
+    if not is_remote_plain_http(url):
         return
     raise ConfigurationError(
         f"{where} names {url}, plain http to another host: cidx-auth will not send a "
-        "password there. Use the server's https:// URL with `cidx-auth login --server URL`"
+        "password or token there in clear text. Use the server's https:// URL, or opt in "
+        "with `cidx-auth login --server URL --allow-plain-http`"
     )
+
+
+def is_remote_plain_http(url: str) -> bool:
+    """Whether ``url`` is ``http://`` to a host other than localhost, 127/8 or ::1."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:  # not a URL at all: the HTTP settings say so, with the reason
+        return False
+    return parts.scheme == "http" and not _loopback(host)
 
 
 def _loopback(host: str) -> bool:

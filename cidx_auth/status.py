@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.cidx_client_files import read_remote_config
 from adapters.project_layout import ProjectLayout, load_settings
-from cidx_auth.domain.breaker import Circuit
+from cidx_auth.domain.breaker import BreakerConfig, next_probe
 from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.expiry import ExpiryPolicy
 from cidx_auth.project import open_project
@@ -62,19 +62,22 @@ def collect(root: Path) -> dict[str, Any]:
         "refresh_token_held": False,
         "credentials_stored": project.layout.creds.exists(),
         "settings_from": str(project.layout.settings),
+        "algorithms": list(settings.allowed_algorithms or []) or None,
+        "plain_http": settings.plain_http,
     }
     if session is not None:
         policy = ExpiryPolicy()
         token, offset = session.token, session.clock_offset
-        report["token_state"] = policy.state(token, time.time(), offset).value
+        judged = policy.state(token, time.time(), offset).value
+        report["token_state"] = "refused" if session.refused else judged
         report["expires_at"] = _clock(token.exp - offset)
         report["seconds_left"] = round(policy.seconds_left(token, time.time(), offset))
         report["refresh_token_held"] = bool(session.refresh_token)
     breaker = state.breaker
     report["breaker"] = breaker.circuit.value
     report["breaker_failures"] = breaker.failures
-    opened = breaker.circuit is Circuit.OPEN
-    report["next_attempt"] = _clock(breaker.open_until) if opened else None
+    # When the next probe may go (now, if it may go already); None while closed.
+    report["next_attempt"] = _clock(next_probe(breaker, time.time(), BreakerConfig()))
     report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
     report["last_refresh"] = _clock(state.last_refresh)
     return report

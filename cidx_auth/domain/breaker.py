@@ -1,15 +1,24 @@
 """The circuit breaker as a table: no I/O, no clock, time passed in.
 
-Rules (errata #9, #12)::
+Rules (errata #9, #12, #16)::
 
     CLOSED     --failure-->       CLOSED     one more consecutive failure
-    CLOSED     --trip-->          OPEN       the 5th consecutive failure
+    CLOSED     --trip-->          OPEN       the 5th consecutive failure: open 30 s
     CLOSED     --success-->       CLOSED     the count starts again
-    OPEN       --cooldown_over--> HALF_OPEN  300 s passed (longer if Retry-After said so)
+    OPEN       --cooldown_over--> HALF_OPEN  the open period has passed
     HALF_OPEN  --probe-->         HALF_OPEN  exactly one caller is let through
-    HALF_OPEN  --probe_lost-->    HALF_OPEN  the probe never reported back; allow another
-    HALF_OPEN  --success-->       CLOSED
-    HALF_OPEN  --failure-->       OPEN       a new cooldown starts
+    HALF_OPEN  --probe_lost-->    HALF_OPEN  the probe never reported back in 90 s; allow another
+    HALF_OPEN  --success-->       CLOSED     failures 0; the next opening is 30 s again
+    HALF_OPEN  --failure-->       OPEN       open again for twice as long: 60, 120, 240, 300 s
+
+The open period grows only while the server stays down: 30 s at the trip, doubled by each
+failed probe, capped at 300 s. A short outage therefore costs at most 30 s after the
+server is back, where a fixed 300 s, once persisted across processes, held every command
+out for 5 minutes (errata #16). A ``Retry-After`` on a failure that opens the circuit
+lengthens that one opening, never shortens it, and is capped at 1 hour; it does not feed
+the doubling. Every ``login`` resets the breaker to ``BreakerState()``: closed, 30 s next.
+An ``open_until`` or ``probe_until`` further ahead than these rules allow (the clock was
+set back, or a file written by an older version with no cap) has ended.
 
 Any pair not in the table leaves the state as it is: a late answer from a call
 started before the circuit opened does not close it; only the probe decides.
@@ -23,7 +32,11 @@ import enum
 from dataclasses import dataclass, replace
 
 FAILURE_THRESHOLD = 5
-RECOVERY_TIMEOUT = 300.0
+FIRST_OPEN_PERIOD = 30.0
+MAX_OPEN_PERIOD = 300.0
+"""The story's 5 minutes: the longest the doubling goes."""
+MAX_RETRY_AFTER = 3600.0
+"""A server's ``Retry-After`` is honoured up to an hour, never for years."""
 PROBE_TIMEOUT = 90.0
 """A probe that has not reported back after this long is taken as lost (its process
 died); longer than any single call can take with the client's timeouts."""
@@ -44,15 +57,25 @@ class Signal(enum.Enum):
     PROBE_LOST = "probe_lost"
 
 
-TRANSITIONS: dict[tuple[Circuit, Signal], Circuit] = {
-    (Circuit.CLOSED, Signal.FAILURE): Circuit.CLOSED,
-    (Circuit.CLOSED, Signal.TRIP): Circuit.OPEN,
-    (Circuit.CLOSED, Signal.SUCCESS): Circuit.CLOSED,
-    (Circuit.OPEN, Signal.COOLDOWN_OVER): Circuit.HALF_OPEN,
-    (Circuit.HALF_OPEN, Signal.PROBE): Circuit.HALF_OPEN,
-    (Circuit.HALF_OPEN, Signal.PROBE_LOST): Circuit.HALF_OPEN,
-    (Circuit.HALF_OPEN, Signal.SUCCESS): Circuit.CLOSED,
-    (Circuit.HALF_OPEN, Signal.FAILURE): Circuit.OPEN,
+class Period(enum.Enum):
+    """What a transition does to the open period."""
+
+    KEEP = "keep"
+    FIRST = "first"
+    """Back to the first open period (30 s)."""
+    DOUBLE = "double"
+    """Twice the last one, capped."""
+
+
+TRANSITIONS: dict[tuple[Circuit, Signal], tuple[Circuit, Period]] = {
+    (Circuit.CLOSED, Signal.FAILURE): (Circuit.CLOSED, Period.KEEP),
+    (Circuit.CLOSED, Signal.TRIP): (Circuit.OPEN, Period.FIRST),
+    (Circuit.CLOSED, Signal.SUCCESS): (Circuit.CLOSED, Period.FIRST),
+    (Circuit.OPEN, Signal.COOLDOWN_OVER): (Circuit.HALF_OPEN, Period.KEEP),
+    (Circuit.HALF_OPEN, Signal.PROBE): (Circuit.HALF_OPEN, Period.KEEP),
+    (Circuit.HALF_OPEN, Signal.PROBE_LOST): (Circuit.HALF_OPEN, Period.KEEP),
+    (Circuit.HALF_OPEN, Signal.SUCCESS): (Circuit.CLOSED, Period.FIRST),
+    (Circuit.HALF_OPEN, Signal.FAILURE): (Circuit.OPEN, Period.DOUBLE),
 }
 
 
@@ -65,8 +88,14 @@ class Admission(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
     failure_threshold: int = FAILURE_THRESHOLD
-    recovery_timeout: float = RECOVERY_TIMEOUT
+    first_open_period: float = FIRST_OPEN_PERIOD
+    max_open_period: float = MAX_OPEN_PERIOD
+    max_retry_after: float = MAX_RETRY_AFTER
     probe_timeout: float = PROBE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first_open_period <= self.max_open_period <= self.max_retry_after:
+            raise ValueError("need 0 < first_open_period <= max_open_period <= max_retry_after")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +107,9 @@ class BreakerState:
     open_until: float = 0.0
     probe_until: float | None = None
     """Set while the one half-open probe is out, until it is presumed lost."""
+    open_period: float = FIRST_OPEN_PERIOD
+    """The last open period set by the doubling (``Retry-After`` aside); the next failed
+    probe doubles it."""
 
 
 def step(
@@ -88,18 +120,30 @@ def step(
     retry_after: float | None = None,
 ) -> BreakerState:
     """Apply one signal through the table; the fields follow the target state."""
-    target = TRANSITIONS.get((state.circuit, signal))
-    if target is None:
+    row = TRANSITIONS.get((state.circuit, signal))
+    if row is None:
         return state
+    target, rule = row
+    period = _period(state.open_period, rule, config)
     if target is Circuit.OPEN:
-        cooldown = max(config.recovery_timeout, retry_after or 0.0)
-        return BreakerState(Circuit.OPEN, state.failures + 1, now + cooldown, None)
+        asked = min(max(retry_after or 0.0, 0.0), config.max_retry_after)
+        until = now + max(period, asked)
+        return BreakerState(Circuit.OPEN, state.failures + 1, until, None, period)
     if target is Circuit.HALF_OPEN:
         probe_until = now + config.probe_timeout if signal is Signal.PROBE else None
         return replace(state, circuit=Circuit.HALF_OPEN, probe_until=probe_until)
     if signal is Signal.FAILURE:
         return replace(state, failures=state.failures + 1)
-    return BreakerState()
+    return BreakerState(open_period=period)
+
+
+def _period(last: float, rule: Period, config: BreakerConfig) -> float:
+    """The open period after a transition; a value no rule could make starts over."""
+    if rule is Period.FIRST or not config.first_open_period <= last <= config.max_open_period:
+        return config.first_open_period
+    if rule is Period.DOUBLE:
+        return min(last * 2, config.max_open_period)
+    return last
 
 
 def admit(state: BreakerState, now: float, config: BreakerConfig) -> tuple[Admission, BreakerState]:
@@ -107,11 +151,11 @@ def admit(state: BreakerState, now: float, config: BreakerConfig) -> tuple[Admis
     if state.circuit is Circuit.CLOSED:
         return Admission.ALLOW, state
     if state.circuit is Circuit.OPEN:
-        if now < state.open_until:
+        if now < state.open_until <= now + config.max_retry_after:
             return Admission.REJECT, state
         state = step(state, Signal.COOLDOWN_OVER, now, config)
     if state.probe_until is not None:
-        if now < state.probe_until:
+        if now < state.probe_until <= now + config.probe_timeout:
             return Admission.REJECT, state
         state = step(state, Signal.PROBE_LOST, now, config)
     return Admission.PROBE, step(state, Signal.PROBE, now, config)
@@ -136,3 +180,11 @@ def retry_at(state: BreakerState) -> float:
     if state.circuit is Circuit.OPEN:
         return state.open_until
     return state.probe_until or 0.0
+
+
+def next_probe(state: BreakerState, now: float, config: BreakerConfig) -> float | None:
+    """When the next probe may go: ``None`` while closed, ``now`` if it may go already."""
+    if state.circuit is Circuit.CLOSED:
+        return None
+    decision, _ = admit(state, now, config)
+    return now if decision is Admission.PROBE else retry_at(state)

@@ -21,6 +21,9 @@ class EventKind(enum.Enum):
     REFRESH_REFUSED = "refresh_refused"
     REFRESH_FAILED = "refresh_failed"
     """A refresh could not reach the server; a still-valid token stays in use."""
+    REPLAY_REPORTED = "replay_reported"
+    """The server refused a refresh as a replay: that refresh token was presented twice
+    (by someone), and the server revoked the session. The user should know."""
     REFRESH_ABANDONED = "refresh_abandoned"
     """The stored session's refresh was left in flight (its sender died, was interrupted
     or lost the answer), or its intent could not be recorded: log in, never refresh."""

@@ -94,6 +94,9 @@ class Session:
     refresh_in_flight: bool = False
     """The write-ahead intent: this session's refresh token was taken out to be sent and
     no answer has been stored since. Whoever finds it logs in; nobody refreshes."""
+    refused: bool = False
+    """The server answered 401 to this access token (revoked, or its secret changed):
+    no one hands it out again, though it has not expired."""
 
 
 def _b64decode(part: str) -> bytes:
@@ -194,6 +197,7 @@ def session_to_dict(session: Session, stored_at: float) -> dict[str, Any]:
         "clock_offset": session.clock_offset,
         "username": session.username,
         "refresh_in_flight": session.refresh_in_flight,
+        "refused": session.refused,
         "stored_at": stored_at,
     }
 
@@ -220,8 +224,8 @@ def session_from_dict(data: Any) -> Session:
     alg = text("alg")
     if alg is None:
         raise MalformedToken("the stored session has no algorithm")
-    in_flight = data.get("refresh_in_flight", False)
-    if not isinstance(in_flight, bool):
-        raise MalformedToken("the stored session has a bad refresh_in_flight")
+    in_flight, refused = data.get("refresh_in_flight", False), data.get("refused", False)
+    if not isinstance(in_flight, bool) or not isinstance(refused, bool):
+        raise MalformedToken("the stored session has a bad flag")
     token = AccessToken(raw, alg, exp, _number(iat), text("jti"), text("token_username"))
-    return Session(token, text("refresh_token"), offset, text("username"), in_flight)
+    return Session(token, text("refresh_token"), offset, text("username"), in_flight, refused)

@@ -57,7 +57,11 @@ class CircuitBreaker:
         )
 
     def reset(self) -> None:
-        """Close the circuit and forget failures (a new server URL was configured)."""
+        """Close the circuit, forget failures and start the open period over (at ``login``).
+
+        An explicit login is the user saying the server is worth trying now; a circuit
+        opened by an outage, a mistyped URL or a server that is back must not refuse it.
+        """
         self._change(lambda _: BreakerState(), self._clock.now())
 
     def _change(self, rule: Callable[[BreakerState], BreakerState], now: float) -> BreakerState:

@@ -122,7 +122,8 @@ class TokenProvider:
         return (await _wait(flight.future)).token.raw
 
     def invalidate(self, token: str) -> None:
-        """The server refused ``token`` (401): drop it if it is still the current one.
+        """The server refused ``token`` (401): drop it if it is still the current one,
+        and mark it refused in the store if it is the stored one.
 
         Tokens are compared, not generations counted, so twenty callers reporting the
         same refused token cause one renewal, and a report about an older token than
@@ -130,12 +131,15 @@ class TokenProvider:
         """
         rejected = fingerprint_of(token)
         with self._mutex:
-            if rejected not in self._rejected:
+            first_report = rejected not in self._rejected
+            if first_report:
                 self._rejected.append(rejected)
             current = self._current
             if current is not None and current.raw == token:
                 self._current = None
                 self._emit(AuthEvent(EventKind.INVALIDATED, self._clock.now(), "", rejected))
+        if first_report:  # so that other processes, and the token fast path, skip it too
+            self._renewal.record_refusal(token)
 
     def state(self) -> TokenState | None:
         """How usable the in-memory token is now; None when there is none."""

@@ -158,6 +158,18 @@ class Renewal:
             if forget:
                 self._credentials.clear()
 
+    def record_refusal(self, raw: str) -> None:
+        """The server refused ``raw`` (a 401): mark it so in the store, so that no process
+        hands it out again (the token fast path included). Best effort and never waiting:
+        a renewal that holds the lock is replacing the session anyway."""
+        try:
+            with self._store.lock(0.0):
+                stored = self._store.load()
+                if stored is not None and stored.token.raw == raw and not stored.refused:
+                    self._store.save(replace(stored, refused=True))
+        except (LockTimeout, StorageError):
+            pass  # memory knows; the next renewal replaces the stored session
+
     # ---- under the lock ---------------------------------------------------------------
 
     def _renew(
@@ -220,6 +232,8 @@ class Renewal:
             if isinstance(error, RefreshRejected | RateLimited):
                 # The refresh limiter answers 429 only to refused refreshes.
                 self._emit(EventKind.REFRESH_REFUSED, now, str(error), stored)
+                if _reports_replay(error):
+                    self._emit(EventKind.REPLAY_REPORTED, now, REPLAY_NEWS, stored)
                 return None
             if isinstance(error, ServerUnavailable):
                 self._emit(EventKind.REFRESH_FAILED, now, f"answer lost: {error}", stored)
@@ -358,7 +372,7 @@ class Renewal:
     def _state(
         self, session: Session | None, rejected: frozenset[str], now: float
     ) -> TokenState | None:
-        if session is None or session.token.fingerprint in rejected:
+        if session is None or session.refused or session.token.fingerprint in rejected:
             return None
         return self._rules.expiry.state(session.token, now, session.clock_offset)
 
@@ -367,6 +381,18 @@ class Renewal:
     ) -> None:
         fingerprint = session.token.fingerprint if session is not None else None
         self._emit_event(AuthEvent(kind, now, detail, fingerprint))
+
+
+REPLAY_NEWS = (
+    "the server says this session's refresh token was used twice and revoked the session "
+    "(logged in again); if no other cidx process explains it, the token may have been copied"
+)
+
+
+def _reports_replay(error: CidxAuthError) -> bool:
+    """The server's words for a replayed refresh token, or for a family revoked for one."""
+    text = str(error).lower()
+    return "replay" in text
 
 
 def _certainly_unsent(error: CidxAuthError) -> bool:

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from tests.e2e.conftest import Cli
+from refserver.harness import RunningServer
+from tests.e2e.conftest import USER, Cli
 
 pytestmark = pytest.mark.slow
 
@@ -98,3 +99,33 @@ def test_broken_pipe_is_quiet(cli: Cli) -> None:
     reader.stdin.close()
     reader.wait(10)
     assert "Traceback" not in writer.stderr and "unexpected" not in writer.stderr
+
+
+def test_token_refresh_after_a_401_and_no_process_prints_the_refused_token(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    first = cli.run("token").stdout.strip()
+    server.revoke(USER)  # the server now answers 401 to it, though it has not expired
+    renewed = cli.run("token", "--refresh")
+    assert renewed.returncode == 0, renewed.stderr
+    second = renewed.stdout.strip()
+    assert second and second != first
+    assert cli.run("token").stdout.strip() == second  # the fast path, a fresh process
+    status = json.loads(cli.run("status", "--json").stdout)
+    assert status["token_state"] == "fresh"
+
+
+def test_a_refused_token_is_not_printed_by_the_fast_path_while_renewal_fails(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    first = cli.run("token").stdout.strip()
+    server.inject("error", count=20, status=503)  # the server is down meanwhile
+    refreshed = cli.run("token", "--refresh")
+    assert refreshed.returncode == 4 and first not in refreshed.stdout
+    again = cli.run("token")  # a fresh process: the refused token is marked in the store
+    assert again.returncode == 4 and first not in again.stdout, again.stderr
+    server.clear_faults()
+    assert cli.login(server.url).returncode == 0  # a login resets the breaker
+    assert cli.run("token").stdout.strip() not in ("", first)

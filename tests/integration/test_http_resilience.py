@@ -16,8 +16,8 @@ from tests.integration.http_support import build
 
 pytestmark = pytest.mark.slow
 
-QUICK = BreakerConfig(recovery_timeout=0.5)
-"""The real rules with a short cool-down, so recovery happens within the test."""
+QUICK = BreakerConfig(first_open_period=0.5)
+"""The real rules with a short first open period, so recovery happens within the test."""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_five_5xx_open_the_breaker_and_one_probe_closes_it(server: RunningServer
         with pytest.raises(CircuitOpen):
             cidx.repos()  # refused without touching the server
         assert fired(server) == 5 and server.stats()["requests"] == requests
-        time.sleep(QUICK.recovery_timeout + 0.1)
+        time.sleep(QUICK.first_open_period + 0.1)
         assert stack.breaker.current().circuit is Circuit.OPEN
         cidx.repos()  # the probe
         assert stack.breaker.current().circuit is Circuit.CLOSED
@@ -112,7 +112,7 @@ def test_a_server_that_goes_away_and_comes_back() -> None:
                 call()
             assert stack.breaker.current().circuit is Circuit.OPEN
             server.start()  # same port, same CA, but a new signing key and no sessions
-            time.sleep(QUICK.recovery_timeout + 0.1)
+            time.sleep(QUICK.first_open_period + 0.1)
             for _ in range(5):
                 call()
         stack.close()

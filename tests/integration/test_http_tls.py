@@ -46,7 +46,7 @@ def test_a_ca_bundle_of_another_ca_is_refused(server: RunningServer, tmp_path: P
 
 def test_the_configured_ca_is_accepted_and_http2_is_negotiated(server: RunningServer) -> None:
     stack = build(server)
-    with make_client(stack.settings, auth=CidxAuth(stack.provider)) as http:
+    with make_client(stack.settings, auth=CidxAuth(stack.provider, stack.settings.server)) as http:
         response = http.post("/api/query", json={"query_text": "refresh",
                                                  "repository_alias": "backend"})
     stack.close()

@@ -93,7 +93,8 @@ async def test_fifty_requests_refused_together_cause_one_refresh(server: Running
     before = totals(server)
     # The drop-in auth on a bare client: no in-flight limit, so all fifty carry the
     # revoked token at once and are refused together.
-    async with make_async_client(stack.settings, auth=CidxAuth(stack.provider)) as http:
+    auth = CidxAuth(stack.provider, stack.settings.server)
+    async with make_async_client(stack.settings, auth=auth) as http:
         answers = await asyncio.gather(*(http.get("/api/repos") for _ in range(50)))
     await stack.aclose()
     after = totals(server)
@@ -135,7 +136,7 @@ def test_a_client_clock_ten_minutes_off_still_works(short_lived: RunningServer,
 def test_the_server_sees_the_bearer_token_over_http2(server: RunningServer) -> None:
     stack = build(server)
     with httpx.Client(base_url=server.url, verify=server.verify(), http2=True,
-                      auth=CidxAuth(stack.provider)) as http:
+                      auth=CidxAuth(stack.provider, stack.settings.server)) as http:
         response = http.get("/api/repos")
     stack.close()
     assert response.status_code == 200 and response.http_version == "HTTP/2"
@@ -159,3 +160,42 @@ def test_a_server_clock_ten_minutes_off_still_works(short_lived: RunningServer,
     assert session is not None and session.clock_offset == pytest.approx(offset, abs=2)
     seen = totals(short_lived)
     assert seen["logins"] == 1 and seen["auth_401"] == 0 and seen["refreshes"] <= 4
+
+
+def test_a_second_local_server_gets_no_token_and_its_401_renews_nothing(
+    server: RunningServer,
+) -> None:
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    stack = build(server)
+    try:
+        before = server.stats()["users"].get("alice", {})
+        with httpx.Client(verify=server.verify(),
+                          auth=CidxAuth(stack.provider, stack.settings.server)) as http:
+            assert http.get(f"{server.url}/api/repos").status_code == 200
+            for _ in range(3):
+                answer = http.get(f"http://127.0.0.1:{other.server_port}/anything")
+                assert answer.status_code == 401
+        after = server.stats()["users"]["alice"]
+    finally:
+        other.shutdown()
+        other.server_close()
+        stack.close()
+    assert seen == [None, None, None]
+    assert after.get("refreshes", 0) == before.get("refreshes", 0)
+    assert after["logins"] == before.get("logins", 0) + 1  # the first token only

@@ -203,3 +203,27 @@ def test_an_unusable_lock_file_with_a_crowd_causes_no_replay(
     # still makes one auth call between them (the O_EXCL fallback, for mounts without
     # flock, is exercised in test_lock_trouble.py).
     assert after["logins"] - 1 + after["refreshes"] == 1, after
+
+
+def test_a_replay_the_server_reports_is_news_to_the_user(
+    cli: Cli, server: RunningServer
+) -> None:
+    """Someone else presented this session's refresh token first (a copied .token): the
+    command recovers by logging in, and says so in one line at default verbosity."""
+    layout = ProjectLayout(cli.project)
+    settings = load_settings(layout)
+    assert settings is not None
+    secret = secret_source(Path(cli.env["CIDX_CONFIG_DIR"]), cli.env)
+    found = read_private(layout.token)
+    assert found is not None
+    stolen = decode_session(found[0], project_cipher(cli.project, settings.server_url, secret))
+    with server.client() as http:  # the copy is used elsewhere first
+        assert http.post("/api/auth/refresh",
+                         json={"refresh_token": stolen.refresh_token}).status_code == 200
+    expire_stored_token(cli)
+    result = cli.run("token")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "used twice" in line]
+    assert len(warnings) == 1 and "copied" in warnings[0]
+    assert stolen.refresh_token not in result.stderr
+    assert counts(server)["replays"] == 1

@@ -132,7 +132,7 @@ def test_state_round_trips_and_an_unchanged_update_writes_nothing(
 ) -> None:
     layout = ProjectLayout(project)
     store = FileStateStore(layout.state, layout.state_lock)
-    opened = BreakerState(Circuit.OPEN, 5, 1_800_000_300.0, None)
+    opened = BreakerState(Circuit.OPEN, 7, 1_800_000_300.0, None, 120.0)
     state = ClientState(opened, {"logins": 2, "refreshes": 7}, 1_800_000_000.5)
     store.update(lambda _: state)
     identity = os.stat(layout.state)
@@ -144,8 +144,22 @@ def test_state_round_trips_and_an_unchanged_update_writes_nothing(
     assert os.stat(layout.state).st_ino == identity.st_ino
     assert FileStateStore(layout.state, layout.state_lock).read() == state
     document = json.loads(layout.state.read_text())
+    assert document["version"] == 1
     assert document["breaker"]["circuit"] == "open"
+    assert document["breaker"]["open_period"] == 120.0
     assert document["counters"] == {"logins": 2, "refreshes": 7}
+
+
+def test_a_state_file_from_before_the_open_period_reads_it_as_30_s(project: Path) -> None:
+    layout = ProjectLayout(project)
+    layout.directory.mkdir(mode=0o700)
+    breaker = {"circuit": "open", "failures": 5, "open_until": 1_800_000_300.0,
+               "probe_until": None}
+    layout.state.write_text(json.dumps(
+        {"version": 1, "breaker": breaker, "counters": {"logins": 1}, "last_refresh": None}))
+    state = FileStateStore(layout.state, layout.state_lock).read()
+    assert state.breaker == BreakerState(Circuit.OPEN, 5, 1_800_000_300.0, None, 30.0)
+    assert state.counters == {"logins": 1}
 
 
 def test_a_damaged_state_file_reads_as_the_default_with_a_warning(

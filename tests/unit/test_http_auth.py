@@ -55,12 +55,12 @@ class Server:
 
 
 def client(world: World, server: Server) -> httpx.Client:
-    return httpx.Client(base_url=URL, auth=CidxAuth(world.provider),
+    return httpx.Client(base_url=URL, auth=CidxAuth(world.provider, URL),
                         transport=Wire(server))
 
 
 def aclient(world: World, server: Server) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=URL, auth=CidxAuth(world.provider),
+    return httpx.AsyncClient(base_url=URL, auth=CidxAuth(world.provider, URL),
                              transport=Wire(server))
 
 
@@ -133,7 +133,7 @@ def test_same_token_again_is_not_resent() -> None:
 
 
 def test_auth_flow_drives_like_the_sync_driver(world: World) -> None:
-    flow = CidxAuth(world.provider).auth_flow(httpx.Request("GET", URL))
+    flow = CidxAuth(world.provider, URL).auth_flow(httpx.Request("GET", URL))
     request = next(flow)
     assert request.headers["Authorization"] == f"Bearer {world.provider.get_token()}"
     with pytest.raises(StopIteration):
@@ -179,3 +179,27 @@ async def test_fifty_concurrent_401s_cause_one_renewal(world: World) -> None:
     assert all(response.status_code == 200 for response in answers)
     assert world.gateway.refreshes == 1 and world.gateway.logins == 1
     assert len(server.seen) == 100
+
+
+def test_the_token_goes_only_to_the_bound_origin(world: World) -> None:
+    seen: dict[str, list[str | None]] = {"cidx": [], "other": []}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = request.url
+        ours = (url.scheme, url.host, url.port) in {("https", "cidx.test", None),
+                                                    ("https", "cidx.test", 443)}
+        side = "cidx" if ours else "other"
+        seen[side].append(request.headers.get("Authorization"))
+        return httpx.Response(401 if side == "other" else 200)
+
+    auth = CidxAuth(world.provider, "https://cidx.test")
+    with httpx.Client(auth=auth, transport=httpx.MockTransport(handler)) as http:
+        assert http.get("https://cidx.test/api/repos").status_code == 200
+        assert http.get("https://other.test/api/x").status_code == 401  # returned as is
+        assert http.get("http://cidx.test/api/x").status_code == 401  # another scheme
+        assert http.get("https://cidx.test:8443/api/x").status_code == 401  # another port
+        assert http.get("https://cidx.test:443/api/repos").status_code == 200  # same origin
+    assert seen["other"] == [None, None, None]  # never the CIDX token
+    assert all(value and value.startswith("Bearer ") for value in seen["cidx"])
+    assert world.events[EventKind.INVALIDATED] == 0  # their 401s renewed nothing
+    assert world.gateway.calls == 1  # the first login only

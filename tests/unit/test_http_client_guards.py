@@ -57,7 +57,7 @@ def test_half_open_probe_closes_the_circuit() -> None:
     for _ in range(5):
         with pytest.raises(ApiUnavailable):
             cidx.repos()
-    world.clock.advance(300)
+    world.clock.advance(30)  # the first open period
     assert cidx.repos() == {"ok": 1}
     assert world.container.breaker().current().circuit is Circuit.CLOSED
     assert len(server.requests) == 6
@@ -70,12 +70,17 @@ def test_failed_probe_reopens_the_circuit() -> None:
     for _ in range(5):
         with pytest.raises(ApiUnavailable):
             cidx.repos()
-    world.clock.advance(300)
+    world.clock.advance(30)  # the first open period
     with pytest.raises(ApiUnavailable):
         cidx.repos()
+    world.clock.advance(59.9)  # a failed probe doubles it
     with pytest.raises(CircuitOpen):
         cidx.repos()
     assert len(server.requests) == 6
+    world.clock.advance(0.1)
+    with pytest.raises(ApiUnavailable):
+        cidx.repos()  # the second probe
+    assert len(server.requests) == 7
 
 
 def test_an_expired_token_renews_through_the_probe_instead_of_being_refused(

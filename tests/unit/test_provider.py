@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from adapters.memory import make_jwt
+from cidx_auth.domain.breaker import BreakerState
 from cidx_auth.domain.errors import (
     CircuitOpen,
     DisallowedAlgorithm,
@@ -158,10 +159,63 @@ def test_breaker_opens_after_five_failures_and_fails_fast(world: World) -> None:
     with pytest.raises(CircuitOpen, match="next attempt after"):
         world.provider.get_token()
     assert world.gateway.logins == 5
-    world.clock.advance(300)
+    opened = world.container.breaker().current().open_until
+    assert opened - world.clock.now() <= 30  # the first open period (retries slept some)
+    world.clock.advance(opened - world.clock.now() - 0.1)
+    with pytest.raises(CircuitOpen):
+        world.provider.get_token()
+    world.clock.advance(0.1)
     assert world.provider.get_token()  # the half-open probe succeeds
     assert world.gateway.logins == 6
     assert world.container.breaker().current().circuit.value == "closed"
+
+
+def open_the_circuit(world: World, retry_after: float | None = None) -> None:
+    """Five failures, through the provider's own retries."""
+    world.gateway.fail_next(ServerUnavailable("down", retry_after), times=5)
+    for _ in range(5):
+        with pytest.raises((ServerUnavailable, CircuitOpen)):
+            world.provider.get_token()
+        if world.gateway.logins == 5:
+            break
+    assert world.container.breaker().current().circuit.value == "open"
+
+
+def test_failed_probes_keep_the_circuit_open_longer_and_a_success_resets_it(
+        world: World) -> None:
+    open_the_circuit(world)
+    breaker = world.container.breaker()
+    for period in (60, 120):
+        world.clock.advance(breaker.current().open_until - world.clock.now())
+        probed = world.clock.now()
+        world.gateway.fail_next(ServerUnavailable("still down"))
+        with pytest.raises((ServerUnavailable, CircuitOpen)):
+            world.provider.get_token()  # the probe fails; its retry finds the circuit open
+        assert breaker.current().open_until == probed + period
+    world.clock.advance(breaker.current().open_until - world.clock.now())
+    assert world.provider.get_token()  # the server is back: the probe succeeds
+    assert breaker.current().circuit.value == "closed"
+    assert breaker.current().open_period == 30
+
+
+def test_a_retry_after_of_years_holds_the_circuit_open_for_an_hour_at_most(
+        world: World) -> None:
+    open_the_circuit(world, retry_after=99_999_999)
+    assert world.clock.sleeps == []  # nobody waits out years either: each call failed at once
+    assert world.container.breaker().current().open_until == world.clock.now() + 3600
+    world.clock.advance(3599)
+    with pytest.raises(CircuitOpen):
+        world.provider.get_token()
+    world.clock.advance(1)
+    assert world.provider.get_token()
+
+
+def test_reset_closes_an_open_circuit(world: World) -> None:
+    open_the_circuit(world)
+    breaker = world.container.breaker()
+    breaker.reset()
+    assert breaker.current() == BreakerState()
+    assert world.provider.get_token()  # no waiting: the next call goes out
 
 
 def test_reload_from_store_picks_up_another_process_refresh(world: World) -> None:

@@ -273,3 +273,48 @@ def test_a_leader_interrupted_mid_refresh_leaves_no_flight_and_no_token_to_repla
     world.gateway.refresh = real_refresh  # type: ignore[method-assign]
     assert world.provider.get_token()  # no flight left hanging: this call renews
     assert world.gateway.logins == 2 and world.gateway.refreshes == 1
+
+
+@pytest.mark.parametrize(("detail", "news"), [
+    ("Token replay attack detected", 1),
+    ("Refresh token revoked due to replay_attack", 1),
+    ("Invalid refresh token", 0),
+])
+def test_a_replay_the_server_reports_is_told_to_the_user(
+    world: World, detail: str, news: int
+) -> None:
+    from cidx_auth.domain.errors import RefreshRejected
+    from cidx_auth.service.renewal import REPLAY_NEWS
+
+    world.provider.get_token()
+    world.clock.advance(600)
+    world.gateway.fail_next(RefreshRejected(f"the server refused the refresh token ({detail})"))
+    assert world.provider.get_token()
+    assert world.gateway.logins == 2  # recovered by logging in
+    reported = [e for e in world.events.events if e.kind is EventKind.REPLAY_REPORTED]
+    assert len(reported) == news
+    if news:
+        assert reported[0].detail == REPLAY_NEWS and reported[0].fingerprint is not None
+
+
+def test_a_refused_token_is_marked_in_the_store_and_no_process_hands_it_out(
+    world: World,
+) -> None:
+    token = world.provider.get_token()
+    world.provider.invalidate(token)  # the API said 401
+    stored = world.store.session
+    assert stored is not None and stored.refused and stored.token.raw == token
+    assert stored.refresh_token  # the session's refresh token is still good to renew with
+    fresh = another_process(world).get_token()  # it never saw the 401 itself
+    assert fresh != token and world.gateway.refreshes == 1
+    assert world.store.session is not None and not world.store.session.refused
+
+
+def test_a_refusal_is_recorded_without_waiting_for_a_held_lock(world: World) -> None:
+    token = world.provider.get_token()
+    with world.store.lock(1):  # another process is renewing right now
+        done = threading.Thread(target=world.provider.invalidate, args=(token,))
+        done.start()
+        done.join(10)
+        assert not done.is_alive()
+    assert world.store.session is not None and not world.store.session.refused

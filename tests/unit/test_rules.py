@@ -96,15 +96,30 @@ def fail(state: BreakerState, now: float = NOW, retry_after: float | None = None
     return br.record(state, True, now, CONFIG, retry_after)
 
 
-def test_opens_after_exactly_five_consecutive_failures() -> None:
+def tripped(now: float = NOW, retry_after: float | None = None) -> BreakerState:
+    state = BreakerState()
+    for _ in range(CONFIG.failure_threshold):
+        state = fail(state, now, retry_after)
+    return state
+
+
+def probe_and_fail(state: BreakerState) -> BreakerState:
+    """Wait out the open period, send the one probe, and have it fail."""
+    decision, state = br.admit(state, state.open_until, CONFIG)
+    assert decision is Admission.PROBE
+    return fail(state, state.open_until)
+
+
+def test_opens_for_30_s_after_exactly_five_consecutive_failures() -> None:
     state = BreakerState()
     for _ in range(4):
         state = fail(state)
         assert br.admit(state, NOW, CONFIG)[0] is Admission.ALLOW
     state = fail(state)
     assert state.circuit is Circuit.OPEN
-    assert br.admit(state, NOW + 299, CONFIG)[0] is Admission.REJECT
-    assert br.retry_at(state) == NOW + 300
+    assert br.admit(state, NOW + 29.9, CONFIG)[0] is Admission.REJECT
+    assert br.retry_at(state) == NOW + 30
+    assert br.admit(state, NOW + 30, CONFIG)[0] is Admission.PROBE
 
 
 def test_a_success_resets_the_count() -> None:
@@ -117,18 +132,38 @@ def test_a_success_resets_the_count() -> None:
     assert state.circuit is Circuit.CLOSED
 
 
+def test_each_failed_probe_doubles_the_open_period_up_to_300_s() -> None:
+    state = tripped()
+    periods = []
+    for _ in range(6):
+        opened_at = state.open_until
+        state = probe_and_fail(state)
+        assert state.circuit is Circuit.OPEN
+        periods.append(state.open_until - opened_at)
+        assert br.admit(state, state.open_until - 0.1, CONFIG)[0] is Admission.REJECT
+    assert periods == [60, 120, 240, 300, 300, 300]
+
+
+def test_a_successful_probe_closes_and_the_next_opening_is_30_s_again() -> None:
+    state = probe_and_fail(probe_and_fail(tripped()))  # open for 120 s now
+    decision, state = br.admit(state, state.open_until, CONFIG)
+    assert decision is Admission.PROBE
+    state = br.record(state, False, state.open_until, CONFIG)
+    assert state == BreakerState()  # closed, failures 0, open period 30 s
+    later = NOW + 10_000
+    assert tripped(later).open_until == later + 30
+
+
 def test_half_open_lets_exactly_one_probe_through() -> None:
-    state = BreakerState()
-    for _ in range(5):
-        state = fail(state)
-    decision, state = br.admit(state, NOW + 300, CONFIG)
+    state = tripped()
+    decision, state = br.admit(state, NOW + 30, CONFIG)
     assert decision is Admission.PROBE and state.circuit is Circuit.HALF_OPEN
-    assert br.admit(state, NOW + 301, CONFIG)[0] is Admission.REJECT
-    assert br.retry_at(state) == NOW + 300 + CONFIG.probe_timeout
-    closed = br.record(state, False, NOW + 302, CONFIG)
+    assert br.admit(state, NOW + 31, CONFIG)[0] is Admission.REJECT
+    assert br.retry_at(state) == NOW + 30 + CONFIG.probe_timeout
+    closed = br.record(state, False, NOW + 32, CONFIG)
     assert closed == BreakerState()
-    reopened = fail(state, NOW + 302)
-    assert reopened.circuit is Circuit.OPEN and reopened.open_until == NOW + 602
+    reopened = fail(state, NOW + 32)
+    assert reopened.circuit is Circuit.OPEN and reopened.open_until == NOW + 32 + 60
 
 
 def test_a_lost_probe_is_replaced_after_its_timeout() -> None:
@@ -138,32 +173,75 @@ def test_a_lost_probe_is_replaced_after_its_timeout() -> None:
     assert decision is Admission.PROBE and state.probe_until == NOW + 180
 
 
-def test_retry_after_lengthens_the_open_period() -> None:
+def test_retry_after_lengthens_the_open_period_up_to_an_hour() -> None:
     state = BreakerState(failures=4)
     assert fail(state, retry_after=900).open_until == NOW + 900
-    assert fail(state, retry_after=10).open_until == NOW + 300
+    assert fail(state, retry_after=10).open_until == NOW + 30
+    assert fail(state, retry_after=99_999_999).open_until == NOW + 3600
+    assert fail(state, retry_after=-5).open_until == NOW + 30
+
+
+def test_retry_after_does_not_feed_the_doubling() -> None:
+    state = tripped(retry_after=99_999_999)
+    assert state.open_until == NOW + 3600 and state.open_period == 30
+    assert probe_and_fail(state).open_until == NOW + 3600 + 60
+
+
+def test_an_opening_longer_than_any_rule_allows_has_ended() -> None:
+    # A file from before the cap (Retry-After: 99999999), or a clock set back.
+    stuck = BreakerState(Circuit.OPEN, 5, NOW + 99_999_999)
+    decision, state = br.admit(stuck, NOW, CONFIG)
+    assert decision is Admission.PROBE and state.probe_until == NOW + 90
+    lost = BreakerState(Circuit.HALF_OPEN, 5, NOW, probe_until=NOW + 10_000)
+    assert br.admit(lost, NOW, CONFIG)[0] is Admission.PROBE
+
+
+def test_a_planted_open_period_no_rule_could_make_starts_over() -> None:
+    for bogus in (0.0, -1.0, 1e9, float("nan"), float("inf")):
+        state = BreakerState(Circuit.HALF_OPEN, 5, NOW, None, bogus)
+        assert fail(state).open_until == NOW + 30
 
 
 def test_late_answers_do_not_close_an_open_circuit() -> None:
-    state = BreakerState(Circuit.OPEN, 5, NOW + 300)
+    state = BreakerState(Circuit.OPEN, 5, NOW + 30)
     assert br.record(state, False, NOW, CONFIG) == state
     assert fail(state) == state
 
 
+def test_next_probe_for_status() -> None:
+    assert br.next_probe(BreakerState(), NOW, CONFIG) is None
+    state = tripped()
+    assert br.next_probe(state, NOW, CONFIG) == NOW + 30
+    assert br.next_probe(state, NOW + 45, CONFIG) == NOW + 45  # it may go now
+    _, probing = br.admit(state, NOW + 30, CONFIG)
+    assert br.next_probe(probing, NOW + 31, CONFIG) == NOW + 30 + 90
+
+
+def test_the_config_refuses_periods_out_of_order() -> None:
+    with pytest.raises(ValueError, match="first_open_period"):
+        BreakerConfig(first_open_period=600)
+    with pytest.raises(ValueError, match="first_open_period"):
+        BreakerConfig(first_open_period=0)
+
+
 def test_the_table_is_the_whole_state_machine() -> None:
-    for (source, signal), target in br.TRANSITIONS.items():
+    for (source, signal), (target, _) in br.TRANSITIONS.items():
         stepped = br.step(BreakerState(circuit=source), signal, NOW, CONFIG)
         assert stepped.circuit is target
     assert br.step(BreakerState(), br.Signal.COOLDOWN_OVER, NOW, CONFIG) == BreakerState()
+    # Only a trip starts the period over while open; only a failed probe doubles it.
+    doubling = [key for key, (_, rule) in br.TRANSITIONS.items() if rule is br.Period.DOUBLE]
+    assert doubling == [(Circuit.HALF_OPEN, br.Signal.FAILURE)]
 
 
-OPS = st.tuples(st.sampled_from(["ok", "fail", "admit"]), st.floats(0, 1000))
+RETRY_AFTER = st.one_of(st.none(), st.floats(-10, 1e9, allow_nan=False))
+OPS = st.tuples(st.sampled_from(["ok", "fail", "admit"]), st.floats(0, 1000), RETRY_AFTER)
 
 
 @given(st.lists(OPS, max_size=60))
-def test_breaker_properties(ops: list[tuple[str, float]]) -> None:
+def test_breaker_properties(ops: list[tuple[str, float, float | None]]) -> None:
     state, now, streak = BreakerState(), NOW, 0
-    for op, dt in ops:
+    for op, dt, retry_after in ops:
         now += dt
         if op == "admit":
             decision, new = br.admit(state, now, CONFIG)
@@ -175,7 +253,20 @@ def test_breaker_properties(ops: list[tuple[str, float]]) -> None:
             state = new
             continue
         before = state
-        state = br.record(state, op == "fail", now, CONFIG)
+        state = br.record(state, op == "fail", now, CONFIG, retry_after)
+        # The doubling stays within [30, 300] s, and an opening within [30 s, 1 h].
+        assert CONFIG.first_open_period <= state.open_period <= CONFIG.max_open_period
+        if state.circuit is Circuit.OPEN and before.circuit is not Circuit.OPEN:
+            period = state.open_until - now
+            asked = min(max(retry_after or 0, 0), CONFIG.max_retry_after)
+            assert period == pytest.approx(max(state.open_period, asked))
+            assert CONFIG.first_open_period - 1e-6 <= period <= CONFIG.max_retry_after + 1e-6
+            if before.circuit is Circuit.HALF_OPEN:  # a failed probe: twice as long, capped
+                assert state.open_period == min(2 * before.open_period, CONFIG.max_open_period)
+            else:
+                assert state.open_period == CONFIG.first_open_period
+        if state.circuit is Circuit.CLOSED:
+            assert state.open_period == CONFIG.first_open_period
         if before.circuit is Circuit.CLOSED:
             streak = streak + 1 if op == "fail" else 0
             # Open exactly when the fifth consecutive failure lands.
@@ -184,6 +275,8 @@ def test_breaker_properties(ops: list[tuple[str, float]]) -> None:
                 streak = 0
         if before.circuit is Circuit.OPEN:
             assert state == before
+        if before.circuit is Circuit.HALF_OPEN and op == "ok":
+            assert state == BreakerState()
 
 
 # --- retry --------------------------------------------------------------------------
