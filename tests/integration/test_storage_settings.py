@@ -63,6 +63,7 @@ def test_settings_round_trip_as_private_plain_json(project: Path) -> None:
         "allowed_algorithms": ["RS256", "ES256"],
         "ca_bundle": "/etc/ca.pem",
         "store_url": None,
+        "plain_http": False,
     }
 
 
