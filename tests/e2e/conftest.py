@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,16 @@ def short_server() -> Iterator[RunningServer]:
     """Tokens that live 2 s, so expiry between commands takes a moment, not minutes."""
     with server_with(lifetime=2) as running:
         yield running
+
+
+@pytest.fixture
+def hs_server() -> Iterator[RunningServer]:
+    """A server that signs HS256, as the real CIDX server does."""
+    with server_with(alg="HS256") as running:
+        yield running
+
+
+def logins(server: RunningServer, username: str = USER) -> int:
+    """How many logins the server has accepted for ``username``."""
+    mine: dict[str, Any] = server.stats()["users"].get(username, {})
+    return int(mine.get("logins", 0))

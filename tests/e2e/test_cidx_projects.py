@@ -8,29 +8,16 @@ against the reference server signing HS256 as the real CIDX server does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project
-from tests.e2e.conftest import PASSWORD, USER, Cli, server_with
+from tests.e2e.conftest import PASSWORD, USER, Cli, logins
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def hs_server() -> Iterator[RunningServer]:
-    with server_with(alg="HS256") as running:
-        yield running
-
-
-def logins(server: RunningServer) -> int:
-    mine: dict[str, Any] = server.stats()["users"].get(USER, {})
-    return int(mine.get("logins", 0))
 
 
 def client_files(cli: Cli) -> dict[str, bytes]:

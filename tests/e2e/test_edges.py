@@ -6,29 +6,16 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from refserver.harness import RunningServer
-from tests.e2e.conftest import USER, Cli, server_with
+from tests.e2e.conftest import Cli, logins
 from tests.integration.test_processes_refresh_safety import expire_stored_token
 
 pytestmark = pytest.mark.slow
 
 BASHRC = b"export PATH=$HOME/bin:$PATH\n"
-
-
-@pytest.fixture
-def hs_server() -> Iterator[RunningServer]:
-    with server_with(alg="HS256") as running:
-        yield running
-
-
-def logins(server: RunningServer) -> int:
-    mine: dict[str, Any] = server.stats()["users"].get(USER, {})
-    return int(mine.get("logins", 0))
 
 
 @pytest.mark.parametrize("lock", [".token.lock", ".state.lock"])
