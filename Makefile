@@ -55,7 +55,7 @@ $(LOWEST_STAMP): pyproject.toml $(STAMP)
 
 test-lowest: redis $(LOWEST_STAMP)
 	VIRTUAL_ENV=$(CURDIR)/$(LOWEST) $(BIN)/uv pip list | grep -iE \
-		'^(httpx|h2|cryptography|filelock|dependency-injector|click|rich|starlette|hypercorn|pyjwt|trustme|redis|keyring) '
+		'^(httpx|cryptography|filelock|dependency-injector|click|rich|starlette|hypercorn|pyjwt|trustme|redis|keyring) '
 	$(LOWEST_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: install

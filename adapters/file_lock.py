@@ -78,7 +78,7 @@ def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
             excl = path.with_name(path.name + ".excl")
             warn("cannot flock %s (%s); using %s instead", path, trouble, excl.name)
             try:
-                _refuse_unless_ours(excl)
+                refuse_unless_ours(excl)
                 _take_with_filelock(held, excl, timeout, what, soft=True)
             except LockUnavailable as error:
                 raise LockUnavailable(
@@ -91,7 +91,7 @@ def _take_flock(held: contextlib.ExitStack, path: Path, timeout: float, what: st
     """Flock ``path`` until the ``held`` stack closes; the reason if flock is impossible."""
     import fcntl
 
-    _refuse_unless_ours(path)
+    refuse_unless_ours(path)
     try:
         fd = _open(path)
     except OSError as error:
@@ -100,7 +100,7 @@ def _take_flock(held: contextlib.ExitStack, path: Path, timeout: float, what: st
         raise StorageError(f"could not open {what} ({path}): {_reason(error)}") from error
     held.callback(os.close, fd)
     status = os.fstat(fd)
-    _refuse_unless_ours(path, status)  # whatever we opened, not what lstat saw before
+    refuse_unless_ours(path, status)  # whatever we opened, not what lstat saw before
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -154,7 +154,7 @@ def _take_with_filelock(
     held.callback(_release, lock, what)
 
 
-def _refuse_unless_ours(path: Path, status: os.stat_result | None = None) -> None:
+def refuse_unless_ours(path: Path, status: os.stat_result | None = None) -> None:
     """Refuse a link, a non-regular file or another user's file at ``path`` (exit 5).
 
     Such a file is never moved, deleted or "fixed": it may be a trap, or someone's data.

@@ -24,6 +24,7 @@ want that can read the body themselves (``request.read()``) before sending.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -70,6 +71,8 @@ def bearer_flow(request: httpx.Request) -> Flow:
     response: httpx.Response = yield request
     if response.status_code != httpx.codes.UNAUTHORIZED:
         return
+    if _answered_from_elsewhere(response, request):
+        return  # a redirect led elsewhere (the token was not sent there): not our refusal
     yield Refused(token)
     if not replayable(request):
         raise ProtocolError(NOT_REPLAYABLE)
@@ -86,6 +89,15 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 def origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """(scheme, host, port) with the default port made explicit, as browsers compare."""
     return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _answered_from_elsewhere(response: httpx.Response, request: httpx.Request) -> bool:
+    """Whether a redirect took ``request`` to another origin before this answer."""
+    try:
+        final = response.request
+    except RuntimeError:  # a response made by hand, with no request: ours
+        return False
+    return origin(final.url) != origin(request.url)
 
 
 def replayable(request: httpx.Request) -> bool:
@@ -143,7 +155,9 @@ class CidxAuth(httpx.Auth):
                 if isinstance(step, httpx.Request):
                     answer = yield step
                 elif isinstance(step, Refused):
-                    self._source.invalidate(step.token)
+                    # Reporting may touch the store (the refusal is recorded there): not
+                    # on the event loop's thread. It never waits for a lock or a renewal.
+                    await asyncio.to_thread(self._source.invalidate, step.token)
                     answer = None
                 else:
                     answer = await self._source.aget_token()

@@ -160,7 +160,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
           allow_plain_http: bool, migrate: bool) -> None:
     """Log in, and store the credentials, settings and token for this project."""
     from adapters.cidx_client_files import read_remote_config
-    from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
+    from adapters.project_layout import ProjectLayout, ProjectSettings, save_settings
     from cidx_auth.domain.credentials import Credentials
     from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.project import check_plain_http, is_remote_plain_http, open_project
@@ -191,7 +191,6 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                                  "settings to take them from in this project)")
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
-    load_settings(layout)  # vets an existing auth.json before the password is asked
     if store_url is not None:  # checked before the password is asked for
         from adapters.redis_connection import check_store_url, ping
 
@@ -347,7 +346,7 @@ def logout(forget: bool) -> None:
     if load_settings(ProjectLayout(root)) is None:
         click.echo("Not logged in: nothing to remove")
         return
-    project = open_project(root)
+    project = open_project(root, offline=True)
     try:
         project.provider.logout(forget=forget)
     finally:

@@ -94,9 +94,12 @@ def open_project(
     root: Path,
     settings: ProjectSettings | None = None,
     extra_sinks: Sequence[EventSink] = (),
+    *,
+    offline: bool = False,
 ) -> Project:
     """Wire a project from its saved settings (or the ones given, for ``login``); a
-    project only the CIDX client has set up is adopted first."""
+    project only the CIDX client has set up is adopted first. ``offline``: the command
+    talks to no server (``status``, ``logout``), so a plain-http URL is no reason to stop."""
     layout = ProjectLayout(root)
     settings = settings or load_settings(layout)
     adopting = None
@@ -108,8 +111,10 @@ def open_project(
                 "`cidx-auth login --server URL --username NAME` first"
             )
         settings, adopting = _adoption(layout, remote)
-    if not settings.plain_http:
+    if not settings.plain_http and not offline:
         check_plain_http(settings.server_url, f"the server URL in {layout.settings}")
+    if not offline:  # a planted lock file stops a command that writes, before it starts
+        refuse_foreign_lock_files(layout)
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
@@ -175,6 +180,16 @@ def _take_client_token(project: Project, raw: str) -> None:
     store = project.container.token_store()
     with store.lock(Rules().lock_wait):
         store.save(Session(token, None, 0.0, project.settings.username))
+
+
+def refuse_foreign_lock_files(layout: ProjectLayout) -> None:
+    """A link, a non-regular file or another user's file where a lock file goes: exit 5,
+    left untouched (decisions.md, "Lock trouble"). The state lock included, whose
+    failures the breaker otherwise rides out quietly."""
+    from adapters.file_lock import refuse_unless_ours
+
+    for path in (layout.token_lock, layout.state_lock):
+        refuse_unless_ours(path)
 
 
 def check_plain_http(url: str, where: str) -> None:

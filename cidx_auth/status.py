@@ -44,7 +44,7 @@ def collect(root: Path) -> dict[str, Any]:
                              "this login from the CIDX client's files; or run "
                              "`cidx-auth login`",
             }
-    project = open_project(root)
+    project = open_project(root, offline=True)
     try:
         session = project.container.token_store().load()
         state = project.container.state_store().read()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -18,26 +19,58 @@ pytestmark = pytest.mark.slow
 BASHRC = b"export PATH=$HOME/bin:$PATH\n"
 
 
-@pytest.mark.parametrize("lock", [".token.lock", ".state.lock"])
-def test_a_planted_lock_link_never_touches_its_target(
-    cli: Cli, server: RunningServer, lock: str
-) -> None:
+def plant_link(cli: Cli, lock: str) -> Path:
     target = cli.project.parent / "bashrc"
     target.write_bytes(BASHRC)
     os.chmod(target, 0o644)
     directory = cli.project / ".code-indexer"
-    directory.mkdir(mode=0o700)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / lock).unlink(missing_ok=True)
     (directory / lock).symlink_to(target)
-    login = cli.login(server.url)
-    if lock == ".token.lock":  # the token lock is needed: a clear refusal, exit 5
-        assert login.returncode == 5 and "symbolic link" in login.stderr, login.stderr
-    else:  # the state lock is not: the breaker's state is not persisted, with a warning
-        assert login.returncode == 0, login.stderr
-        expire_stored_token(cli)
-        assert cli.run("token").returncode == 0  # a refresh, past the planted link again
-    assert "Traceback" not in login.stderr
+    return target
+
+
+def untouched(cli: Cli, lock: str, target: Path) -> None:
     assert target.read_bytes() == BASHRC and stat.S_IMODE(target.stat().st_mode) == 0o644
-    assert (directory / lock).is_symlink()  # never moved, deleted or "fixed"
+    assert (cli.project / ".code-indexer" / lock).is_symlink()  # never moved or "fixed"
+
+
+@pytest.mark.parametrize("lock", [".token.lock", ".state.lock"])
+def test_a_lock_link_planted_before_login_is_refused_and_its_target_left_alone(
+    cli: Cli, server: RunningServer, lock: str
+) -> None:
+    target = plant_link(cli, lock)
+    login = cli.login(server.url)
+    assert login.returncode == 5 and "symbolic link" in login.stderr, login.stderr
+    assert "Traceback" not in login.stderr
+    untouched(cli, lock, target)
+
+
+@pytest.mark.parametrize("lock", [".token.lock", ".state.lock"])
+def test_a_lock_link_planted_before_a_refresh_is_refused_and_its_target_left_alone(
+    cli: Cli, server: RunningServer, lock: str
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    target = plant_link(cli, lock)
+    expire_stored_token(cli)
+    refresh = cli.run("token")
+    assert refresh.returncode == 5 and "symbolic link" in refresh.stderr, refresh.stderr
+    untouched(cli, lock, target)
+    status = cli.run("status", "--json")  # a question, answered; it writes nothing
+    assert status.returncode == 0, status.stderr
+    untouched(cli, lock, target)
+
+
+def test_a_damaged_settings_file_does_not_block_the_login_that_rewrites_it(
+    cli: Cli, server: RunningServer
+) -> None:
+    settings = cli.project / ".code-indexer" / "auth.json"
+    settings.parent.mkdir(mode=0o700)
+    settings.write_text("{not json")
+    assert cli.run("token").returncode == 2  # says what is wrong, and to log in
+    login = cli.login(server.url)
+    assert login.returncode == 0, login.stderr
+    assert json.loads(settings.read_text())["username"] == "alice"
 
 
 def test_the_first_login_pins_hs256_and_a_token_off_the_pin_is_refused(

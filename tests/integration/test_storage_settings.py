@@ -47,6 +47,14 @@ def test_without_a_store_anywhere_the_start_is_the_root(tmp_path: Path) -> None:
 
 
 @pytest.mark.posix
+def test_the_plain_http_opt_in_is_recorded(project: Path) -> None:
+    layout = ProjectLayout(project)
+    settings = ProjectSettings("http://cidx.lan:8000", "alice", ("HS256",), plain_http=True)
+    save_settings(layout, settings)
+    assert json.loads(layout.settings.read_text())["plain_http"] is True
+    assert load_settings(layout) == settings
+
+
 def test_settings_round_trip_as_private_plain_json(project: Path) -> None:
     layout = ProjectLayout(project)
     settings = ProjectSettings(

@@ -203,3 +203,36 @@ def test_the_token_goes_only_to_the_bound_origin(world: World) -> None:
     assert all(value and value.startswith("Bearer ") for value in seen["cidx"])
     assert world.events[EventKind.INVALIDATED] == 0  # their 401s renewed nothing
     assert world.gateway.calls == 1  # the first login only
+
+
+def test_a_401_after_a_redirect_to_another_origin_refuses_nothing(world: World) -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.url.host == "cidx.test":
+            return httpx.Response(302, headers={"Location": "https://other.test/login"})
+        return httpx.Response(401)
+
+    auth = CidxAuth(world.provider, "https://cidx.test")
+    with httpx.Client(auth=auth, transport=httpx.MockTransport(handler),
+                      follow_redirects=True) as http:
+        assert http.get("https://cidx.test/api/repos").status_code == 401
+    assert seen[0] is not None and seen[1] is None  # httpx drops it on the way out
+    assert len(seen) == 2  # not sent again: the refusal was not the CIDX server's
+    assert world.events[EventKind.INVALIDATED] == 0 and world.gateway.calls == 1
+
+
+async def test_the_async_flow_keeps_the_token_to_its_origin_too(world: World) -> None:
+    seen: list[str | None] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(401 if request.url.host == "other.test" else 200)
+
+    auth = CidxAuth(world.provider, "https://cidx.test")
+    async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(handler)) as http:
+        assert (await http.get("https://cidx.test/api/repos")).status_code == 200
+        assert (await http.get("https://other.test/x")).status_code == 401
+    assert seen[0] is not None and seen[0].startswith("Bearer ") and seen[1] is None
+    assert world.events[EventKind.INVALIDATED] == 0
