@@ -38,16 +38,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from adapters.file_io import (
-    MAX_FILE_SIZE,
     POSIX,
     is_foreign,
     is_own_format,
+    read_regular,
     storage_error,
     write_private,
 )
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
-    CidxAuthError,
     ConfigurationError,
     CorruptStore,
     NotLoggedIn,
@@ -60,8 +59,6 @@ CLIENT_TOKEN = ".token"  # noqa: S105 - a file name, not a secret
 CLIENT_PBKDF2_ITERATIONS = 100_000
 _SALT, _IV, _BLOCK = 32, 16, 16
 _HEADER = _SALT + _IV
-_HEAD = 64
-_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _OPAQUE = "the CIDX client's file cannot be decrypted here"
 _UNREADABLE = (
     "the CIDX client's saved password in {path} cannot be read for this project "
@@ -343,35 +340,13 @@ def _read_regular(path: Path) -> tuple[bytes, os.stat_result] | None:
     """The bytes and status of the file at ``path``; None if missing.
 
     :class:`_Refused` for a link, a non-regular file, one over 64 KiB or one owned by
-    another user; :class:`StorageError` if the read fails. The mode is never corrected.
+    another user; :class:`StorageError` if the read fails. Nothing is changed, the mode
+    included: the file is not cidx-auth's.
     """
-    if not POSIX and os.path.islink(path):  # no O_NOFOLLOW there: check first
-        raise _Refused("is a symbolic link")
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        if os.path.islink(path):
-            raise _Refused("is a symbolic link") from None
-        raise storage_error("read", path, error) from error
-    try:
-        status = os.fstat(fd)
-        _check_regular(status)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_FILE_SIZE and (chunk := os.read(fd, MAX_FILE_SIZE + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > MAX_FILE_SIZE:  # it grew after fstat
-            raise _Refused(f"is larger than {MAX_FILE_SIZE} bytes")
-        return b"".join(chunks), status
-    except (_Refused, CidxAuthError):
-        raise
-    except OSError as error:
-        raise storage_error("read", path, error) from error
-    finally:
-        os.close(fd)
+    found = read_regular(path, refuse=_Refused)
+    if found is not None and POSIX and found[1].st_uid not in (os.geteuid(), 0):
+        raise _Refused(f"is owned by another user (uid {found[1].st_uid})")
+    return found
 
 
 def _check_directory(directory: Path) -> None:
@@ -381,15 +356,6 @@ def _check_directory(directory: Path) -> None:
             f"{directory} is a symbolic link; cidx-auth does not follow it: "
             "replace it with a real directory"
         )
-
-
-def _check_regular(status: os.stat_result) -> None:
-    if not stat.S_ISREG(status.st_mode):
-        raise _Refused("is not a regular file")
-    if status.st_size > MAX_FILE_SIZE:
-        raise _Refused(f"is larger than {MAX_FILE_SIZE} bytes")
-    if POSIX and status.st_uid not in (os.geteuid(), 0):
-        raise _Refused(f"is owned by another user (uid {status.st_uid})")
 
 
 def _read_quietly(path: Path) -> bytes | None:

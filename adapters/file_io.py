@@ -168,33 +168,59 @@ def read_private(
     A mode wider than 0600 is corrected, unless ``ours`` says the content is another
     program's: a file cidx-auth did not write is never changed.
     """
+    found = read_regular(path, limit, correct_mode=ours or (lambda _: True))
+    return None if found is None else (found[0], identity_of(found[1]))
+
+
+def read_regular(
+    path: Path,
+    limit: int = MAX_FILE_SIZE,
+    *,
+    refuse: Callable[[str], Exception] | None = None,
+    correct_mode: Callable[[bytes], bool] | None = None,
+) -> tuple[bytes, os.stat_result] | None:
+    """The bytes and status of the regular file at ``path``, never through a link; None
+    if it is missing.
+
+    A link, a non-regular file or one over ``limit`` raises ``refuse(reason)`` (by
+    default a :class:`CorruptStore` naming the file); a failed read, :class:`StorageError`.
+    The file is left exactly as it is, unless ``correct_mode(data)`` says it is ours: then
+    a mode wider than 0600 is corrected through the descriptor.
+    """
+
+    def refused(reason: str) -> Exception:
+        if refuse is not None:
+            return refuse(reason)
+        return CorruptStore(f"{path.name} {reason}; refused")
+
     if not POSIX and os.path.islink(path):  # no O_NOFOLLOW there: check first
-        raise CorruptStore(f"{path.name} is a symbolic link; refused")
+        raise refused("is a symbolic link")
     try:
         fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as error:
         if os.path.islink(path):
-            raise CorruptStore(f"{path.name} is a symbolic link; refused") from None
+            raise refused("is a symbolic link") from None
         raise storage_error("read", path, error) from error
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
-            raise CorruptStore(f"{path.name} is not a regular file; refused")
+            raise refused("is not a regular file")
+        too_big = f"is larger than {limit} bytes"
         if status.st_size > limit:
-            raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
+            raise refused(too_big)
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, limit + 1 - size):
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:  # it grew after fstat: still too big to trust
-                raise CorruptStore(f"{path.name} is larger than {limit} bytes; refused")
+                raise refused(too_big)
         data = b"".join(chunks)
-        if ours is None or ours(data):
+        if correct_mode is not None and correct_mode(data):
             _correct_mode(fd, path, status)
-        return data, identity_of(status)
+        return data, status
     except CidxAuthError:
         raise
     except OSError as error:
