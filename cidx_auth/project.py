@@ -54,14 +54,12 @@ class Project:
     container: Container
     http: HttpSettings
     gateway: HttpxGateway
+    layout: ProjectLayout
+    """The project's file names, decided once per command (see ``ProjectLayout``)."""
     shared_store: str | None = None
     """The Redis URL when the session lives in a shared store, else None (files)."""
     obtained: Obtained = field(default_factory=lambda: Obtained())
     """The tokens this process got from the server (only those pin the algorithm)."""
-
-    @property
-    def layout(self) -> ProjectLayout:
-        return ProjectLayout(self.root)
 
     @property
     def provider(self) -> TokenProvider:
@@ -131,7 +129,7 @@ def open_project(
         container = build_files(
             root, settings.server_url, gateway, extra_sinks=sinks, rules=rules
         )
-    project = Project(root, settings, container, http, gateway, store_url, obtained)
+    project = Project(root, settings, container, http, gateway, layout, store_url, obtained)
     if adopting is not None:
         adopting(project)
     return project
