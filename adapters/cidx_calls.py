@@ -6,7 +6,9 @@ blocking and on an event loop. Every attempt is admitted by the circuit breaker 
 its outcome recorded: network errors, timeouts and 5xx count as failures, any other
 answer as a success (errata #9). Transport trouble and 429 are retried with full-jitter
 backoff, ``Retry-After`` honoured (errata #10); no other 4xx is retried, and a call
-that is not idempotent is sent again only when the server surely never saw it.
+that is not idempotent is sent again only when the server surely never saw it. An
+answer over 16 MiB, or a call that outlasts its deadline (``HttpSettings.api_deadline``),
+is not retried at all: the server would only do it again.
 
 Errors (besides :class:`CircuitOpen` and the token provider's own)::
 
@@ -26,13 +28,17 @@ from typing import Any
 
 import httpx
 
+from adapters.http_limits import Attempt, TooLate
 from adapters.http_settings import (
+    DeadlinePassed,
     HttpSettings,
+    UnusableAnswer,
+    attempt_error,
     detail_of,
     dropped,
     json_body,
     never_sent,
-    transport_error,
+    overdue,
 )
 from cidx_auth.domain.breaker import Admission
 from cidx_auth.domain.errors import (
@@ -53,7 +59,10 @@ MAX_QUERY_LIMIT = 100  # the server's own bound on "limit"
 
 
 class ApiError(CidxAuthError):
-    """The server answered a call with an error status; ``detail`` is its explanation."""
+    """The server answered a call with an error status; ``detail`` is its explanation.
+    Exit 6: the server refused this request (400, 403, 404, 409, 422, ...)."""
+
+    exit_code = 6
 
     def __init__(self, message: str, status: int, detail: str,
                  retry_after: float | None = None) -> None:
@@ -169,7 +178,7 @@ def attempts(call: Call, rules: Policies) -> Flow:
         delay = rules.retry.delay(error, failures, rules.rng())
         # A non-idempotent call the server may have started is not sent twice.
         may_resend = call.idempotent or unsent or isinstance(error, RateLimited)
-        if delay is None or not may_resend:
+        if delay is None or not may_resend or isinstance(error, UnusableAnswer | DeadlinePassed):
             raise error
         yield Sleep(delay)
 
@@ -241,6 +250,14 @@ REPOS = Call("GET", "/api/repos")
 HEALTH = Call("GET", "/health", authenticated=False)
 
 
-def failure(exc: httpx.HTTPError, settings: HttpSettings) -> Failure:
-    """An httpx exception as the flow's :class:`Failure`; nothing of httpx leaks."""
-    return Failure(transport_error(exc, settings), never_sent(exc), dropped(exc))
+def failure(exc: httpx.HTTPError | TooLate, call: Call, settings: HttpSettings,
+            attempt: Attempt) -> Failure:
+    """An exception from sending ``call`` as the flow's :class:`Failure`; nothing of
+    httpx leaks. ``attempt`` held the call's deadline."""
+    what = f"{call.method} {call.path}"
+    if isinstance(exc, TooLate):
+        return Failure(overdue(settings, attempt, what, reached=False), unsent=True)
+    error = attempt_error(exc, settings, attempt, what)
+    if isinstance(error, DeadlinePassed):
+        return Failure(error, unsent=not error.reached)
+    return Failure(error, never_sent(exc), dropped(exc))

@@ -7,7 +7,9 @@ Each client owns an httpx client with ``auth=CidxAuth(provider, server)``, so to
 attached, renewed and retried after a 401 below the business code. The calls, the
 retry loop, the breaker bookkeeping and the meaning of each answer live in
 ``adapters.cidx_calls``; the two classes here only send, sleep and wait for tokens,
-each with at most ``settings.max_in_flight`` requests on the wire at once.
+each with at most ``settings.max_in_flight`` requests on the wire at once. Each send
+has its own deadline, ``settings.api_deadline``, and reads at most 16 MiB of answer
+(``adapters.http_limits``).
 
 Pass the breaker the token provider uses (``container.breaker()``): login, refresh
 and API calls then share one view of the server, kept in the state store.
@@ -42,6 +44,7 @@ from adapters.cidx_calls import (
     generic_call,
     query_call,
 )
+from adapters.http_limits import Attempt, TooLate
 from adapters.http_settings import HttpSettings, make_async_client, make_client
 from adapters.httpx_auth import CidxAuth, TokenSource
 from cidx_auth.domain.errors import CidxAuthError, ProtocolError
@@ -79,6 +82,17 @@ class _Shared:
     def _auth_for(self, call: Call) -> CidxAuth | None:
         # None means "no auth" to httpx: /health must not cost a login.
         return self._auth if call.authenticated else None
+
+    def _request(self, http: httpx.Client | httpx.AsyncClient, call: Call,
+                 attempt: Attempt) -> httpx.Request:
+        """``call`` as a request that keeps to ``attempt``'s deadline."""
+        asynchronous = isinstance(http, httpx.AsyncClient)
+        return http.build_request(call.method, call.path, json=call.body,
+                                  timeout=self._rules.settings.timeouts_within(attempt),
+                                  extensions=attempt.extensions(asynchronous=asynchronous))
+
+    def _attempt(self) -> Attempt:
+        return Attempt(self._rules.settings.api_deadline)
 
 
 class CidxClient(_Shared):
@@ -139,12 +153,12 @@ class CidxClient(_Shared):
             flow.close()
 
     def _send(self, call: Call) -> Any:
-        request = self._http.build_request(call.method, call.path, json=call.body)
-        with self._slots:
+        with self._slots, self._attempt() as attempt:
             try:
-                return self._http.send(request, auth=self._auth_for(call))
-            except httpx.HTTPError as exc:
-                return failure(exc, self._rules.settings)
+                return self._http.send(self._request(self._http, call, attempt),
+                                       auth=self._auth_for(call))
+            except (httpx.HTTPError, TooLate) as exc:
+                return failure(exc, call, self._rules.settings, attempt)
             except CidxAuthError as error:  # from CidxAuth: no token it could renew
                 return Refused(error)
 
@@ -208,11 +222,12 @@ class AsyncCidxClient(_Shared):
             flow.close()
 
     async def _send(self, call: Call) -> Any:
-        request = self._http.build_request(call.method, call.path, json=call.body)
         async with self._slots:
-            try:
-                return await self._http.send(request, auth=self._auth_for(call))
-            except httpx.HTTPError as exc:
-                return failure(exc, self._rules.settings)
-            except CidxAuthError as error:  # from CidxAuth: no token it could renew
-                return Refused(error)
+            with self._attempt() as attempt:
+                try:
+                    return await self._http.send(self._request(self._http, call, attempt),
+                                                 auth=self._auth_for(call))
+                except (httpx.HTTPError, TooLate) as exc:
+                    return failure(exc, call, self._rules.settings, attempt)
+                except CidxAuthError as error:  # from CidxAuth: no token it could renew
+                    return Refused(error)

@@ -15,18 +15,26 @@ Every file cidx-auth keeps goes through here, so the rules live in one place:
 
 Damaged files are set aside by :mod:`adapters.file_quarantine`.
 
-Directories may be symlinks (dotfile managers link ``~/.config``); files may not.
-POSIX-only calls are guarded so the module imports on Windows, where mode bits mean
-little and are not enforced.
+**Trust** (decisions.md, "Trust boundaries"): cidx-auth never uses what another user
+could have chosen. What it opens, and the directory holding it, must be owned by the user
+(this uid, or root) and not writable by every user; a directory writable by others is
+fine as a parent only with the sticky bit (``/tmp``). :func:`check_trusted` is that rule,
+and a refusal is a :class:`StorageError` (exit 5) that says what to do. A directory is
+never chmod'ed unless the user owns it.
+
+The configuration directory may be a symlink (dotfile managers link ``~/.config``); a
+project's ``.code-indexer`` and every file may not. POSIX-only calls are guarded so the
+module imports on Windows, where mode bits mean little and are not enforced.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cidx_auth.domain.errors import CidxAuthError, CorruptStore, StorageError
@@ -112,6 +120,28 @@ def warn(message: str, *args: object) -> None:
     logging.getLogger("cidx_auth.storage").warning(message, *args)
 
 
+_READ_ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("read_only", default=None)
+
+
+@contextlib.contextmanager
+def read_only(why: str) -> Iterator[None]:
+    """Inside the block nothing on disk changes: no mode is corrected, and anything that
+    would create a directory, a file or a lock raises :class:`StorageError` saying ``why``
+    (``cidx-auth status`` answers questions; it never repairs or creates)."""
+    token = _READ_ONLY.set(why)
+    try:
+        yield
+    finally:
+        _READ_ONLY.reset(token)
+
+
+def refuse_if_read_only(what: Path | str) -> None:
+    """Raise :class:`StorageError` inside :func:`read_only`: ``what`` would change."""
+    why = _READ_ONLY.get()
+    if why is not None:
+        raise StorageError(f"{what} would have to change, and {why}")
+
+
 def identity_of(status: os.stat_result) -> Identity:
     """The :data:`Identity` of a ``stat`` result."""
     return (status.st_dev, status.st_ino, status.st_mtime_ns, status.st_size)
@@ -133,42 +163,135 @@ def stat_identity(path: Path) -> Identity | None:
         raise storage_error("inspect", path, error) from error
 
 
-def ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` (0700) if needed; correct its mode if someone widened it."""
-    not_a_directory = StorageError(f"{directory} is not a directory; move it away")
+def trust_problem(
+    status: os.stat_result, *, group_may_write: bool = True, sticky_ok: bool = False,
+    owner_only: bool = False,
+) -> str | None:
+    """Why another user could have chosen or could change what has ``status``; None if
+    nothing. Owned by this uid or root is the user's; write access for every user (and for
+    the group, unless ``group_may_write``) is not, except on a sticky directory
+    (``sticky_ok``), where others may add names but not replace the user's.
+    ``owner_only``: check the owner alone."""
+    if not POSIX:
+        return None
+    if status.st_uid not in (os.geteuid(), 0):
+        return f"is owned by another user (uid {status.st_uid})"
+    if owner_only:
+        return None
+    mode = stat.S_IMODE(status.st_mode)
+    writers = mode & (stat.S_IWOTH if group_may_write else stat.S_IWOTH | stat.S_IWGRP)
+    if writers and not (sticky_ok and mode & stat.S_ISVTX):
+        who = "every user" if writers & stat.S_IWOTH else "its group"
+        return f"can be written by {who} (mode {mode:03o})"
+    return None
+
+
+def _fix(path: Path, status: os.stat_result) -> str:
+    """What the user can do about ``path``, refused for ``status``."""
+    if trust_problem(status, owner_only=True):
+        return "If you did not create it, do not use it: remove it, or ask its owner to."
+    return f"If it is yours, run `chmod go-w {path}` and check what is in it."
+
+
+def check_trusted(
+    path: Path, what: str, *, group_may_write: bool = False, link_ok: bool = False,
+    elsewhere: str = "",
+) -> os.stat_result | None:
+    """Refuse ``path`` (:class:`StorageError`, exit 5) if another user could have put it
+    there or can change it: its directory first (see :func:`trust_problem`; sticky is
+    fine there), then ``path`` itself, a link unless ``link_ok``. Reads only.
+
+    ``what`` names it for the user ("the project directory"); ``elsewhere`` adds a way
+    out to the advice. Returns what is at ``path`` (through a link), None if nothing.
+    """
+    parent = path.parent
+    found = _status(parent, follow=True)
+    if found and (problem := trust_problem(found, group_may_write=group_may_write,
+                                           sticky_ok=True)):
+        fix = (f"Keep it in a directory of your own, or run `chmod go-w {parent}` if that "
+               "directory is yours and nobody else should write to it.")
+        raise _untrusted(what, path, f"is in {parent}, which {problem}", fix, elsewhere)
+    found = _status(path, follow=False)
+    if found is not None and stat.S_ISLNK(found.st_mode):
+        if not link_ok:
+            fix = "Replace the link with what it points to (cidx-auth does not follow it)."
+            raise _untrusted(what, path, "is a symbolic link", fix, elsewhere)
+        found = _status(path, follow=True)
+    if found and (problem := trust_problem(found, group_may_write=group_may_write)):
+        raise _untrusted(what, path, problem, _fix(path, found), elsewhere)
+    return found
+
+
+def _status(path: Path, *, follow: bool) -> os.stat_result | None:
     try:
-        directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        status = os.stat(directory)
-    except FileExistsError:  # mkdir's answer when a file has the name
-        raise not_a_directory from None
+        return os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
     except OSError as error:
-        raise storage_error("create", directory, error) from error
-    if not stat.S_ISDIR(status.st_mode):
+        raise storage_error("inspect", path, error) from error
+
+
+def _untrusted(what: str, path: Path, problem: str, fix: str, elsewhere: str) -> StorageError:
+    return StorageError(
+        f"{what} {path} {problem}: cidx-auth will not use it, since another user could "
+        f"have put it there or could change it. {fix}{elsewhere and ' ' + elsewhere}"
+    )
+
+
+def ensure_private_dir(directory: Path, *, what: str = "the directory", link_ok: bool = False
+                       ) -> None:
+    """Create ``directory`` (0700) if needed, refuse it if another user controls it
+    (:func:`check_trusted`; group-writable is tightened, not refused), and correct its
+    mode if the user widened it. ``link_ok``: it may be a symlink (the config directory)."""
+    not_a_directory = StorageError(f"{directory} is not a directory; move it away")
+    refuse_if_read_only(directory)  # every write and every lock starts here
+    # Nothing is created in a place another user controls; then what is there is judged.
+    check_trusted(directory, what, group_may_write=True, link_ok=link_ok)
+    _make_private_dirs(directory)
+    status = check_trusted(directory, what, group_may_write=True, link_ok=link_ok)
+    if status is None or not stat.S_ISDIR(status.st_mode):
         raise not_a_directory
     # The CIDX client's own directory keeps the mode it chose: not cidx-auth's to change.
     theirs = os.path.lexists(directory / ".remote-config")
-    if POSIX and stat.S_IMODE(status.st_mode) != DIR_MODE and not theirs:
-        warn(
-            "%s had mode %03o; setting it to %03o",
-            directory, stat.S_IMODE(status.st_mode), DIR_MODE,
-        )
+    mode = stat.S_IMODE(status.st_mode)
+    if POSIX and mode != DIR_MODE and not theirs and status.st_uid == os.geteuid():
+        warn("%s had mode %03o; setting it to %03o", directory, mode, DIR_MODE)
         try:
             os.chmod(directory, DIR_MODE)
         except OSError as error:
             warn("could not correct the mode of %s: %s", directory, error.strerror)
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and each missing parent at 0700 (``mkdir(parents=True)`` gives
+    the parents 0777 less the umask: under umask 000, anyone's)."""
+    missing = []
+    for candidate in (directory, *directory.parents):
+        if os.path.isdir(candidate):
+            break
+        missing.append(candidate)
+    for candidate in reversed(missing):
+        try:
+            os.mkdir(candidate, DIR_MODE)
+        except FileExistsError:  # a racing process, or a file: the check says which
+            pass
+        except OSError as error:
+            raise storage_error("create", candidate, error) from error
+
+
 def read_private(
-    path: Path, limit: int = MAX_FILE_SIZE, *, ours: Callable[[bytes], bool] | None = None
+    path: Path, limit: int = MAX_FILE_SIZE, *, ours: Callable[[bytes], bool] | None = None,
+    secret: bool = False,
 ) -> tuple[bytes, Identity] | None:
     """The bytes of the regular file at ``path`` and its identity; None if it is missing.
 
     Raises :class:`CorruptStore` for a link, a non-regular file or one over ``limit``
-    (the caller sets it aside) and :class:`StorageError` when the read itself fails.
-    A mode wider than 0600 is corrected, unless ``ours`` says the content is another
-    program's: a file cidx-auth did not write is never changed.
+    (the caller sets it aside) and :class:`StorageError` when the read itself fails or
+    the file is refused (:func:`read_regular`, ``secret``). A mode wider than 0600 is
+    corrected, unless ``ours`` says the content is another program's: a file cidx-auth
+    did not write is never changed.
     """
-    found = read_regular(path, limit, correct_mode=ours or (lambda _: True))
+    found = read_regular(path, limit, correct_mode=ours or (lambda _: True), secret=secret)
     return None if found is None else (found[0], identity_of(found[1]))
 
 
@@ -178,14 +301,17 @@ def read_regular(
     *,
     refuse: Callable[[str], Exception] | None = None,
     correct_mode: Callable[[bytes], bool] | None = None,
+    secret: bool = False,
 ) -> tuple[bytes, os.stat_result] | None:
     """The bytes and status of the regular file at ``path``, never through a link; None
     if it is missing.
 
     A link, a non-regular file or one over ``limit`` raises ``refuse(reason)`` (by
     default a :class:`CorruptStore` naming the file); a failed read, :class:`StorageError`.
-    The file is left exactly as it is, unless ``correct_mode(data)`` says it is ours: then
-    a mode wider than 0600 is corrected through the descriptor.
+    A file another user owns (or, for a ``secret``, one group or others can write: they
+    could have chosen it) raises ``refuse(reason)``, by default a :class:`StorageError`:
+    it is never set aside. The file is left exactly as it is, unless ``correct_mode(data)``
+    says it is ours: then a mode wider than 0600 is corrected through the descriptor.
     """
 
     def refused(reason: str) -> Exception:
@@ -207,6 +333,11 @@ def read_regular(
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             raise refused("is not a regular file")
+        owner_only = not secret  # a secret's group and others may not write it either
+        if problem := trust_problem(status, group_may_write=False, owner_only=owner_only):
+            if refuse is not None:
+                raise refuse(problem)
+            raise _untrusted("the file", path, problem, _fix(path, status), "")
         too_big = f"is larger than {limit} bytes"
         if status.st_size > limit:
             raise refused(too_big)
@@ -231,7 +362,7 @@ def read_regular(
 
 def _correct_mode(fd: int, path: Path, status: os.stat_result) -> None:
     mode = stat.S_IMODE(status.st_mode)
-    if not POSIX or mode == FILE_MODE:
+    if not POSIX or mode == FILE_MODE or _READ_ONLY.get() is not None:
         return
     warn("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
     try:

@@ -2,8 +2,10 @@
 
 A file that cannot be read back is renamed ``<name>.corrupt-<UTC time>-<n>`` beside
 itself, so a user (or a bug report) can still look at it; only the newest
-:data:`QUARANTINE_KEEP` are kept. The rename happens only if the file is still the one
-that was read, which the caller makes a proof by holding the lock every writer takes.
+:data:`QUARANTINE_KEEP` are kept. The rename happens only if the file is still the
+one that was read, which the caller makes a proof by holding the lock every writer
+takes. A set-aside token may still decrypt to a refresh token, so logging out removes
+them all (:func:`remove_set_aside`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from adapters.file_io import Identity, stat_identity, storage_error
+from adapters.file_io import Identity, refuse_if_read_only, stat_identity, storage_error
 
 QUARANTINE_KEEP = 3
 
@@ -27,6 +29,7 @@ def quarantine(path: Path, seen: Identity, now: float, keep: int = QUARANTINE_KE
     """
     if stat_identity(path) != seen:
         return False
+    refuse_if_read_only(path)
     prefix = f"{path.name}.corrupt-"
     try:
         aside = sorted(name for name in os.listdir(path.parent) if name.startswith(prefix))
@@ -45,6 +48,29 @@ def quarantine(path: Path, seen: Identity, now: float, keep: int = QUARANTINE_KE
         with contextlib.suppress(OSError):  # pruning is housekeeping: it must not fail a load
             os.unlink(path.parent / name)
     return True
+
+
+def remove_set_aside(path: Path) -> list[Path]:
+    """Remove every ``<name>.corrupt-*`` beside ``path`` (a link itself, never its target);
+    returns what was removed. :class:`StorageError` names a copy that could not go."""
+    prefix = f"{path.name}.corrupt-"
+    try:
+        names = sorted(name for name in os.listdir(path.parent) if name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        raise storage_error("list", path.parent, error) from error
+    removed = []
+    for name in names:
+        aside = path.parent / name
+        try:
+            os.unlink(aside)
+        except FileNotFoundError:
+            continue  # another logout got there first
+        except OSError as error:
+            raise storage_error("remove the set-aside copy", aside, error) from error
+        removed.append(aside)
+    return removed
 
 
 def _next_sequence(same_stamp: list[str]) -> int:

@@ -12,6 +12,11 @@ Format (plain JSON, no secrets, written atomically with mode 0600)::
 after version 1 was first written; a file without it reads as 30 s, and an older
 cidx-auth ignores it, so the version stays 1.
 
+A time no clock can show (NaN, infinity, before 1970, after the year 9999) or an open
+period longer than any ``Retry-After`` is honoured makes the file damaged, read as the
+default state. A time ahead but possible needs no clamp here: the breaker treats an
+``open_until`` beyond its own rules as ended (:mod:`cidx_auth.domain.breaker`).
+
 ``read`` is one ``stat`` when nothing changed since the last read, and takes no lock.
 ``update`` is read-modify-write under its own lock (``.state.lock``, separate from the
 token lock so that counting an event never waits behind a refresh), and writes nothing
@@ -27,6 +32,7 @@ single WARNING says the state is no longer persisted.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,12 +41,14 @@ from typing import Any
 
 from adapters.file_io import Identity, read_private, stat_identity, warn, write_private
 from adapters.file_lock import file_lock
-from cidx_auth.domain.breaker import FIRST_OPEN_PERIOD, BreakerState, Circuit
+from cidx_auth.domain.breaker import FIRST_OPEN_PERIOD, MAX_RETRY_AFTER, BreakerState, Circuit
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.events import ClientState
 
 STATE_FORMAT_VERSION = 1
 STATE_LOCK_TIMEOUT = 0.5
+LATEST_TIME = 253402300799.0
+"""9999-12-31 23:59:59 UTC: the last moment every platform's clock functions can show."""
 
 
 class FileStateStore:
@@ -161,14 +169,23 @@ def state_to_dict(state: ClientState) -> dict[str, Any]:
 
 def _parse(data: bytes) -> ClientState:
     try:
-        return state_from_dict(json.loads(data))
-    except (ValueError, TypeError, KeyError, RecursionError):
+        return decode_state(data)
+    except CorruptStore:
         warn("the state file is damaged; starting from the default state")
         return ClientState()
 
 
+def decode_state(data: bytes) -> ClientState:
+    """The state in the file's bytes; :class:`CorruptStore` if they are not one."""
+    try:
+        return state_from_dict(json.loads(data))
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
+        raise CorruptStore("the state file is damaged") from None
+
+
 def state_from_dict(document: Any) -> ClientState:
-    """Rebuild the state; raises ValueError (or TypeError, KeyError) if anything is off."""
+    """Rebuild the state; raises ValueError (or TypeError, KeyError, OverflowError) if
+    anything is off."""
     if not isinstance(document, dict) or document.get("version") != STATE_FORMAT_VERSION:
         raise ValueError("unknown state format")
     raw = document["breaker"]
@@ -177,7 +194,7 @@ def state_from_dict(document: Any) -> ClientState:
         _count(raw["failures"]),
         _time(raw["open_until"]),
         None if raw["probe_until"] is None else _time(raw["probe_until"]),
-        _time(raw.get("open_period", FIRST_OPEN_PERIOD)),
+        _time(raw.get("open_period", FIRST_OPEN_PERIOD), latest=MAX_RETRY_AFTER),
     )
     counters = document["counters"]
     if not isinstance(counters, dict) or not all(isinstance(k, str) for k in counters):
@@ -196,7 +213,10 @@ def _count(value: Any) -> int:
     return value
 
 
-def _time(value: Any) -> float:
+def _time(value: Any, latest: float = LATEST_TIME) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError("bad time")
-    return float(value)
+    number = float(value)  # an int beyond any float raises OverflowError, an ArithmeticError
+    if not (math.isfinite(number) and 0 <= number <= latest):
+        raise ValueError("impossible time")
+    return number

@@ -47,7 +47,7 @@ from adapters.file_io import (
     warn,
     write_private,
 )
-from adapters.file_quarantine import quarantine
+from adapters.file_quarantine import quarantine, remove_set_aside
 from adapters.session_codec import decode_session, encode_session
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 from cidx_auth.domain.token import Session
@@ -137,7 +137,9 @@ class FileTokenStore:
             self._cache = _Cached(session, written, now)
 
     def clear(self) -> None:
-        """Remove the stored session (log out). The caller holds :meth:`lock`."""
+        """Remove the stored session and every copy of it set aside as damaged (log
+        out): a set-aside copy may still decrypt to a refresh token. The caller holds
+        :meth:`lock`."""
         refuse_foreign(self.path, "token")
         with self._mutex:
             self._cache = None
@@ -145,6 +147,7 @@ class FileTokenStore:
                 self.path.unlink(missing_ok=True)
             except OSError as error:
                 raise storage_error("remove", self.path, error) from error
+            remove_set_aside(self.path)
 
     @contextlib.contextmanager
     def lock(self, timeout: float) -> Iterator[None]:

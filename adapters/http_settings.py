@@ -10,6 +10,7 @@ into the project's errors (errata #8), with messages that name the server, never
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,36 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from adapters.http_limits import (
+    ACCEPTED_ENCODINGS,
+    MAX_API_ANSWER,
+    Attempt,
+    BadAnswer,
+    hooks,
+)
 from cidx_auth import __version__
-from cidx_auth.domain.errors import CidxAuthError, ConfigurationError, ServerUnavailable
-from cidx_auth.domain.retry import AUTH_DEADLINE
+from cidx_auth.domain.errors import (
+    CidxAuthError,
+    ConfigurationError,
+    ProtocolError,
+    ServerUnavailable,
+)
+from cidx_auth.domain.retry import API_DEADLINE, AUTH_DEADLINE
 
 MAX_DETAIL = 300
 """A server's ``detail`` is quoted in messages, but never at any length."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+class UnusableAnswer(ServerUnavailable, ProtocolError):
+    """An answer cidx-auth will not read: larger than its cap once decompressed, in an
+    encoding it did not ask for, or not inflating. Exit 4 (the server cannot be used
+    now); an API call is not retried after one."""
+
+
+class DeadlinePassed(ServerUnavailable):
+    """A request that did not finish within its overall deadline. Never retried: a server
+    that dripped one answer would drip the next."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +71,8 @@ class HttpSettings:
     user_agent: str = f"cidx-auth/{__version__}"
     auth_deadline: float = AUTH_DEADLINE
     """D: the most one login or refresh may take, connect to last byte (the gateway's)."""
+    api_deadline: float = API_DEADLINE
+    """The most one API call may take, connect to last byte (its 401 retry included)."""
 
     def __post_init__(self) -> None:
         try:
@@ -60,7 +87,7 @@ class HttpSettings:
                 "give one like https://cidx.example.com"
             )
         timeouts = (self.connect_timeout, self.read_timeout, self.write_timeout,
-                    self.pool_timeout, self.keepalive_expiry, self.auth_deadline)
+                    self.pool_timeout, self.keepalive_expiry, self.auth_deadline, self.api_deadline)
         if min(timeouts) <= 0:
             raise ConfigurationError("HTTP timeouts must be positive numbers of seconds")
         if min(self.max_keepalive, self.max_connections, self.max_in_flight) < 1:
@@ -74,6 +101,11 @@ class HttpSettings:
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout,
                              write=self.write_timeout, pool=self.pool_timeout)
+
+    def timeouts_within(self, attempt: Attempt) -> httpx.Timeout:
+        """The per-phase timeouts, none longer than what remains of ``attempt``."""
+        return attempt.timeouts(self.connect_timeout, self.read_timeout,
+                                self.write_timeout, self.pool_timeout)
 
     def limits(self) -> httpx.Limits:
         return httpx.Limits(max_keepalive_connections=self.max_keepalive,
@@ -103,7 +135,8 @@ def _client_options(settings: HttpSettings, custom_transport: bool,
         "timeout": settings.timeout(),
         "limits": limits or settings.limits(),
         "http2": settings.http2,
-        "headers": {"User-Agent": settings.user_agent, "Accept": "application/json"},
+        "headers": {"User-Agent": settings.user_agent, "Accept": "application/json",
+                    "Accept-Encoding": ACCEPTED_ENCODINGS},
         "follow_redirects": False,
     }
     if not custom_transport:
@@ -119,14 +152,15 @@ def make_client(
     transport: httpx.BaseTransport | None = None,
     context: ssl.SSLContext | None = None,
     limits: httpx.Limits | None = None,
+    cap: int = MAX_API_ANSWER,
 ) -> httpx.Client:
     """A blocking httpx client configured from ``settings`` (``transport`` for tests).
 
     ``limits`` replaces the settings' pool limits (the auth gateway keeps no idle
-    connections).
+    connections); no answer may hold more than ``cap`` bytes once decompressed.
     """
     options = _client_options(settings, transport is not None, context, limits)
-    return httpx.Client(auth=auth, transport=transport, **options)
+    return httpx.Client(auth=auth, transport=transport, event_hooks=hooks(cap), **options)
 
 
 def make_async_client(
@@ -137,7 +171,8 @@ def make_async_client(
 ) -> httpx.AsyncClient:
     """The asyncio twin of :func:`make_client`."""
     options = _client_options(settings, transport is not None, context)
-    return httpx.AsyncClient(auth=auth, transport=transport, **options)
+    return httpx.AsyncClient(auth=auth, transport=transport,
+                             event_hooks=hooks(MAX_API_ANSWER, asynchronous=True), **options)
 
 
 def _untrusted(exc: BaseException) -> bool:
@@ -168,6 +203,8 @@ def dropped(exc: httpx.HTTPError) -> bool:
 def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthError:
     """Translate an httpx exception; the message names the server and what to do."""
     server = settings.server
+    if isinstance(exc, BadAnswer):
+        return UnusableAnswer(f"the answer from {server} {_short(exc)}; check the server URL")
     if isinstance(exc, httpx.ConnectError) and _untrusted(exc):
         # Not a transient fault: retrying or counting it against the breaker would hide
         # the real problem (a private CA, or someone in the middle) behind "unavailable".
@@ -190,6 +227,27 @@ def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthErr
     return ConfigurationError(f"the request to {server} could not be made ({_short(exc)})")
 
 
+def attempt_error(exc: httpx.HTTPError, settings: HttpSettings, attempt: Attempt,
+                  what: str) -> CidxAuthError:
+    """:func:`transport_error`, told that the request had ``attempt``'s deadline.
+
+    A connection the watchdog shut looks like any dropped one; after the deadline it
+    is that deadline's doing, and ``what`` (e.g. "the login") says which request it was.
+    """
+    error = transport_error(exc, settings)
+    if isinstance(error, ServerUnavailable) and not isinstance(error, UnusableAnswer) \
+            and attempt.left() <= 0:
+        return overdue(settings, attempt, what, reached=attempt.sent or error.reached)
+    return error
+
+
+def overdue(settings: HttpSettings, attempt: Attempt, what: str, *,
+            reached: bool) -> DeadlinePassed:
+    """The error for a request its deadline cut short: an answer lost, when ``reached``."""
+    return DeadlinePassed(f"{settings.server} did not finish {what} within "
+                          f"{attempt.deadline:g} s; try again later", reached=reached)
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:MAX_DETAIL]
@@ -199,8 +257,8 @@ def json_body(response: httpx.Response) -> Any:
     """The parsed JSON body, or None when the body is not JSON."""
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: JSON nested deeper than the parser's stack
 
 
 def _problem(item: Any) -> str:
@@ -215,7 +273,13 @@ def _problem(item: Any) -> str:
 
 
 def detail_of(response: httpx.Response) -> str:
-    """The server's ``detail`` as text: a string, a 422's list of messages, or the reason."""
+    """The server's ``detail`` as one line: a string, a 422's list of messages, or the
+    reason; cleaned and cut to :data:`MAX_DETAIL` characters."""
+    return clean(full_detail(response))
+
+
+def full_detail(response: httpx.Response) -> str:
+    """The server's ``detail`` as sent, uncut (to look into, not to print)."""
     body = json_body(response)
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list):
@@ -224,4 +288,9 @@ def detail_of(response: httpx.Response) -> str:
         detail = "; ".join(_problem(item) for item in detail)
     if not isinstance(detail, str) or not detail:
         detail = response.reason_phrase or f"HTTP {response.status_code}"
-    return detail[:MAX_DETAIL]
+    return detail
+
+
+def clean(text: str) -> str:
+    """Server text made fit for one line of a message: no control characters, short."""
+    return _CONTROL.sub(" ", text)[:MAX_DETAIL]

@@ -8,39 +8,39 @@ Every answer becomes a :class:`Grant` or one of the project's errors; no httpx
 exception leaves this module (errata #8), and no message holds a secret.
 
 Each request ends within the deadline D (``HttpSettings.auth_deadline``), connect to
-last byte, because the renewal holds its cross-process lock around it. httpx's timeouts
-bound each socket operation, not their sum: a server dripping a byte every 20 s would
-hold the request, and the lock, for ever. So every phase's timeout is capped by what
-remains of D, the body is read chunk by chunk (and at most 64 KiB of it, decompressed),
-and a watchdog shuts the connection's socket when D passes, which wakes a read blocked
-inside httpcore (headers dripped byte by byte never come back here otherwise). The
-socket comes from httpcore's ``trace`` extension when the connection is made, so the
-gateway keeps no idle connections: each request makes its own. That costs nothing
-real, since auth requests come minutes apart, past the 30 s keep-alive anyway.
+last byte, because the renewal holds its cross-process lock around it; its answer may
+hold at most 64 KiB once decompressed. Both are enforced by ``adapters.http_limits``
+(see there why per-read timeouts are not enough). The gateway keeps no idle
+connections: each request makes its own, so the watchdog always has its socket. That
+costs nothing real, since auth requests come minutes apart, past the 30 s keep-alive.
+
+The server's ``detail`` is quoted only as one short line, and not at all when it holds
+what was sent (a 400 or 500 that echoes the request body would print the password).
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import re
-import socket
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from email.utils import parsedate_to_datetime
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from adapters.http_limits import MAX_AUTH_ANSWER, Attempt, Oversized, TooLate, size_text
 from adapters.http_settings import (
     HttpSettings,
-    detail_of,
+    UnusableAnswer,
+    attempt_error,
+    clean,
+    full_detail,
     json_body,
     make_client,
+    overdue,
     ssl_context,
-    transport_error,
 )
 from adapters.system_clock import SystemClock
 from cidx_auth.domain.credentials import Credentials
@@ -57,7 +57,7 @@ from cidx_auth.domain.errors import (
     RefreshRejected,
     ServerUnavailable,
 )
-from cidx_auth.domain.retry import parse_retry_after
+from cidx_auth.domain.retry import clamp_wait, parse_retry_after
 from cidx_auth.domain.token import Grant
 
 logger = logging.getLogger(__name__)
@@ -65,12 +65,10 @@ logger = logging.getLogger(__name__)
 LOGIN, REFRESH = "login", "refresh"
 _LOCK_SECONDS = re.compile(r"in (\d+) seconds")
 
-MAX_AUTH_ANSWER = 64 * 1024
-"""The most an auth answer's body may hold after decompression (decisions.md)."""
+AUTH_DETAIL = 80
+"""The most of a login or refresh refusal's ``detail`` a message quotes."""
 _FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 _NO_IDLE = httpx.Limits(max_keepalive_connections=0)
-_SHORTEST = 0.001
-"""A phase never gets a timeout of 0: to a socket that means "do not wait", not "stop"."""
 
 
 class HttpxGateway:
@@ -89,131 +87,57 @@ class HttpxGateway:
         self._monotonic = monotonic  # for the deadline D
         context = ssl_context(settings) if transport is None else None
         self._client = make_client(settings, transport=transport, context=context,
-                                   limits=_NO_IDLE)
+                                   limits=_NO_IDLE, cap=MAX_AUTH_ANSWER)
 
     def login(self, credentials: Credentials) -> Grant:
         """One login attempt; raises the project's errors only."""
-        return self._post(LOGIN, self._settings.login_path, _login_body(credentials))
+        return self._post(LOGIN, self._settings.login_path, _login_body(credentials),
+                          credentials.password)
 
     def refresh(self, refresh_token: str) -> Grant:
         """One refresh; the server rotates ``refresh_token`` whatever happens next."""
-        return self._post(REFRESH, self._settings.refresh_path, {"refresh_token": refresh_token})
+        return self._post(REFRESH, self._settings.refresh_path,
+                          {"refresh_token": refresh_token}, refresh_token)
 
     def close(self) -> None:
         self._client.close()
 
-    def _post(self, call: str, path: str, body: dict[str, str]) -> Grant:
-        """Send one auth request and read its answer, all within D."""
+    def _post(self, call: str, path: str, body: dict[str, str], secret: str) -> Grant:
+        """Send one auth request and read its answer, all within D; no message quotes
+        ``secret``, even when the server echoes it."""
         settings = self._settings
-        with _Attempt(settings.auth_deadline, self._monotonic) as attempt:
+        with Attempt(settings.auth_deadline, self._monotonic) as attempt:
             try:
                 with self._client.stream("POST", path, json=body,
-                                         timeout=attempt.timeouts(settings),
-                                         extensions={"trace": attempt.trace}) as response:
-                    answer = _read_answer(response, call, settings, attempt)
-            except _TooLate:
-                raise _overdue(call, settings, reached=False) from None
+                                         timeout=settings.timeouts_within(attempt),
+                                         extensions=attempt.extensions()) as response:
+                    answer = _read_answer(response, attempt)
+            except TooLate:
+                raise overdue(settings, attempt, f"the {call}", reached=False) from None
+            except Oversized:
+                raise UnusableAnswer(f"the answer from {settings.server} to the {call} is "
+                                     f"larger than {size_text(MAX_AUTH_ANSWER)}; check the "
+                                     "server URL") from None
             except httpx.HTTPError as exc:
-                error = transport_error(exc, settings)
-                if isinstance(error, ServerUnavailable) and attempt.left() <= 0:
-                    error = _overdue(call, settings, reached=attempt.sent or error.reached)
-                raise error from None
-        return read_grant(answer, call, settings, self._now())
-
-
-class _TooLate(Exception):
-    """D passed before the request was sent: raised from the trace hook, never leaves."""
-
-
-class _Attempt:
-    """One auth request's deadline, and the watchdog that enforces it on the socket.
-
-    ``sent`` turns True as httpcore starts writing the request: until then a failure
-    certainly left nothing on the server. ``clock`` is monotonic; the watchdog itself
-    waits in real time (a test with a fake clock uses a fake transport: no socket).
-    """
-
-    def __init__(self, deadline: float, clock: Callable[[], float]) -> None:
-        self._clock = clock
-        self._ends = clock() + deadline
-        self.sent = False
-        self._guard = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._timer: threading.Timer | None = None
-
-    def __enter__(self) -> _Attempt:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        with self._guard:
-            if self._timer is not None:
-                self._timer.cancel()
-            if self._socket is not None:
-                self._socket.close()  # our duplicate only: httpcore closes its own
-                self._socket = None
-
-    def left(self) -> float:
-        """Seconds until D passes (negative once it has)."""
-        return self._ends - self._clock()
-
-    def timeouts(self, settings: HttpSettings) -> httpx.Timeout:
-        """The settings' per-phase timeouts, none longer than what remains of D."""
-        left = max(self.left(), _SHORTEST)
-        return httpx.Timeout(connect=min(settings.connect_timeout, left),
-                             read=min(settings.read_timeout, left),
-                             write=min(settings.write_timeout, left),
-                             pool=min(settings.pool_timeout, left))
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's ``trace`` hook: watch the new socket; send nothing after D."""
-        if event.endswith("connect_tcp.complete"):
-            stream = info.get("return_value")
-            found = stream.get_extra_info("socket") if stream is not None else None
-            if isinstance(found, socket.socket):
-                self._watch(found)
-        elif event.endswith("send_request_headers.started"):
-            if self.left() <= 0:
-                raise _TooLate
-            self.sent = True
-
-    def _watch(self, sock: socket.socket) -> None:
-        with self._guard:
-            if self._socket is not None:
-                return
-            # A duplicate descriptor: it still names this connection after TLS wraps
-            # (and detaches) httpcore's socket object, and it is never another socket
-            # reusing a closed descriptor's number.
-            try:
-                self._socket = sock.dup()
-            except OSError:  # out of descriptors: the capped timeouts still apply
-                return
-            self._timer = threading.Timer(max(self.left(), 0.0), self._cut)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _cut(self) -> None:
-        """At D: end the connection, waking whatever read or write is blocked on it."""
-        with self._guard, contextlib.suppress(OSError):
-            if self._socket is not None:
-                self._socket.shutdown(socket.SHUT_RDWR)
+                raise attempt_error(exc, settings, attempt, f"the {call}") from None
+        return read_grant(answer, call, settings, self._now(), secrets=(secret,))
 
 
 def _login_body(credentials: Credentials) -> dict[str, str]:
     return {"username": credentials.username, "password": credentials.password}
 
 
-def _read_answer(response: httpx.Response, call: str, settings: HttpSettings,
-                 attempt: _Attempt) -> httpx.Response:
-    """The answer with its whole body in memory: at most 64 KiB decompressed, within D."""
+def _read_answer(response: httpx.Response, attempt: Attempt) -> httpx.Response:
+    """The answer with its whole body in memory: at most 64 KiB decompressed, within D.
+
+    The client's guard counts too; this count also holds for a body a test handed in.
+    """
     body = bytearray()
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) > MAX_AUTH_ANSWER:
-            raise ProtocolError(f"the answer from {settings.server} to the {call} is larger "
-                                "than 64 KiB; check the server URL")
-        if attempt.left() <= 0:
-            raise _overdue(call, settings, reached=True)
+            raise Oversized(MAX_AUTH_ANSWER)
+        attempt.check()
     # The body is decoded already, so the headers that framed or encoded it go.
     headers = [(key, value) for key, value in response.headers.multi_items()
                if key.lower() not in _FRAMING]
@@ -223,18 +147,16 @@ def _read_answer(response: httpx.Response, call: str, settings: HttpSettings,
                           request=response.request, extensions=kept)
 
 
-def _overdue(call: str, settings: HttpSettings, *, reached: bool) -> ServerUnavailable:
-    """The error for a request that D cut short: an answer lost, when ``reached``."""
-    return ServerUnavailable(f"{settings.server} did not finish the {call} within "
-                             f"{settings.auth_deadline:g} s; try again later", reached=reached)
+def read_grant(response: httpx.Response, call: str, settings: HttpSettings, now: float,
+               secrets: Iterable[str] = ()) -> Grant:
+    """Turn the answer to a login or refresh into a :class:`Grant`, or raise why not.
 
-
-def read_grant(response: httpx.Response, call: str, settings: HttpSettings, now: float) -> Grant:
-    """Turn the answer to a login or refresh into a :class:`Grant`, or raise why not."""
+    ``secrets`` were sent with the request: no message may quote them.
+    """
     logger.debug("%s answered %d", call, response.status_code)
     if response.status_code == 200:
         return _granted(json_body(response), response, call, settings)
-    raise refusal(response, call, settings, now)
+    raise refusal(response, call, settings, now, secrets)
 
 
 def _granted(body: Any, response: httpx.Response, call: str, settings: HttpSettings) -> Grant:
@@ -259,16 +181,17 @@ def _granted(body: Any, response: httpx.Response, call: str, settings: HttpSetti
 
 
 def refusal(response: httpx.Response, call: str, settings: HttpSettings,
-            now: float) -> CidxAuthError:
+            now: float, secrets: Iterable[str] = ()) -> CidxAuthError:
     """The error for a non-200 answer to ``call`` (``login`` or ``refresh``)."""
-    status, detail, server = response.status_code, detail_of(response), settings.server
+    status, server, said = response.status_code, settings.server, full_detail(response)
+    detail = shown_detail(said, status, secrets)
     retry_after = parse_retry_after(response.headers.get("Retry-After"), now)
     if status >= 500:
         return ServerUnavailable(
             f"{server} answered {status} to the {call} ({detail}); try again later", retry_after
         )
-    if status == 429 and call == LOGIN and detail.startswith("account_locked"):
-        return _locked(detail, retry_after, now)
+    if status == 429 and call == LOGIN and said.startswith("account_locked"):
+        return _locked(said, retry_after, now)
     if status == 429:
         wait = f"in {retry_after:.0f} s" if retry_after is not None else "later"
         return RateLimited(f"{server} is limiting {call} attempts ({detail}); try again {wait}",
@@ -279,7 +202,7 @@ def refusal(response: httpx.Response, call: str, settings: HttpSettings,
         )
     if status in (401, 403) and call == REFRESH:
         return RefreshRejected(f"the server refused the refresh token ({detail})")
-    if status == 403 and detail.startswith("password_expired"):
+    if status == 403 and said.startswith("password_expired"):
         return PasswordExpired("the server says this account's password has expired: change "
                                "it on the server, then run `cidx-auth login`")
     if status == 403:
@@ -295,10 +218,19 @@ def refusal(response: httpx.Response, call: str, settings: HttpSettings,
     return ProtocolError(f"{server} answered {status} to the {call} ({detail})")
 
 
+def shown_detail(said: str, status: int, secrets: Iterable[str]) -> str:
+    """What a message may quote of a login or refresh refusal's ``detail``: one short
+    clean line, or only the status when the detail holds a secret that was sent (as
+    is, or escaped as JSON escapes it)."""
+    if any(value and (value in said or json.dumps(value)[1:-1] in said) for value in secrets):
+        return f"HTTP {status} {httpx.codes.get_reason_phrase(status)}".rstrip()
+    return clean(said)[:AUTH_DETAIL]
+
+
 def _locked(detail: str, retry_after: float | None, now: float) -> AccountLocked:
     if retry_after is None:
         found = _LOCK_SECONDS.search(detail)
-        retry_after = float(found.group(1)) if found else None
+        retry_after = clamp_wait(float(found.group(1))) if found else None
     if retry_after is None:
         return AccountLocked("the server locked this account after too many failed logins; "
                              "wait 15 minutes, check the password, then run `cidx-auth login`")

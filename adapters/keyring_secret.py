@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from adapters.file_io import warn
+from adapters.file_io import refuse_if_read_only, warn
 from adapters.shared_key import FileSecret, SecretSource, decode_secret
 from adapters.user_secret import SECRET_SIZE, UserSecret
 from cidx_auth.domain.errors import ConfigurationError, StorageError
@@ -89,6 +89,7 @@ class KeyringSecret:
     def _get_or_create(self, backend: Any) -> bytes:
         stored = backend.get_password(SERVICE, ACCOUNT)
         if stored is None:
+            refuse_if_read_only(f"the OS keyring ({SERVICE!r}, {ACCOUNT!r})")
             initial = self._adopt_file()
             backend.set_password(SERVICE, ACCOUNT, base64.b64encode(initial).decode("ascii"))
             stored = backend.get_password(SERVICE, ACCOUNT)  # another process may have won

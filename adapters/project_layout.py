@@ -20,8 +20,14 @@ project keeps its names if ``.remote-config`` is removed later).
 ``auth.json``::
 
     {"server_url": "https://cidx.example.com", "username": "alice",
-     "allowed_algorithms": ["HS256"], "ca_bundle": null, "store_url": null,
-     "plain_http": false}
+     "allowed_algorithms": ["HS256"], "ca_bundle": null, "ca_bundle_sha256": null,
+     "store_url": null, "plain_http": false, "mac": "5f0c..."}
+
+``mac`` signs every other field under a key derived from the per-user secret and the
+project's path (:mod:`adapters.settings_seal`): settings change only through
+``cidx-auth login``, and a hand-edited, copied or unsigned file is refused (exit 2).
+``ca_bundle_sha256`` pins the CA bundle by its content. No field holds a secret: a
+server URL with ``user:pass@`` and a store URL with a password are refused.
 
 ``allowed_algorithms`` is the algorithm pin: null until the first login, which pins the
 algorithm of the token it got (or the ones given with ``login --allow-alg``).
@@ -36,17 +42,24 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from adapters.file_io import read_private, write_private
+from adapters.file_io import check_trusted, read_private, write_private
+from adapters.settings_seal import check, no_secret, seal
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore
 from cidx_auth.domain.token import JWS_ALGORITHMS
+
+if TYPE_CHECKING:
+    from adapters.shared_key import SecretSource
 
 STORE_DIR = ".code-indexer"
 SETTINGS_NAME = "auth.json"
 CIDX_CLIENT_MARK = ".remote-config"
 OWN_PREFIX = ".cidx-auth"
 """The prefix of cidx-auth's file names in a project the CIDX client set up."""
+PROJECT_DIR = "the project directory"
+ELSEWHERE = "To use another project directory, give it with --project DIR."
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +120,28 @@ class ProjectLayout:
 
 
 def find_project_root(start: Path) -> Path:
-    """The nearest directory from ``start`` upwards holding ``.code-indexer/``, else ``start``."""
+    """The nearest directory from ``start`` upwards holding ``.code-indexer/``, else ``start``.
+
+    The search stops at the first ``.code-indexer`` (a link included): one another user
+    could have planted (``/tmp/.code-indexer``) is refused by :func:`check_project_dir`,
+    never used and never passed over for one further up.
+    """
     start = start.absolute()
     for candidate in (start, *start.parents):
-        if (candidate / STORE_DIR).is_dir():
+        store = candidate / STORE_DIR
+        if os.path.islink(store) or store.is_dir():
+            check_project_dir(candidate)
             return candidate
     return start
+
+
+def check_project_dir(root: Path) -> None:
+    """Refuse (exit 5) the project at ``root`` if its ``.code-indexer`` is a symbolic link,
+    is not the user's, or every user can write it or the directory holding it: another
+    user could have planted its files or could change them. Every command calls this
+    before it reads or writes there; it changes nothing (a group-writable directory is
+    tightened by the first write, :func:`adapters.file_io.ensure_private_dir`)."""
+    check_trusted(root / STORE_DIR, PROJECT_DIR, group_may_write=True, elsewhere=ELSEWHERE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +156,24 @@ class ProjectSettings:
     store_url: str | None = None
     plain_http: bool = False
     """The user opted in to plain http to a host other than this machine."""
+    ca_bundle_sha256: str | None = None
+    """The SHA-256 of ``ca_bundle``'s content at login: the bundle is trusted by content."""
 
     def __post_init__(self) -> None:
+        refuse_userinfo(self.server_url, "the server URL")
         if not self.server_url.startswith(("https://", "http://")):
             raise ConfigurationError(
                 "the server URL must start with https:// (or http:// for a local server)"
             )
+        if (self.ca_bundle is None) != (self.ca_bundle_sha256 is None):
+            raise ConfigurationError(
+                "a CA bundle is recorded with the SHA-256 of its content: run "
+                "`cidx-auth login --ca-bundle FILE` again"
+            )
+        if self.store_url is not None:
+            from adapters.redis_connection import refuse_password
+
+            refuse_password(self.store_url, "the store URL")
         algorithms = self.allowed_algorithms
         if algorithms is None:
             return
@@ -147,8 +188,26 @@ class ProjectSettings:
         return self.allowed_algorithms or JWS_ALGORITHMS
 
 
-def load_settings(layout: ProjectLayout) -> ProjectSettings | None:
-    """The project's settings; None if it has none yet."""
+def refuse_userinfo(url: str, where: str) -> None:
+    """A ``user:pass@`` in a server URL would be printed, stored and sent as Basic auth:
+    :class:`ConfigurationError`, whose message does not repeat the URL."""
+    try:
+        userinfo = "@" in urlsplit(url).netloc
+    except ValueError:  # not a URL: the other checks say what is wrong with it
+        return
+    if userinfo:
+        raise ConfigurationError(
+            f"{where} holds a user name or password (user:pass@host); give the server URL "
+            "without it: cidx-auth sends your username and password to the login "
+            "endpoint only"
+        )
+
+
+def load_settings(
+    layout: ProjectLayout, secret: SecretSource | None = None
+) -> ProjectSettings | None:
+    """The project's settings, once their MAC verifies under the per-user secret
+    (``secret``, default: the one the environment names); None if it has none yet."""
     try:
         found = read_private(layout.settings)
     except CorruptStore as damage:
@@ -157,13 +216,23 @@ def load_settings(layout: ProjectLayout) -> ProjectSettings | None:
         return None
     try:
         document = json.loads(found[0])
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        raise _invalid(layout, str(error)) from None
+    if not isinstance(document, dict):
+        raise _invalid(layout, "not a JSON object")
+    source = _source(secret)
+    check(document, layout.settings, layout.root, lambda: _existing(source, layout.settings))
+    try:
         return ProjectSettings(**_fields(document))
     except (ValueError, TypeError) as error:  # ConfigurationError is a ValueError
         raise _invalid(layout, str(error)) from None
 
 
-def save_settings(layout: ProjectLayout, settings: ProjectSettings) -> None:
-    """Write the settings atomically (0600)."""
+def save_settings(
+    layout: ProjectLayout, settings: ProjectSettings, secret: SecretSource | None = None
+) -> None:
+    """Write the settings, signed, atomically (0600); creates the per-user secret if
+    there is none yet."""
     document = {
         "server_url": settings.server_url,
         "username": settings.username,
@@ -171,11 +240,29 @@ def save_settings(layout: ProjectLayout, settings: ProjectSettings) -> None:
             None if settings.allowed_algorithms is None else list(settings.allowed_algorithms)
         ),
         "ca_bundle": settings.ca_bundle,
+        "ca_bundle_sha256": settings.ca_bundle_sha256,
         "store_url": settings.store_url,
         "plain_http": settings.plain_http,
     }
-    data = (json.dumps(document, indent=2) + "\n").encode()
+    signed = seal(document, layout.root, _source(secret).value())
+    data = (json.dumps(signed, indent=2) + "\n").encode()
     write_private(layout.settings, data, sweep_young=False, now=time.time())
+
+
+def _source(secret: SecretSource | None) -> SecretSource:
+    from adapters.keyring_secret import secret_source  # only when there are settings
+
+    return secret if secret is not None else secret_source()
+
+
+def _existing(source: SecretSource, settings: Path) -> bytes:
+    """The secret's value, never created: settings signed with a secret that is gone
+    cannot be checked, and reading them must not leave a new secret behind."""
+    from adapters.user_secret import UserSecret
+
+    if isinstance(source, UserSecret) and not os.path.lexists(source.path):
+        raise no_secret(settings, source.path)
+    return source.value()
 
 
 def _fields(document: Any) -> dict[str, Any]:
@@ -190,7 +277,7 @@ def _fields(document: Any) -> dict[str, Any]:
     if not isinstance(plain_http, bool):
         raise ValueError("plain_http is not true or false")
     fields["plain_http"] = plain_http
-    for name in ("username", "ca_bundle", "store_url"):
+    for name in ("username", "ca_bundle", "ca_bundle_sha256", "store_url"):
         value = document.get(name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name} is not a string")
@@ -200,6 +287,5 @@ def _fields(document: Any) -> dict[str, Any]:
 
 def _invalid(layout: ProjectLayout, reason: str) -> ConfigurationError:
     return ConfigurationError(
-        f"{layout.settings} is not valid ({reason}); fix it, or run `cidx-auth login` "
-        "to write it again"
+        f"{layout.settings} is not valid ({reason}); run `cidx-auth login` to write it again"
     )

@@ -1,9 +1,14 @@
 """Redis store URLs: checked, printed without secrets, and turned into a client.
 
-A store URL is ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://`` for
-TLS. It may carry a password, so it is never printed as given: :func:`redact_url`
-keeps the scheme, host, port and database, and drops the user information and the
-query (where redis-py also accepts ``password=``).
+A store URL is ``redis://[user@]host[:port][/db]`` or ``rediss://`` for TLS. The
+password never rides in a URL that ``login --store`` gets (argv shows in ``ps``) or that
+``auth.json`` keeps (it holds no secret): :func:`refuse_password` stops both. It comes
+from ``CIDX_STORE_PASSWORD``, or from the file ``CIDX_STORE_PASSWORD_FILE`` names, which
+must be a regular file owned by the user (or root) that no group or other user can read
+(:func:`store_password`). A ``CIDX_STORE_URL`` in the environment may still carry one,
+and then it wins. A URL is never printed as given anyway: :func:`redact_url` keeps the
+scheme, host, port and database, and drops the user information and the query (where
+redis-py also accepts ``password=``).
 
 The client fails fast: a CLI call that finds Redis down should report it (or fall
 back to its cached token) in about a second, not after redis-py's default of ten
@@ -18,9 +23,14 @@ it cannot use before the setting is saved.
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+from adapters.file_io import POSIX, read_regular
 from cidx_auth.domain.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:  # checking a URL needs no redis: the CLI does it before anything else
@@ -31,6 +41,7 @@ SOCKET_TIMEOUT = 2.0
 RETRIES = 2
 HEALTH_CHECK_INTERVAL = 10
 """Seconds a pooled connection may sit idle before it is PINGed before use."""
+_MAX_PASSWORD_FILE = 4096
 
 
 def check_store_url(url: str) -> str:
@@ -46,6 +57,54 @@ def check_store_url(url: str) -> str:
     if database and not database.isdigit():
         raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number")
     return url
+
+
+def refuse_password(url: str, where: str) -> None:
+    """:class:`ConfigurationError` if ``url`` carries a password (``:password@`` or a
+    ``password=`` query): the message names the other ways to give it, never the URL."""
+    try:
+        parts = urlsplit(url.strip())
+        password = parts.password is not None or "password" in parse_qs(parts.query)
+    except ValueError:
+        return  # not a URL: check_store_url says what is wrong with it
+    if password:
+        raise ConfigurationError(
+            f"{where} {redact_url(url)} must not carry the Redis password (argv shows in "
+            "`ps`, and auth.json holds no secret): set CIDX_STORE_PASSWORD, or name a file "
+            "only you can read (chmod 600) in CIDX_STORE_PASSWORD_FILE, and give the URL "
+            "as redis://[user@]host:port/db"
+        )
+
+
+def store_password(environ: Mapping[str, str] | None = None) -> str | None:
+    """The Redis password from ``CIDX_STORE_PASSWORD`` or ``CIDX_STORE_PASSWORD_FILE``;
+    None if neither is set. A file that is not a regular file of the user's (or root's),
+    or that the group or others can read, is refused: :class:`StorageError` (exit 5)."""
+    env = os.environ if environ is None else environ
+    if env.get("CIDX_STORE_PASSWORD"):
+        return env["CIDX_STORE_PASSWORD"]
+    if not env.get("CIDX_STORE_PASSWORD_FILE"):
+        return None
+    path = Path(env["CIDX_STORE_PASSWORD_FILE"])
+
+    def refused(reason: str) -> StorageError:
+        return StorageError(
+            f"CIDX_STORE_PASSWORD_FILE {path} {reason}; write the Redis password to a "
+            "regular file of your own and `chmod 600` it"
+        )
+
+    found = read_regular(path, _MAX_PASSWORD_FILE, refuse=refused)
+    if found is None:
+        raise refused("does not exist")
+    data, status = found
+    if POSIX and status.st_uid not in (os.geteuid(), 0):
+        raise refused(f"is owned by another user (uid {status.st_uid})")
+    if POSIX and stat.S_IMODE(status.st_mode) & 0o077:
+        raise refused(f"has mode {stat.S_IMODE(status.st_mode):03o} (group or others may read it)")
+    password = data.decode("utf-8", "surrogateescape").rstrip("\r\n")
+    if not password:
+        raise refused("is empty")
+    return password
 
 
 def redact_url(url: str) -> str:
@@ -79,8 +138,10 @@ def connect(url: str, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
             "a redis:// token store needs the redis package: pip install 'cidx-auth[redis]'"
         ) from None
     retry = Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), RETRIES)
+    # A password in the URL (only CIDX_STORE_URL may hold one) wins over this one.
     return redis.Redis.from_url(
         check_store_url(url),
+        password=store_password(),
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=retry,
@@ -106,7 +167,8 @@ def failure_hint(error: Exception) -> str:
     from redis.exceptions import AuthenticationError, AuthorizationError
 
     if isinstance(error, AuthenticationError | AuthorizationError):
-        return f"{type(error).__name__}; check the user and password in the store URL"
+        return (f"{type(error).__name__}; check the store URL's user, and the password in "
+                "CIDX_STORE_PASSWORD or CIDX_STORE_PASSWORD_FILE")
     return f"{type(error).__name__}; check that it is running and reachable"
 
 

@@ -77,7 +77,7 @@ return 1
 """
 _FENCED_DELETE = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('del', KEYS[1])
+redis.call('del', KEYS[1], KEYS[3])
 return 1
 """
 _FENCED_SET_ASIDE = """
@@ -172,17 +172,19 @@ class RedisTokenStore:
         self._cache = (session, now)
 
     def clear(self) -> None:
-        """Remove the shared session (log out): every host of the fleet loses it.
+        """Remove the shared session and its set-aside copy (log out): every host of the
+        fleet loses it, and nothing that may decrypt to a refresh token stays behind.
 
         Under the lock, only while the lease holds: a holder that lost it must not
         delete the session the next holder stored.
         """
         self._cache = None
         token = self._token
+        corrupt = f"{self.key}:corrupt"
         try:
             if token is None:
-                self._client.delete(self.key)
-            elif not self._delete(keys=[self.key, self.lock_name], args=[token]):
+                self._client.delete(self.key, corrupt)
+            elif not self._delete(keys=[self.key, self.lock_name, corrupt], args=[token]):
                 raise self._lease_lost("removed from", "nothing was deleted")
         except RedisError as error:
             raise self._unavailable(error, "remove the session from") from None

@@ -13,6 +13,10 @@ host therefore needs the *same* secret, which a fleet gets in one of two ways:
 * ``CIDX_CONFIG_DIR`` points every host at a copy of the same ``user.secret`` (or the
   OS keyring holds the same value on each, see :mod:`adapters.keyring_secret`).
 
+``CIDX_SECRET_FILE`` is held to the per-user secret's rule: the file and the directory
+holding it must be the user's (or root's) and writable by no one else (a sticky
+directory such as ``/tmp`` may hold it); anything else is refused (exit 5).
+
 A host with another secret cannot read the shared token: it sets it aside with a
 warning and logs in, and every other host then does the same. That churn is the
 symptom of a fleet whose secrets differ.
@@ -28,13 +32,14 @@ from pathlib import Path
 from typing import Protocol
 
 from adapters.fernet_cipher import FernetCipher, derive_key, project_salt
-from adapters.file_io import read_private
+from adapters.file_io import check_trusted, read_private
 from adapters.user_secret import SECRET_SIZE
 from cidx_auth.domain.errors import CorruptStore, StorageError
 
 _IDENTITY_LABEL = b"cidx-auth shared identity key v1\0"
 _MAX_SECRET_FILE = 1024
 """A base64 secret with a newline is 45 bytes; anything much larger is not one."""
+_UNSET = "Or unset CIDX_SECRET_FILE to use your own per-user secret."
 
 
 class SecretSource(Protocol):
@@ -82,8 +87,9 @@ class FileSecret:
             return self._value
 
     def _read(self) -> bytes:
+        check_trusted(self.path, "CIDX_SECRET_FILE", elsewhere=_UNSET)
         try:
-            found = read_private(self.path, limit=_MAX_SECRET_FILE)
+            found = read_private(self.path, limit=_MAX_SECRET_FILE, secret=True)
         except CorruptStore:
             raise self._unusable("is not a regular file of at most 1 KiB") from None
         if found is None:
@@ -93,7 +99,7 @@ class FileSecret:
     def _unusable(self, why: str) -> StorageError:
         return StorageError(
             f"CIDX_SECRET_FILE {self.path} {why}; write the fleet's shared secret there "
-            "(32 bytes, or base64 of them), or unset CIDX_SECRET_FILE"
+            f"(32 bytes, or base64 of them). {_UNSET}"
         )
 
 

@@ -13,6 +13,13 @@ winner's file, and nobody ever reads a half-written one. Where hard links are no
 supported, an ``O_EXCL`` create is the fallback, and readers wait briefly for the
 winner to finish writing.
 
+Another user must not be able to choose it (they could then decrypt the password):
+the secret, and the directory holding it, must be the user's (this uid or root) and
+writable by no one else; the configuration directory's own directory must not be
+writable by every user (unless sticky, like ``/tmp``). Anything else is refused (exit 5,
+:func:`adapters.file_io.check_trusted`), never "corrected". Missing directories are
+created 0700, each of them, whatever the umask.
+
 The secret is held in an immutable ``bytes`` for the life of the process: Python
 gives no way to wipe it (errata #13).
 """
@@ -28,6 +35,7 @@ from pathlib import Path
 
 from adapters.file_io import (
     FILE_MODE,
+    check_trusted,
     ensure_private_dir,
     fsync_dir,
     read_private,
@@ -38,6 +46,8 @@ from cidx_auth.domain.errors import CorruptStore, StorageError
 
 SECRET_SIZE = 32
 SECRET_NAME = "user.secret"  # noqa: S105  (a file name, not a password)
+SECRET_ROLE = "the per-user secret"  # noqa: S105  (how messages name it)
+SECRET_DIR_ROLE = "the per-user secret's directory"  # noqa: S105
 _PUBLISH_WAIT = 2.0
 """How long a reader waits for an ``O_EXCL`` winner to finish writing (fallback only)."""
 
@@ -68,8 +78,10 @@ class UserSecret:
             return self._value
 
     def _read(self) -> bytes | None:
+        check_trusted(self.path.parent, SECRET_DIR_ROLE, group_may_write=True, link_ok=True)
+        check_trusted(self.path, SECRET_ROLE)  # and its directory: nobody else writes there
         try:
-            found = read_private(self.path, limit=SECRET_SIZE)
+            found = read_private(self.path, limit=SECRET_SIZE, secret=True)
         except CorruptStore:
             raise self._damaged() from None
         if found is None:
@@ -88,7 +100,7 @@ class UserSecret:
 
     def _create(self) -> bytes:
         directory = self.path.parent
-        ensure_private_dir(directory)
+        ensure_private_dir(directory, what=SECRET_DIR_ROLE, link_ok=True)
         import secrets  # imported here: only the first process of a user creates it
         import tempfile
 

@@ -50,11 +50,23 @@ class Options:
     """The global options, resolved."""
 
     def __init__(self, project: Path | None, verbose: int, quiet: bool) -> None:
-        from adapters.project_layout import find_project_root
-
-        self.root = project.absolute() if project else find_project_root(Path.cwd())
+        self.project = project
         self.verbose = verbose
         self.quiet = quiet
+
+    @functools.cached_property
+    def root(self) -> Path:
+        """The project directory, found when a command first needs it (``serve`` and
+        ``demo`` do not) and refused (exit 5) if another user could have planted it."""
+        from adapters.project_layout import check_project_dir, find_project_root
+
+        root = self.project.absolute() if self.project else find_project_root(Path.cwd())
+        check_project_dir(root)
+        return root
+
+
+HEADER_LOGGERS = ("httpx", "httpcore", "hpack", "h2")
+"""Third-party loggers that see request headers: never below INFO, at any verbosity."""
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -62,13 +74,16 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     if verbose >= 2:
         level = logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("cidx-auth: %(levelname)s: %(message)s"))
+    handler.setFormatter(_PrintableFormatter("cidx-auth: %(levelname)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    if verbose < 3:  # the HTTP stack's own debug lines add nothing a user needs
-        for name in ("httpx", "httpcore", "hpack", "h2", "filelock"):
-            logging.getLogger(name).setLevel(max(level, logging.INFO))
+    # The HTTP stack logs headers at DEBUG (hpack the decoded header list, h2 the
+    # encoded block, httpcore the answer's headers): the bearer token, at any -v.
+    for name in HEADER_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+    if verbose < 3:
+        logging.getLogger("filelock").setLevel(max(level, logging.INFO))
 
 
 def handled(command: F) -> F:
@@ -95,8 +110,19 @@ def handled(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines may quote a server (an event's detail): shown without terminal controls."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from cidx_auth.render import printable
+
+        return printable(super().format(record), keep_newlines=True)  # tracebacks at -vv
+
+
 def _fail(message: str, code: int) -> None:
-    click.echo(f"cidx-auth: error: {message}", err=True)
+    from cidx_auth.render import printable  # a message may quote a server's detail
+
+    click.echo(f"cidx-auth: error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -146,8 +172,10 @@ def _read_password(from_stdin: bool) -> str:
               help="Accept only tokens signed with ALG (repeatable; default: the algorithm "
                    "of the first token, pinned at login).")
 @click.option("--store", "store_url", metavar="URL",
-              help="Keep the token in Redis (redis://HOST:PORT/DB or rediss://...), shared "
-                   "by every host logged in as this user (env CIDX_STORE_URL overrides).")
+              help="Keep the token in Redis (redis://[USER@]HOST:PORT/DB or rediss://...), "
+                   "shared by every host logged in as this user (env CIDX_STORE_URL "
+                   "overrides). The password: env CIDX_STORE_PASSWORD or a 0600 file named "
+                   "by CIDX_STORE_PASSWORD_FILE, never in the URL.")
 @click.option("--allow-plain-http", is_flag=True,
               help="Send the password and tokens to a non-loopback http:// server in clear "
                    "text (recorded in auth.json; anyone on the network can read them).")
@@ -192,14 +220,16 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
     if store_url is not None:  # checked before the password is asked for
-        from adapters.redis_connection import check_store_url, ping
+        from adapters.redis_connection import check_store_url, ping, refuse_password
 
         store_url = check_store_url(store_url)
+        refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
         ping(store_url)
     settings = ProjectSettings(
         server.rstrip("/"), username, pinned,
         str(ca_bundle.absolute()) if ca_bundle else None, store_url,
         plain_http=allow_plain_http and is_remote_plain_http(server),
+        ca_bundle_sha256=_ca_pin(ca_bundle),
     )
     if settings.plain_http:
         logger.warning("%s is plain http: your password and tokens cross the network in "
@@ -233,6 +263,9 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     pin = ", ".join(project.settings.algorithms)
     click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
                f"tokens must be signed {pin})")
+    # Which directory holds the login: a surprise here (an ancestor's) is worth seeing.
+    kept = "Settings and credentials" if project.shared_store else "Settings, credentials, token"
+    click.echo(f"{kept} stored in {project.layout.directory}")
 
 
 @cli.command()
@@ -265,22 +298,22 @@ def token(refresh: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handled
 def status(as_json: bool) -> None:
-    """Show the stored session, breaker and counters (never a secret)."""
-    from cidx_auth.domain.errors import NotLoggedIn
+    """Show the stored session, breaker and counters (never a secret); changes nothing."""
+    from cidx_auth.render import printable
     from cidx_auth.status import collect
 
-    try:
-        report = collect(_options().root)
-    except NotLoggedIn:  # a question, not a failure: the answer is "not logged in"
-        report = {"logged_in": False, "token_state": "none",
-                  "next_step": "cidx-auth login --server URL --username NAME"}
+    report = collect(_options().root)
     if as_json:
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     for key, value in report.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
-        click.echo(f"{key.replace('_', ' '):>18}: {'-' if value is None else value}")
+        label, lines = key.replace("_", " "), [value]
+        if key == "findings":  # one line each
+            label, lines = "finding", value or [None]
+        for line in lines:
+            click.echo(f"{label:>18}: {'-' if line is None else printable(line)}")
 
 
 @cli.command()
@@ -307,7 +340,11 @@ def request(method: str, path: str, data: str | None) -> None:
             answer = client.request(method.upper(), path, json=body)
     finally:
         project.close()
-    click.echo(answer if isinstance(answer, str) else json.dumps(answer, indent=2))
+    # json.dumps escapes every control character; a bare JSON string is shown as text.
+    from cidx_auth.render import printable
+
+    click.echo(printable(answer, keep_newlines=True) if isinstance(answer, str)
+               else json.dumps(answer, indent=2))
 
 
 @cli.command()
@@ -424,6 +461,15 @@ def _migrated_login(
         "encrypted_credentials in .remote-config) will be removed."
     )
     return credentials
+
+
+def _ca_pin(ca_bundle: Path | None) -> str | None:
+    """The SHA-256 of the CA bundle's content: later commands trust that content only."""
+    if ca_bundle is None:
+        return None
+    from adapters.settings_seal import ca_digest
+
+    return ca_digest(ca_bundle)
 
 
 def _clock_time(epoch: float) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from adapters.file_io import is_foreign, read_private
 from adapters.keyring_secret import secret_source
-from adapters.project_layout import ProjectLayout, load_settings
+from adapters.project_layout import ProjectLayout, check_project_dir, load_settings
 from adapters.session_codec import decode_session
 from adapters.shared_key import project_cipher
 from cidx_auth.domain.errors import CidxAuthError
@@ -22,11 +22,13 @@ from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
 
 def fresh_stored_token(root: Path) -> str | None:
     """The stored access token if it is fresh and allowed by the settings, else None."""
+    check_project_dir(root)
     layout = ProjectLayout(root)
-    settings = load_settings(layout)
+    secret = secret_source()  # one read of the secret: it checks the settings and opens the token
+    settings = load_settings(layout, secret)
     if settings is None or settings.store_url or os.environ.get("CIDX_STORE_URL"):
         return None  # a token shared in Redis is read by the full path
-    cipher = project_cipher(root, settings.server_url, secret_source())
+    cipher = project_cipher(root, settings.server_url, secret)
     # Read-only: anything wrong with the file is left for the full path to report and
     # set aside under the lock; this path only answers when all is well.
     try:

@@ -33,7 +33,15 @@ from adapters.cidx_client_files import (
 )
 from adapters.http_settings import HttpSettings
 from adapters.httpx_gateway import HttpxGateway
-from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
+from adapters.project_layout import (
+    ProjectLayout,
+    ProjectSettings,
+    check_project_dir,
+    load_settings,
+    refuse_userinfo,
+    save_settings,
+)
+from adapters.settings_seal import check_ca_bundle
 from cidx_auth.container import Container, build_files, build_redis
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
 from cidx_auth.domain.events import AuthEvent, EventKind
@@ -81,7 +89,7 @@ class Project:
         """Record the algorithm pin if this command got the project's first token."""
         try:
             pin_algorithm(self)
-        except StorageError as error:
+        except (StorageError, ConfigurationError) as error:  # e.g. changed meanwhile
             logger.warning("the token's algorithm could not be recorded in %s (%s)",
                            self.layout.settings, error)
         finally:
@@ -98,6 +106,7 @@ def open_project(
     """Wire a project from its saved settings (or the ones given, for ``login``); a
     project only the CIDX client has set up is adopted first. ``offline``: the command
     talks to no server (``status``, ``logout``), so a plain-http URL is no reason to stop."""
+    check_project_dir(root)  # another user's, or a link: refused before anything is read
     layout = ProjectLayout(root)
     settings = settings or load_settings(layout)
     adopting = None
@@ -115,6 +124,8 @@ def open_project(
         refuse_foreign_lock_files(layout)
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
+    if ca_bundle is not None and not offline:  # trusted by its content, not its path
+        check_ca_bundle(ca_bundle, settings.ca_bundle_sha256)
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
     gateway = HttpxGateway(http)
     rules = Rules(tokens=TokenRules(frozenset(settings.algorithms)))
@@ -192,7 +203,9 @@ def refuse_foreign_lock_files(layout: ProjectLayout) -> None:
 
 def check_plain_http(url: str, where: str) -> None:
     """Passwords and tokens go over plain http only to this machine (loopback), unless
-    the user opted in at login; checked before any connection is made."""
+    the user opted in at login; checked before any connection is made. A URL with
+    ``user:pass@`` is refused first (the refusal below would print it)."""
+    refuse_userinfo(url, where)
     if not is_remote_plain_http(url):
         return
     raise ConfigurationError(
@@ -232,7 +245,9 @@ def pin_algorithm(project: Project) -> None:
     session = project.provider.session
     if session is None or session.token.fingerprint not in project.obtained.fingerprints:
         return
-    current = load_settings(project.layout)  # another command may have logged in meanwhile
+    # Verify, then sign: a file changed since this command read it is refused, never
+    # signed again. Another command may also have logged in meanwhile.
+    current = load_settings(project.layout)
     if current is None or current.allowed_algorithms is not None or (
         (current.server_url, current.username)
         != (project.settings.server_url, project.settings.username)

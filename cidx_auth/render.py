@@ -1,18 +1,49 @@
-"""Readable output for query results (rich)."""
+"""What the CLI prints that a server wrote: query results, answer bodies, error details.
+
+A server (or a file it indexed) chooses these strings, so they are shown as plain text
+and nothing else: :func:`printable` drops the characters a terminal acts on (ESC and
+the rest of C0 and C1, DEL, the bidirectional overrides that reorder what is shown),
+and the query table hands rich :class:`~rich.text.Text` objects, which it never reads
+as markup. ``pages/[id].tsx`` prints as itself, ``[link=...]`` stays text, ``[/x]``
+cannot break the table. rich is imported only to draw a table: an error message or a
+``request`` body needs just :func:`printable`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_BIDI_CONTROLS = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_DROPPED: dict[int, str | None] = {
+    code: None for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI_CONTROLS)
+}
+_ONE_LINE = {**_DROPPED, ord("\t"): " ", ord("\n"): " "}
+_LINES = {**_DROPPED, ord("\t"): " ", ord("\n"): "\n"}
+
+
+def printable(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` as a string a terminal shows and does not act on.
+
+    Control characters are removed (a carriage return could overwrite what was printed,
+    an ESC start a colour or a link); a tab becomes a space, and so does a newline
+    unless ``keep_newlines`` (a field shown on one line must not fake a second one).
+    """
+    return str(text).translate(_LINES if keep_newlines else _ONE_LINE)
 
 
 def results_table(answer: dict[str, Any], console: Console | None = None) -> None:
     """Print a query answer as a table: score, file:line, first line of the snippet."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     console = console or Console()
     results = answer.get("results") or []
-    table = Table(title=f"{answer.get('total_results', len(results))} result(s)")
+    total = printable(answer.get("total_results", len(results)))
+    table = Table(title=Text(f"{total} result(s)"))
     # Score and location must stay whole at any width (a pipe or CI log is 80 columns);
     # only the snippet gives way.
     table.add_column("score", justify="right", no_wrap=True, min_width=5)
@@ -22,6 +53,6 @@ def results_table(answer: dict[str, Any], console: Console | None = None) -> Non
         score = item.get("similarity_score")
         where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"
         snippet = str(item.get("code_snippet", "")).strip().splitlines()
-        table.add_row(f"{score:.2f}" if isinstance(score, float) else str(score),
-                      where, snippet[0] if snippet else "")
+        table.add_row(Text(f"{score:.2f}" if isinstance(score, float) else printable(score)),
+                      Text(printable(where)), Text(printable(snippet[0] if snippet else "")))
     console.print(table)

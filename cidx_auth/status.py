@@ -1,83 +1,192 @@
-"""What ``cidx-auth status`` reports: the project's stores as wired, no network call."""
+"""What ``cidx-auth status`` reports: the project's files as they are, no network call.
+
+``status`` writes nothing anywhere (decisions.md): no damaged token set aside, no lock
+file, no per-user secret created, no mode corrected. It reads each file itself, without
+the stores that repair what they find, and it runs inside :func:`adapters.file_io.
+read_only`, so a read shared with the other commands (the settings, the secret) cannot
+repair or create anything either. What the next command would do about each oddity is
+listed under ``findings``.
+"""
 
 from __future__ import annotations
 
+import math
+import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from adapters.cidx_client_files import read_remote_config
-from adapters.project_layout import ProjectLayout, load_settings
+from adapters.file_io import FILE_MODE, is_foreign, read_only, read_regular
+from adapters.file_state_store import decode_state
+from adapters.keyring_secret import secret_source
+from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings
+from adapters.session_codec import decode_session
+from adapters.shared_key import SecretSource, identity_cipher, project_cipher
 from cidx_auth.domain.breaker import BreakerConfig, next_probe
-from cidx_auth.domain.errors import ConfigurationError
+from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
+from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.expiry import ExpiryPolicy
-from cidx_auth.project import open_project
+from cidx_auth.domain.token import Session
+from cidx_auth.project import shared_store_url
 
 COUNTERS = ("logins", "refreshes", "relogins", "failures")
+SAME_DAY = 12 * 3600.0
+"""A time further than this from now is shown with its date."""
 
 
-def _clock(epoch: float | None) -> str | None:
-    return None if epoch is None else time.strftime("%H:%M:%S", time.localtime(epoch))
+def show_time(epoch: float | None, now: float) -> str | None:
+    """``epoch`` as local time: ``HH:MM:SS`` near now, with the date when further away,
+    and said plainly when no calendar can show it."""
+    if epoch is None:
+        return None
+    try:
+        moment = time.localtime(epoch)
+    except (OverflowError, OSError, ValueError):
+        return "beyond any date"
+    return time.strftime("%H:%M:%S" if abs(epoch - now) < SAME_DAY else "%Y-%m-%d %H:%M:%S",
+                         moment)
 
 
 def collect(root: Path) -> dict[str, Any]:
-    """The project's auth state as plain data; never a secret.
+    """The project's auth state as plain data; never a secret, and nothing changed."""
+    with read_only("`cidx-auth status` changes nothing"):
+        return _collect(root, time.time())
 
-    It reads through the same wiring as every other command (file or Redis token
-    store, file or keyring secret), so it sees exactly what they would use.
-    """
+
+def _collect(root: Path, now: float) -> dict[str, Any]:
     layout = ProjectLayout(root)
-    if load_settings(layout) is None:
-        try:
-            remote = read_remote_config(layout.directory)
-        except ConfigurationError as problem:  # a question: answered, not an error
-            return {"logged_in": False, "token_state": "none",
-                    "settings_from": str(layout.remote_config), "next_step": str(problem)}
-        if remote is not None:  # the CIDX client's project, not adopted yet: read only
-            return {
-                "logged_in": False,
-                "server": remote.server_url,
-                "username": remote.username,
-                "settings_from": str(layout.remote_config),
-                "token_state": "none",
-                "next_step": "the next command (token, request, query) will try to take "
-                             "this login from the CIDX client's files; or run "
-                             "`cidx-auth login`",
-            }
-    project = open_project(root, offline=True)
-    try:
-        session = project.container.token_store().load()
-        state = project.container.state_store().read()
-    finally:
-        project.close()
-    settings = project.settings
+    secret = secret_source()
+    settings = load_settings(layout, secret)
+    if settings is None:
+        return _not_logged_in(layout)
+    findings: list[str] = []
+    store_url = shared_store_url(settings)
+    session = _session(layout, settings, store_url, secret, findings)
+    state = _state(layout, findings)
+    findings += _wide_modes(layout)
     report: dict[str, Any] = {
         "logged_in": True,
         "server": settings.server_url,
         "username": settings.username,
-        "store": "redis" if project.shared_store else "file",
+        "store": "redis" if store_url else "file",
         "token_state": "none",
         "expires_at": None,
         "seconds_left": None,
         "refresh_token_held": False,
-        "credentials_stored": project.layout.creds.exists(),
-        "settings_from": str(project.layout.settings),
+        "credentials_stored": os.path.lexists(layout.creds),
+        "settings_from": str(layout.settings),
         "algorithms": list(settings.allowed_algorithms or []) or None,
         "plain_http": settings.plain_http,
     }
     if session is not None:
         policy = ExpiryPolicy()
         token, offset = session.token, session.clock_offset
-        judged = policy.state(token, time.time(), offset).value
+        judged = policy.state(token, now, offset).value
+        left = policy.seconds_left(token, now, offset)
         report["token_state"] = "refused" if session.refused else judged
-        report["expires_at"] = _clock(token.exp - offset)
-        report["seconds_left"] = round(policy.seconds_left(token, time.time(), offset))
+        report["expires_at"] = show_time(token.exp - offset, now)
+        report["seconds_left"] = round(left) if math.isfinite(left) else None
         report["refresh_token_held"] = bool(session.refresh_token)
     breaker = state.breaker
     report["breaker"] = breaker.circuit.value
     report["breaker_failures"] = breaker.failures
     # When the next probe may go (now, if it may go already); None while closed.
-    report["next_attempt"] = _clock(next_probe(breaker, time.time(), BreakerConfig()))
+    report["next_attempt"] = show_time(next_probe(breaker, now, BreakerConfig()), now)
     report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
-    report["last_refresh"] = _clock(state.last_refresh)
+    report["last_refresh"] = show_time(state.last_refresh, now)
+    report["findings"] = findings
     return report
+
+
+def _not_logged_in(layout: ProjectLayout) -> dict[str, Any]:
+    try:
+        remote = read_remote_config(layout.directory)
+    except ConfigurationError as problem:  # a question: answered, not an error
+        return {"logged_in": False, "token_state": "none",
+                "settings_from": str(layout.remote_config), "next_step": str(problem)}
+    if remote is None:
+        return {"logged_in": False, "token_state": "none",
+                "next_step": "cidx-auth login --server URL --username NAME"}
+    return {  # the CIDX client's project, not adopted yet: read only
+        "logged_in": False,
+        "server": remote.server_url,
+        "username": remote.username,
+        "settings_from": str(layout.remote_config),
+        "token_state": "none",
+        "next_step": "the next command (token, request, query) will try to take "
+                     "this login from the CIDX client's files; or run `cidx-auth login`",
+    }
+
+
+def _session(
+    layout: ProjectLayout, settings: ProjectSettings, store_url: str | None,
+    secret: SecretSource, findings: list[str],
+) -> Session | None:
+    """The stored session as the next command would find it; oddities go to ``findings``."""
+    if store_url and settings.username:
+        return _shared_session(store_url, settings, secret, findings)
+    cipher = project_cipher(layout.root, settings.server_url, secret)
+    try:
+        found = read_regular(layout.token)
+        if found is None:
+            return None
+        if is_foreign(found[0]):
+            findings.append(f"{layout.token} is another program's file: left alone, "
+                            "the next command logs in")
+            return None
+        return decode_session(found[0], cipher)
+    except CorruptStore as damage:
+        findings.append(f"the stored token cannot be used ({damage}): the next command "
+                        "sets it aside and logs in with the stored credentials")
+    except StorageError as error:
+        findings.append(f"the stored token cannot be read ({error})")
+    return None
+
+
+def _shared_session(
+    store_url: str, settings: ProjectSettings, secret: SecretSource, findings: list[str]
+) -> Session | None:
+    """The session in Redis, read as any host reads it outside the lock (which never
+    sets a damaged value aside: only a lock holder may)."""
+    from adapters.redis_connection import connect
+    from adapters.redis_token_store import RedisTokenStore, identity_key
+
+    assert settings.username is not None
+    cipher = identity_cipher(settings.server_url, settings.username, secret)
+    store = RedisTokenStore(connect(store_url), identity_key(settings.server_url,
+                                                             settings.username), cipher,
+                            url=store_url)
+    try:
+        return store.load()
+    except StorageError as error:
+        findings.append(f"the shared token cannot be read ({error})")
+        return None
+
+
+def _state(layout: ProjectLayout, findings: list[str]) -> ClientState:
+    try:
+        found = read_regular(layout.state)
+        return ClientState() if found is None else decode_state(found[0])
+    except CorruptStore as damage:
+        findings.append(f"{layout.state}: {damage}; the next command starts from a closed "
+                        "breaker and new counters")
+    except StorageError as error:
+        findings.append(f"{error}; breaker state and counters are not persisted")
+    return ClientState()
+
+
+def _wide_modes(layout: ProjectLayout) -> list[str]:
+    """cidx-auth's own files whose mode the next command that reads them corrects."""
+    found = []
+    for path in (layout.settings, layout.token, layout.creds, layout.state):
+        try:
+            status = os.lstat(path)
+        except OSError:
+            continue
+        mode = stat.S_IMODE(status.st_mode)
+        if os.name == "posix" and stat.S_ISREG(status.st_mode) and mode != FILE_MODE:
+            found.append(f"{path} has mode {mode:03o}: the next command sets it to "
+                         f"{FILE_MODE:03o}")
+    return found

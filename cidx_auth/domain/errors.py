@@ -4,7 +4,7 @@ The tree::
 
     CidxAuthError
     ├── ConfigurationError (ValueError)     bad setting or argument          exit 2
-    ├── TokenRejected (ValueError)          a JWT the rules refuse
+    ├── TokenRejected (ValueError)          a JWT the rules refuse           exit 3
     │   ├── MalformedToken                  not three base64url JSON parts
     │   ├── DisallowedAlgorithm             alg "none" or not the pinned one  exit 3
     │   └── UnusableLifetime                no exp, lifetime > 24 h, iat in the future
@@ -47,7 +47,10 @@ class ConfigurationError(CidxAuthError, ValueError):
 
 
 class TokenRejected(CidxAuthError, ValueError):
-    """The server handed us a token that our rules do not accept."""
+    """The server handed us a token that our rules do not accept: exit 3, as any token
+    the client refuses to use (a server, not a bug, caused it)."""
+
+    exit_code = 3
 
 
 class MalformedToken(TokenRejected):
@@ -57,10 +60,9 @@ class MalformedToken(TokenRejected):
 class DisallowedAlgorithm(TokenRejected):
     """The JWT header names an algorithm the project's pin does not allow (or "none").
 
-    Exit 3, as any token the client refuses to use; ``login --allow-alg`` turns it into a
-    usage error (exit 2), since there the user named the algorithm."""
+    ``login --allow-alg`` turns it into a usage error (exit 2), since there the user
+    named the algorithm."""
 
-    exit_code = 3
 
 class UnusableLifetime(TokenRejected):
     """The token has no usable expiry, lives too long, or was issued in the future."""
@@ -138,7 +140,10 @@ class CircuitOpen(TransportError):
 
 
 class ProtocolError(CidxAuthError):
-    """The server's answer does not follow the CIDX contract."""
+    """The server's answer does not follow the CIDX contract: exit 4, since a server
+    that answers what the client cannot use cannot be used now (decisions.md)."""
+
+    exit_code = 4
 
 
 class StorageError(CidxAuthError, OSError):

@@ -18,6 +18,11 @@ from cidx_auth.domain.errors import CidxAuthError, RateLimited, ServerUnavailabl
 AUTH_DEADLINE = 30.0
 """D: the longest one auth request (a login or a refresh) may take, connect to last byte.
 The gateway enforces it; the renewal's lock wait (2D + 5 s) is derived from it."""
+API_DEADLINE = 60.0
+"""The longest one API call may take, connect to last byte; it is not retried after."""
+MAX_SERVER_WAIT = 24 * 3600.0
+"""No server makes us wait longer than a day: a larger ``Retry-After`` (or lockout) means
+a day. The breaker applies its own, shorter bound to how long it stays open."""
 MAX_ATTEMPTS = 3
 BACKOFF_BASE = 1.0
 BACKOFF_FACTOR = 2.0
@@ -51,7 +56,8 @@ def is_retryable(error: CidxAuthError) -> bool:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``."""
+    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from ``now``,
+    at most :data:`MAX_SERVER_WAIT` (``1e300`` is a day, not an overflow later)."""
     if value is None:
         return None
     text = value.strip()
@@ -67,4 +73,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         seconds = moment.timestamp() - now
     if not math.isfinite(seconds):
         return None
-    return max(0.0, seconds)
+    return clamp_wait(seconds)
+
+
+def clamp_wait(seconds: float) -> float:
+    """A wait the server asked for, between 0 and :data:`MAX_SERVER_WAIT`."""
+    return min(max(0.0, seconds), MAX_SERVER_WAIT)

@@ -99,6 +99,26 @@ class Session:
     no one hands it out again, though it has not expired."""
 
 
+_JWT_CHARACTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+)
+"""All a compact JWS may hold: base64url segments and the dots between them. Anything
+else (a newline, a space, a quote) would end up in a ``curl -H`` line or a log when the
+token is printed, so it is refused before the token is stored or shown."""
+
+
+def check_jwt_shape(raw: object) -> str:
+    """``raw`` if it is three base64url segments (the first two non-empty) joined by
+    dots; else :class:`MalformedToken`. Says nothing about the token itself."""
+    if not isinstance(raw, str) or not _JWT_CHARACTERS.issuperset(raw):
+        raise MalformedToken("the access token holds characters a JWT cannot (only "
+                             "base64url and dots)")
+    parts = raw.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise MalformedToken("the access token is not a JWT (three dot-separated parts)")
+    return raw
+
+
 def _b64decode(part: str) -> bytes:
     padded = part + "=" * (-len(part) % 4)
     try:
@@ -137,9 +157,7 @@ def parse_access_token(
 
     Raises a :class:`TokenRejected` subclass naming what is wrong, never the token.
     """
-    parts = raw.split(".") if isinstance(raw, str) else []
-    if len(parts) != 3 or not all(parts[:2]):
-        raise MalformedToken("the access token is not a JWT (three dot-separated parts)")
+    parts = check_jwt_shape(raw).split(".")
     header = _json_object(parts[0], "header")
     claims = _json_object(parts[1], "claims")
     alg = header.get("alg")
@@ -210,8 +228,9 @@ def session_from_dict(data: Any) -> Session:
     exp = _number(data.get("expires_at"))
     iat = data.get("issued_at")
     offset = _number(data.get("clock_offset"))
-    if not isinstance(raw, str) or raw.count(".") != 2 or exp is None or offset is None:
+    if not isinstance(raw, str) or exp is None or offset is None:
         raise MalformedToken("the stored session is missing its token or expiry")
+    check_jwt_shape(raw)  # a stored token is printed by `token`: the same rule as a new one
     if iat is not None and _number(iat) is None:
         raise MalformedToken("the stored session has a bad issue time")
 

@@ -49,6 +49,11 @@ class Cli:
     def token_file(self) -> Path:
         return self.project / ".code-indexer" / ".token"
 
+    @property
+    def config_dir(self) -> Path:
+        """Where this user's per-user secret lives (it signs ``auth.json``)."""
+        return Path(self.env["CIDX_CONFIG_DIR"])
+
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:

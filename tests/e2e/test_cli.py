@@ -195,13 +195,13 @@ def test_no_secret_in_any_output_at_vv(
     assert outputs[-1].returncode == 3 and "cidx-auth login" in outputs[-1].stderr
 
 
-def test_request_errors_exit_non_zero_with_the_servers_detail(
+def test_a_request_the_server_refuses_exits_6_with_the_servers_detail(
     cli: Cli, server: RunningServer
 ) -> None:
     assert cli.login(server.url).returncode == 0
     missing = cli.run("query", "x", "--repo", "no-such-repo")
-    assert missing.returncode == 1
-    assert "no-such-repo" in missing.stderr or "404" in missing.stderr
+    assert missing.returncode == 6, missing.stderr
+    assert "404" in missing.stderr and "unexpected error" not in missing.stderr
     bad = cli.run("request", "POST", "/api/query", "--data", "{not json")
     assert bad.returncode == 2 and "--data" in bad.stderr
     ok = cli.run("request", "GET", "/api/repos")

@@ -13,6 +13,7 @@ import pytest
 from refserver.harness import RunningServer
 from tests.e2e.conftest import Cli, logins
 from tests.integration.test_processes_refresh_safety import expire_stored_token
+from tests.settings_signing import edit_signed
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +83,8 @@ def test_the_first_login_pins_hs256_and_a_token_off_the_pin_is_refused(
     settings_file = cli.project / ".code-indexer" / "auth.json"
     settings = json.loads(settings_file.read_text())
     assert settings["allowed_algorithms"] == ["HS256"]
-    settings["allowed_algorithms"] = ["RS256"]  # as if pinned on a server signing RS256
-    settings_file.write_text(json.dumps(settings))
+    # as if pinned on a server signing RS256 (signed: settings change only through login)
+    edit_signed(cli.project, cli.config_dir, allowed_algorithms=["RS256"])
     expire_stored_token(cli)
     refused = cli.run("token")
     assert refused.returncode == 3, refused.stderr

@@ -12,6 +12,7 @@ import pytest
 
 from refserver.harness import RunningServer
 from tests.e2e.conftest import PASSWORD, USER, Cli
+from tests.settings_signing import edit_signed
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +48,10 @@ def test_loopback_http_needs_no_opt_in_and_status_shows_the_settings(
 
 def test_a_recorded_opt_in_lets_later_commands_through(cli: Cli, server: RunningServer) -> None:
     assert cli.login(server.url).returncode == 0
-    settings_file = cli.project / ".code-indexer" / "auth.json"
-    settings = json.loads(settings_file.read_text())
-    settings["server_url"] = REMOTE  # as if logged in there with the opt-in
-    settings_file.write_text(json.dumps(settings))
+    # as if logged in there with the opt-in (signed: settings change only through login)
+    edit_signed(cli.project, cli.config_dir, server_url=REMOTE)
     refused = cli.run("request", "GET", "/api/repos")
     assert refused.returncode == 2 and "--allow-plain-http" in refused.stderr
-    settings["plain_http"] = True
-    settings_file.write_text(json.dumps(settings))
+    edit_signed(cli.project, cli.config_dir, plain_http=True)
     status = json.loads(cli.run("status", "--json").stdout)
     assert status["plain_http"] is True

@@ -64,11 +64,14 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    """One ``redis-server`` on 127.0.0.1, without persistence, stopped on exit."""
+    """One ``redis-server`` on 127.0.0.1, without persistence, stopped on exit;
+    ``password`` makes it require one (``--requirepass``)."""
 
-    def __init__(self, binary: str, port: int | None = None) -> None:
+    def __init__(self, binary: str, port: int | None = None, password: str | None = None
+                 ) -> None:
         self.binary = binary
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="cidx-redis-")
 
@@ -79,6 +82,8 @@ class RedisServer:
     def start(self) -> None:
         argv = [self.binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
                 "--port", str(self.port), "--daemonize", "no"]
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
         self.process = subprocess.Popen(
             argv, cwd=self._dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -102,13 +107,15 @@ class RedisServer:
     def client(self) -> Any:
         import redis
 
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2,
+                           password=self.password)
 
     def _await_ping(self) -> None:
         import redis
 
         deadline = time.monotonic() + 10
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
+                            password=self.password)
         try:
             while True:
                 assert self.process is not None

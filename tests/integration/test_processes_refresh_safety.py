@@ -66,9 +66,9 @@ def cli(tmp_path: Path, server: RunningServer) -> Cli:
 def expire_stored_token(cli: Cli) -> None:
     """Rewrite the stored session so its token expired a minute ago (same lifetime)."""
     layout = ProjectLayout(cli.project)
-    settings = load_settings(layout)
-    assert settings is not None
     secret = secret_source(Path(cli.env["CIDX_CONFIG_DIR"]), cli.env)
+    settings = load_settings(layout, secret)  # signed under the CLI's secret
+    assert settings is not None
     cipher = project_cipher(cli.project, settings.server_url, secret)
     found = read_private(layout.token)
     assert found is not None
@@ -211,9 +211,9 @@ def test_a_replay_the_server_reports_is_news_to_the_user(
     """Someone else presented this session's refresh token first (a copied .token): the
     command recovers by logging in, and says so in one line at default verbosity."""
     layout = ProjectLayout(cli.project)
-    settings = load_settings(layout)
-    assert settings is not None
     secret = secret_source(Path(cli.env["CIDX_CONFIG_DIR"]), cli.env)
+    settings = load_settings(layout, secret)  # signed under the CLI's secret
+    assert settings is not None
     found = read_private(layout.token)
     assert found is not None
     stolen = decode_session(found[0], project_cipher(cli.project, settings.server_url, secret))

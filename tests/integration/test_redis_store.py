@@ -212,7 +212,8 @@ def test_unreachable_redis_is_a_storage_error_naming_the_url_without_password() 
 
 def test_a_wrong_password_is_named_as_such_and_not_printed(server: RedisServer) -> None:
     url = server.url.replace("redis://", "redis://worker:hunter2@")
-    with pytest.raises(StorageError, match="check the user and password") as caught:
+    with pytest.raises(StorageError, match="user, and the password in CIDX_STORE_PASSWORD") \
+            as caught:
         store(connect(url), url=url).load()
     assert "hunter2" not in str(caught.value)
 

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from adapters.project_layout import (
     save_settings,
 )
 from cidx_auth.domain.errors import ConfigurationError
+from tests.settings_signing import write_signed
 
 
 def test_the_layout_names_every_file(project: Path) -> None:
@@ -58,42 +60,52 @@ def test_the_plain_http_opt_in_is_recorded(project: Path) -> None:
 def test_settings_round_trip_as_private_plain_json(project: Path) -> None:
     layout = ProjectLayout(project)
     settings = ProjectSettings(
-        "https://cidx.example.com", "alice", ("RS256", "ES256"), "/etc/ca.pem", None
+        "https://cidx.example.com", "alice", ("RS256", "ES256"), "/etc/ca.pem", None,
+        ca_bundle_sha256="ab" * 32,
     )
     assert load_settings(layout) is None
     save_settings(layout, settings)
     assert load_settings(layout) == settings
     assert stat.S_IMODE(os.stat(layout.settings).st_mode) == 0o600
     document = json.loads(layout.settings.read_text())
+    mac = document.pop("mac")
+    assert isinstance(mac, str) and len(mac) == 64
     assert document == {
         "server_url": "https://cidx.example.com",
         "username": "alice",
         "allowed_algorithms": ["RS256", "ES256"],
         "ca_bundle": "/etc/ca.pem",
+        "ca_bundle_sha256": "ab" * 32,
         "store_url": None,
         "plain_http": False,
     }
 
 
-@pytest.mark.parametrize(
-    "content",
-    [
-        "not json",
-        "[]",
-        '{"username": "alice"}',
-        '{"server_url": "ftp://x"}',
-        '{"server_url": "https://x", "allowed_algorithms": "RS256"}',
-        '{"server_url": "https://x", "allowed_algorithms": []}',
-        '{"server_url": "https://x", "allowed_algorithms": ["none"]}',
-        '{"server_url": "https://x", "ca_bundle": 7}',
-    ],
-)
-def test_bad_settings_say_how_to_fix_them(project: Path, content: str) -> None:
+@pytest.mark.parametrize("content", ["not json", "[]", "[" * 50_000])
+def test_unreadable_settings_say_how_to_fix_them(project: Path, content: str) -> None:
     layout = ProjectLayout(project)
     layout.directory.mkdir()
     layout.settings.write_text(content)
-    with pytest.raises(ConfigurationError, match="run `cidx-auth login`"):
+    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login`"):
         load_settings(layout)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"username": "alice"},
+        {"server_url": "ftp://x"},
+        {"server_url": "https://x", "allowed_algorithms": "RS256"},
+        {"server_url": "https://x", "allowed_algorithms": []},
+        {"server_url": "https://x", "allowed_algorithms": ["none"]},
+        {"server_url": "https://x", "ca_bundle": 7},
+        {"server_url": "https://x", "ca_bundle": "/etc/ca.pem"},  # no pin of its content
+    ],
+)
+def test_bad_settings_say_how_to_fix_them(project: Path, document: dict[str, Any]) -> None:
+    write_signed(project, document)  # signed, so what is refused is the content
+    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login`"):
+        load_settings(ProjectLayout(project))
 
 
 def test_settings_are_checked_when_made() -> None:

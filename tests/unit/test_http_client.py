@@ -77,7 +77,7 @@ def test_4xx_is_an_api_error_with_status_and_detail_and_is_not_retried(world: Wo
     with pytest.raises(ApiError) as caught:
         make(world, server).query("x", "nope")
     assert (caught.value.status, caught.value.detail) == (404, "Repository 'nope' not found")
-    assert caught.value.exit_code == 1 and len(server.requests) == 1
+    assert caught.value.exit_code == 6 and len(server.requests) == 1
 
 
 def test_401_after_the_single_retry_says_to_log_in(world: World) -> None:

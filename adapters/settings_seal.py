@@ -1,0 +1,125 @@
+"""The MAC that makes ``auth.json`` part of what the per-user secret protects.
+
+``auth.json`` is plain JSON, but it decides where the session lives (``store_url``) and
+which CA vouches for the server (``ca_bundle``): whoever can change it could move the
+session to their own Redis or trust their own certificate. So every write signs the
+whole document and every read checks it, before any field is used:
+
+* the key is HMAC-SHA256 of the per-user secret over a label and the project's resolved
+  path (:func:`settings_key`), so an ``auth.json`` copied into another project, or
+  written under another user's secret, does not verify;
+* the MAC is HMAC-SHA256 under that key of the canonical JSON of every other field
+  (sorted keys, no spaces), stored in the same file as ``"mac"`` (hex). Fields added by
+  later versions are covered without a change here.
+
+Only ``cidx-auth login`` writes the file (and adopting a CIDX client's project, and
+recording the algorithm pin after a first login, which reads and checks the file
+first), so a hand edit stops working: :func:`check` refuses it and names the way out,
+``login``, which writes a new signed file without trusting the old one. A file written
+before settings were signed is refused the same way. A signed file with no per-user
+secret to check it is refused too (the secret is never created just to read settings).
+
+The CA bundle is pinned by the SHA-256 of its content (:func:`ca_digest`), recorded at
+login and checked by :func:`check_ca_bundle` before a command that talks to the server
+uses it: trusting a file by its path alone trusts whoever can write that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from cidx_auth.domain.errors import ConfigurationError
+
+MAC_FIELD = "mac"
+_KEY_LABEL = b"cidx-auth settings v1\0"
+_LOGIN = (
+    "run `cidx-auth login --server URL --username NAME` (with --store and --ca-bundle if "
+    "you use them) to record the settings again"
+)
+
+
+def settings_key(secret: bytes, root: Path) -> bytes:
+    """The MAC key for one project's settings: the secret bound to the project's path."""
+    path = str(root.resolve()).encode("utf-8", "surrogateescape")
+    return hmac.new(secret, _KEY_LABEL + path, hashlib.sha256).digest()
+
+
+def seal(document: Mapping[str, Any], root: Path, secret: bytes) -> dict[str, Any]:
+    """``document`` with its ``"mac"`` field for the project at ``root`` (an old one is
+    replaced)."""
+    fields = _fields(document)
+    return {**fields, MAC_FIELD: _mac(fields, settings_key(secret, root))}
+
+
+def check(
+    document: Mapping[str, Any], path: Path, root: Path, secret: Callable[[], bytes]
+) -> None:
+    """Refuse ``document`` (read from ``path``) unless its MAC matches every other field.
+    ``secret`` is only asked for when there is a MAC to check."""
+    mac = document.get(MAC_FIELD)
+    if mac is None:
+        raise _unsigned(path)
+    expected = _mac(_fields(document), settings_key(secret(), root))
+    # compared as bytes: compare_digest refuses str with non-ASCII characters
+    if not isinstance(mac, str) or not hmac.compare_digest(
+        mac.encode("utf-8", "surrogatepass"), expected.encode("ascii")
+    ):
+        raise _changed(path)
+
+
+def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in document.items() if name != MAC_FIELD}
+
+
+def _mac(fields: Mapping[str, Any], key: bytes) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _unsigned(path: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} is not signed: an earlier cidx-auth or a hand edit wrote it, so its "
+        f"settings (store, CA bundle, server) are not used; {_LOGIN}"
+    )
+
+
+def _changed(path: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} was changed outside cidx-auth, copied from another project, or written "
+        f"under another per-user secret, so its settings (store, CA bundle, server) are "
+        f"not used. Settings change only through login: {_LOGIN}"
+    )
+
+
+def no_secret(path: Path, secret: Path) -> ConfigurationError:
+    return ConfigurationError(
+        f"{path} cannot be checked: the per-user secret {secret} is missing (so nothing "
+        f"stored for this project opens either); {_LOGIN}"
+    )
+
+
+def ca_digest(path: Path) -> str:
+    """The SHA-256 (hex) of the CA bundle's content."""
+    try:
+        with path.open("rb") as file:
+            return hashlib.file_digest(file, "sha256").hexdigest()
+    except OSError as error:
+        raise ConfigurationError(
+            f"the CA bundle {path} cannot be read ({error.strerror or type(error).__name__}); "
+            "run `cidx-auth login --ca-bundle FILE` again with a readable PEM file"
+        ) from None
+
+
+def check_ca_bundle(path: Path, pinned: str | None) -> None:
+    """Refuse the CA bundle unless its content still has the SHA-256 recorded at login."""
+    if pinned is None or ca_digest(path) != pinned:  # a public hash: no timing to hide
+        raise ConfigurationError(
+            f"the CA bundle {path} is not the file `cidx-auth login` recorded (its content "
+            "changed): it is not trusted. If the change is yours, run "
+            "`cidx-auth login --ca-bundle ...` again to accept it"
+        )
