@@ -86,6 +86,9 @@ class RemoteConfig:
         url = urlsplit(self.server_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigurationError("has a server_url that is not an http(s):// URL")
+        if "@" in url.netloc:  # never shown, stored or sent: see project_layout.refuse_userinfo
+            raise ConfigurationError("has a server_url holding a user name or password "
+                                     "(user:pass@host), which cidx-auth does not use")
         if not self.username:
             raise ConfigurationError("has an empty username")
 

@@ -135,11 +135,15 @@ def read_only(why: str) -> Iterator[None]:
         _READ_ONLY.reset(token)
 
 
+class WouldChange(StorageError):
+    """Inside :func:`read_only`, something on disk (or in the keyring) would change."""
+
+
 def refuse_if_read_only(what: Path | str) -> None:
-    """Raise :class:`StorageError` inside :func:`read_only`: ``what`` would change."""
+    """Raise :class:`WouldChange` inside :func:`read_only`: ``what`` would change."""
     why = _READ_ONLY.get()
     if why is not None:
-        raise StorageError(f"{what} would have to change, and {why}")
+        raise WouldChange(f"{what} would have to change, and {why}")
 
 
 def identity_of(status: os.stat_result) -> Identity:

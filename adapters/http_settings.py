@@ -67,6 +67,9 @@ class HttpSettings:
     keepalive_expiry: float = 30.0
     http2: bool = True
     ca_bundle: Path | None = None
+    ca_bundle_sha256: str | None = None
+    """When set, ``ca_bundle`` is used only while its content has this SHA-256 (the pin
+    ``cidx-auth login`` records): see :func:`ssl_context`."""
     max_in_flight: int = 10
     user_agent: str = f"cidx-auth/{__version__}"
     auth_deadline: float = AUTH_DEADLINE
@@ -114,15 +117,22 @@ class HttpSettings:
 
 
 def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
-    """A verifying TLS context: the system CAs, or only ``ca_bundle`` when one is set."""
-    cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
+    """A verifying TLS context: the system CAs, or only ``ca_bundle`` when one is set,
+    loaded from the very bytes checked against ``ca_bundle_sha256``."""
     # create_default_context turns on CERT_REQUIRED and hostname checks; nothing here
     # or elsewhere turns them off. httpcore adds the ALPN offer (h2, http/1.1) itself.
-    try:
-        return ssl.create_default_context(cafile=cafile)
-    except OSError as exc:  # ssl.SSLError included: a file that is not PEM
+    if settings.ca_bundle is None:
+        return ssl.create_default_context()
+    from adapters.settings_seal import read_ca_bundle
+
+    content = read_ca_bundle(settings.ca_bundle, settings.ca_bundle_sha256)
+    try:  # PEM is text to the ssl module; anything else is tried as DER
+        pem = b"-----BEGIN" in content
+        return ssl.create_default_context(cadata=content.decode("latin-1") if pem else content)
+    except (OSError, ValueError) as exc:  # ssl.SSLError included: a file that is not PEM
         raise ConfigurationError(
-            f"the CA bundle {cafile} cannot be used ({exc.strerror or exc}); "
+            f"the CA bundle {settings.ca_bundle} cannot be used "
+            f"({getattr(exc, 'strerror', None) or exc}); "
             "pass a PEM file of CA certificates with --ca-bundle"
         ) from None
 

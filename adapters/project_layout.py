@@ -256,13 +256,16 @@ def _source(secret: SecretSource | None) -> SecretSource:
 
 
 def _existing(source: SecretSource, settings: Path) -> bytes:
-    """The secret's value, never created: settings signed with a secret that is gone
-    cannot be checked, and reading them must not leave a new secret behind."""
-    from adapters.user_secret import UserSecret
+    """The secret's value, never created (in a file or in the keyring): settings signed
+    with a secret that is gone cannot be checked, and reading them must not leave a new
+    secret behind."""
+    from adapters.file_io import WouldChange, read_only
 
-    if isinstance(source, UserSecret) and not os.path.lexists(source.path):
-        raise no_secret(settings, source.path)
-    return source.value()
+    with read_only("reading the settings creates no secret"):
+        try:
+            return source.value()
+        except WouldChange:
+            raise no_secret(settings, getattr(source, "path", None)) from None
 
 
 def _fields(document: Any) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from adapters.file_io import POSIX, read_regular
+from adapters.file_io import POSIX, check_trusted, read_regular
 from cidx_auth.domain.errors import ConfigurationError, StorageError
 
 if TYPE_CHECKING:  # checking a URL needs no redis: the CLI does it before anything else
@@ -93,12 +93,11 @@ def store_password(environ: Mapping[str, str] | None = None) -> str | None:
             "regular file of your own and `chmod 600` it"
         )
 
+    check_trusted(path, "CIDX_STORE_PASSWORD_FILE")  # it and its directory are the user's
     found = read_regular(path, _MAX_PASSWORD_FILE, refuse=refused)
     if found is None:
         raise refused("does not exist")
     data, status = found
-    if POSIX and status.st_uid not in (os.geteuid(), 0):
-        raise refused(f"is owned by another user (uid {status.st_uid})")
     if POSIX and stat.S_IMODE(status.st_mode) & 0o077:
         raise refused(f"has mode {stat.S_IMODE(status.st_mode):03o} (group or others may read it)")
     password = data.decode("utf-8", "surrogateescape").rstrip("\r\n")

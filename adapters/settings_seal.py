@@ -20,8 +20,8 @@ before settings were signed is refused the same way. A signed file with no per-u
 secret to check it is refused too (the secret is never created just to read settings).
 
 The CA bundle is pinned by the SHA-256 of its content (:func:`ca_digest`), recorded at
-login and checked by :func:`check_ca_bundle` before a command that talks to the server
-uses it: trusting a file by its path alone trusts whoever can write that file.
+login; :func:`read_ca_bundle` reads it once, checks it, and the TLS context is built from
+those bytes: trusting a file by its path alone trusts whoever can write that file.
 """
 
 from __future__ import annotations
@@ -96,30 +96,39 @@ def _changed(path: Path) -> ConfigurationError:
     )
 
 
-def no_secret(path: Path, secret: Path) -> ConfigurationError:
+def no_secret(path: Path, secret: Path | None) -> ConfigurationError:
+    """``secret``: the file that is missing; None for the OS keyring's entry."""
+    where = secret if secret is not None else "in the OS keyring"
     return ConfigurationError(
-        f"{path} cannot be checked: the per-user secret {secret} is missing (so nothing "
+        f"{path} cannot be checked: the per-user secret {where} is missing (so nothing "
         f"stored for this project opens either); {_LOGIN}"
     )
 
 
 def ca_digest(path: Path) -> str:
     """The SHA-256 (hex) of the CA bundle's content."""
+    return hashlib.sha256(_read_ca(path)).hexdigest()
+
+
+def read_ca_bundle(path: Path, pinned: str | None) -> bytes:
+    """The CA bundle's content, read once, refused unless it still has the SHA-256
+    recorded at login (``pinned``; None: trusted by its path, as a library caller chose).
+    The TLS context is built from these same bytes, so a swap after the check is moot."""
+    content = _read_ca(path)
+    if pinned is not None and hashlib.sha256(content).hexdigest() != pinned:
+        raise ConfigurationError(  # a public hash: no timing to hide
+            f"the CA bundle {path} is not the file `cidx-auth login` recorded (its content "
+            "changed): it is not trusted. If the change is yours, run "
+            "`cidx-auth login --ca-bundle ...` again to accept it"
+        )
+    return content
+
+
+def _read_ca(path: Path) -> bytes:
     try:
-        with path.open("rb") as file:
-            return hashlib.file_digest(file, "sha256").hexdigest()
+        return path.read_bytes()
     except OSError as error:
         raise ConfigurationError(
             f"the CA bundle {path} cannot be read ({error.strerror or type(error).__name__}); "
             "run `cidx-auth login --ca-bundle FILE` again with a readable PEM file"
         ) from None
-
-
-def check_ca_bundle(path: Path, pinned: str | None) -> None:
-    """Refuse the CA bundle unless its content still has the SHA-256 recorded at login."""
-    if pinned is None or ca_digest(path) != pinned:  # a public hash: no timing to hide
-        raise ConfigurationError(
-            f"the CA bundle {path} is not the file `cidx-auth login` recorded (its content "
-            "changed): it is not trusted. If the change is yours, run "
-            "`cidx-auth login --ca-bundle ...` again to accept it"
-        )

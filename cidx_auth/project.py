@@ -41,7 +41,6 @@ from adapters.project_layout import (
     refuse_userinfo,
     save_settings,
 )
-from adapters.settings_seal import check_ca_bundle
 from cidx_auth.container import Container, build_files, build_redis
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
 from cidx_auth.domain.events import AuthEvent, EventKind
@@ -124,9 +123,9 @@ def open_project(
         refuse_foreign_lock_files(layout)
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
-    if ca_bundle is not None and not offline:  # trusted by its content, not its path
-        check_ca_bundle(ca_bundle, settings.ca_bundle_sha256)
-    http = HttpSettings(settings.server_url, ca_bundle=ca_bundle)
+    # Trusted by its content, not its path; a command that sends nothing checks nothing.
+    pin = None if offline else settings.ca_bundle_sha256
+    http = HttpSettings(settings.server_url, ca_bundle=ca_bundle, ca_bundle_sha256=pin)
     gateway = HttpxGateway(http)
     rules = Rules(tokens=TokenRules(frozenset(settings.algorithms)))
     obtained = Obtained()

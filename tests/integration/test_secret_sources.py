@@ -16,7 +16,7 @@ from keyring.backends import fail
 from keyring.errors import KeyringError
 
 from adapters.keyring_secret import ACCOUNT, SERVICE, KeyringSecret, secret_source
-from adapters.project_layout import ProjectLayout, ProjectSettings, save_settings
+from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
 from adapters.shared_key import FileSecret
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import ConfigurationError, StorageError
@@ -150,3 +150,15 @@ def test_the_file_store_and_the_fast_path_agree_on_the_keyring_secret(
     assert fresh_stored_token(project) == token
     monkeypatch.setenv("CIDX_STORE_URL", "redis://127.0.0.1:1/0")
     assert fresh_stored_token(project) is None  # a shared store: the full path reads it
+
+
+def test_reading_signed_settings_never_creates_a_keyring_secret(tmp_path: Path) -> None:
+    layout = ProjectLayout(tmp_path / "project")
+    signer = KeyringSecret(UserSecret(tmp_path / "config"), backend=MemoryKeyring())
+    save_settings(layout, ProjectSettings(SERVER_URL, "alice"), signer)
+    empty = MemoryKeyring()  # the secret is gone from the keyring, and there is no file
+    reader = KeyringSecret(UserSecret(tmp_path / "config-2"), backend=empty)
+    with pytest.raises(ConfigurationError, match=r"secret in the OS keyring is missing.*login"):
+        load_settings(layout, reader)
+    assert empty.items == {} and not (tmp_path / "config-2").exists()
+    assert load_settings(layout, signer) == ProjectSettings(SERVER_URL, "alice")

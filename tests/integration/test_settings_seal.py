@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from adapters.http_settings import HttpSettings, ssl_context
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
-from adapters.settings_seal import ca_digest, check_ca_bundle
+from adapters.settings_seal import ca_digest, read_ca_bundle
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ConfigurationError
@@ -132,13 +133,21 @@ def test_signed_settings_without_the_secret_are_refused_and_no_secret_is_made(
 
 def test_the_ca_bundle_is_trusted_by_its_content(ca_file: Path, tmp_path: Path) -> None:
     pinned = ca_digest(ca_file)
-    check_ca_bundle(ca_file, pinned)
-    ca_file.write_bytes(ca_file.read_bytes() + b"\n")  # any change at all
+    original = ca_file.read_bytes()
+    assert read_ca_bundle(ca_file, pinned) == original
+    context = ssl_context(HttpSettings("https://x.example", ca_bundle=ca_file,
+                                       ca_bundle_sha256=pinned))
+    assert len(context.get_ca_certs()) == 1  # loaded from the checked bytes, only those
+    ca_file.write_bytes(original + b"\n")  # any change at all
     named = re.escape(str(ca_file))
     with pytest.raises(ConfigurationError, match=rf"{named} is not the file.*--ca-bundle"):
-        check_ca_bundle(ca_file, pinned)
+        read_ca_bundle(ca_file, pinned)
+    with pytest.raises(ConfigurationError, match=rf"{named} is not the file.*--ca-bundle"):
+        ssl_context(HttpSettings("https://x.example", ca_bundle=ca_file,
+                                 ca_bundle_sha256=pinned))
+    assert read_ca_bundle(ca_file, None) == original + b"\n"  # no pin: trusted by path
     with pytest.raises(ConfigurationError, match=r"cannot be read.*--ca-bundle"):
-        check_ca_bundle(tmp_path / "gone.pem", pinned)
+        read_ca_bundle(tmp_path / "gone.pem", pinned)
 
 
 def test_a_changed_ca_bundle_stops_a_command_that_talks_to_the_server(
