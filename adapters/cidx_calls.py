@@ -22,7 +22,7 @@ Errors (besides :class:`CircuitOpen` and the token provider's own)::
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +50,12 @@ from cidx_auth.domain.errors import (
     RateLimited,
     ServerUnavailable,
 )
+from cidx_auth.domain.query import QueryRequest
 from cidx_auth.domain.retry import RetryPolicy, parse_retry_after
 from cidx_auth.ports import Clock
 from cidx_auth.service.breaker import CircuitBreaker
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-MAX_QUERY_LIMIT = 100  # the server's own bound on "limit"
 
 
 class ApiError(CidxAuthError):
@@ -227,15 +227,16 @@ def decode(response: httpx.Response, call: Call, settings: HttpSettings) -> Any:
     return body
 
 
-def query_call(text: str, repo: str, limit: int, filters: dict[str, Any]) -> Call:
-    """``POST /api/query``; filters such as ``min_score``, ``language``, ``path_filter``."""
-    if not text.strip() or not repo:
-        raise ConfigurationError("a query needs some text and a repository alias")
-    if not 1 <= limit <= MAX_QUERY_LIMIT:
-        raise ConfigurationError(f"the result limit must be 1 to {MAX_QUERY_LIMIT}")
-    body = {"query_text": text, "repository_alias": repo, "limit": limit}
-    body.update({key: value for key, value in filters.items() if value is not None})
-    return Call("POST", "/api/query", body)
+def query_call(text: str | QueryRequest, repo: str | None = None,
+               options: Mapping[str, Any] | None = None) -> Call:
+    """``POST /api/query`` for a :class:`QueryRequest`, or for the text, an optional
+    alias and keyword options (checked, and an unknown name refused, before any send)."""
+    if isinstance(text, QueryRequest):
+        if repo is not None or options:
+            raise ConfigurationError("pass either a QueryRequest or the text and options, "
+                                     "not both")
+        return Call("POST", "/api/query", text.to_body())
+    return Call("POST", "/api/query", QueryRequest.build(text, repo, options).to_body())
 
 
 def generic_call(method: str, path: str, body: Any) -> Call:

@@ -2,6 +2,7 @@
 
     with CidxClient(settings, provider, breaker, clock=SystemClock()) as cidx:
         hits = cidx.query("where is the token refreshed?", "backend", limit=5)
+        everywhere = cidx.query("token refresh", search_mode="hybrid", min_score=0.5)
 
 Each client owns an httpx client with ``auth=CidxAuth(provider, server)``, so tokens are
 attached, renewed and retried after a 401 below the business code. The calls, the
@@ -48,12 +49,13 @@ from adapters.http_limits import Attempt, TooLate
 from adapters.http_settings import HttpSettings, make_async_client, make_client
 from adapters.httpx_auth import CidxAuth, TokenSource
 from cidx_auth.domain.errors import CidxAuthError, ProtocolError
+from cidx_auth.domain.query import QueryRequest
 from cidx_auth.domain.retry import RetryPolicy
 from cidx_auth.ports import Clock
 from cidx_auth.service.breaker import CircuitBreaker
 
 __all__ = ["ApiError", "ApiRateLimited", "ApiUnauthorized", "ApiUnavailable",
-           "AsyncCidxClient", "CidxClient"]
+           "AsyncCidxClient", "CidxClient", "QueryRequest"]
 
 
 class _Shared:
@@ -106,9 +108,14 @@ class CidxClient(_Shared):
         self._http = make_client(settings, auth=self._auth, transport=transport)
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
 
-    def query(self, text: str, repo: str, limit: int = 10, **filters: Any) -> dict[str, Any]:
-        """Semantic search in ``repo``; ``{"results": [...], "total_results": n, ...}``."""
-        call = query_call(text, repo, limit, filters)
+    def query(self, text: str | QueryRequest, repo: str | None = None,
+              **options: Any) -> dict[str, Any]:
+        """Search ``repo`` (every repository the user can see when None);
+        ``{"results": [...], "total_results": n, ...}``. ``options`` are the server's
+        query fields by name (``limit=5, min_score=0.5, search_mode="hybrid"``, see
+        :class:`~cidx_auth.domain.query.QueryRequest`), or pass a ``QueryRequest`` alone.
+        A bad value or an unknown name raises ``ConfigurationError`` before any request."""
+        call = query_call(text, repo, options)
         return self._object(self._run(call), call)
 
     def repos(self) -> dict[str, Any]:
@@ -174,10 +181,10 @@ class AsyncCidxClient(_Shared):
         self._http = make_async_client(settings, auth=self._auth, transport=transport)
         self._slots = asyncio.Semaphore(settings.max_in_flight)
 
-    async def query(self, text: str, repo: str, limit: int = 10,
-                    **filters: Any) -> dict[str, Any]:
-        """Semantic search in ``repo``; ``{"results": [...], "total_results": n, ...}``."""
-        call = query_call(text, repo, limit, filters)
+    async def query(self, text: str | QueryRequest, repo: str | None = None,
+                    **options: Any) -> dict[str, Any]:
+        """As :meth:`CidxClient.query`."""
+        call = query_call(text, repo, options)
         return self._object(await self._run(call), call)
 
     async def repos(self) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cidx_auth.domain.errors import ProtocolError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -35,24 +37,43 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 
 
 def results_table(answer: dict[str, Any], console: Console | None = None) -> None:
-    """Print a query answer as a table: score, file:line, first line of the snippet."""
+    """Print a query answer as a table: score, file:line, first line of the snippet, and
+    the repository when the hits come from more than one. An answer whose results are
+    not a list of objects is a :class:`ProtocolError`: nothing is printed."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
+    results = _results(answer)
+    repositories = {printable(item.get("repository_alias", "?")) for item in results}
+    spans = len(repositories) > 1
     console = console or Console()
-    results = answer.get("results") or []
     total = printable(answer.get("total_results", len(results)))
     table = Table(title=Text(f"{total} result(s)"))
     # Score and location must stay whole at any width (a pipe or CI log is 80 columns);
     # only the snippet gives way.
     table.add_column("score", justify="right", no_wrap=True, min_width=5)
+    if spans:
+        table.add_column("repository", overflow="fold", min_width=8)
     table.add_column("location", overflow="fold", min_width=20)
     table.add_column("snippet", overflow="ellipsis", no_wrap=True, ratio=1)
     for item in results:
         score = item.get("similarity_score")
         where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"
         snippet = str(item.get("code_snippet", "")).strip().splitlines()
+        repository = [Text(printable(item.get("repository_alias", "?")))] if spans else []
         table.add_row(Text(f"{score:.2f}" if isinstance(score, float) else printable(score)),
-                      Text(printable(where)), Text(printable(snippet[0] if snippet else "")))
+                      *repository, Text(printable(where)),
+                      Text(printable(snippet[0] if snippet else "")))
     console.print(table)
+
+
+def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    results = answer.get("results")
+    if results is None:
+        return []
+    if not isinstance(results, list) or not all(isinstance(item, dict) for item in results):
+        raise ProtocolError("the server's query answer has no list of results (its "
+                            "\"results\" is not a list of objects); check the server URL, "
+                            "or use --json to see the answer")
+    return results

@@ -1,4 +1,5 @@
-"""Test controls under `/_admin`: statistics, faults, revocation, reset, clock.
+"""Test controls under `/_admin`: statistics, faults, revocation, reset, clock, and
+the last query body a client sent.
 
 `POST /_admin/wait` is the cue tests wait on instead of sleeping: it answers
 as soon as a counter reaches a value (say, `held` once a held refresh has
@@ -83,6 +84,7 @@ class AdminEndpoints:
             ("/_admin/clock", self.set_clock, "POST"),
             ("/_admin/token-lifetime", self.set_token_lifetime, "POST"),
             ("/_admin/wait", self.wait, "POST"),
+            ("/_admin/last-query", self.last_query, "GET"),
         ]
         return [Route(path, _loopback_only(endpoint), methods=[method])
                 for path, endpoint, method in table]
@@ -90,6 +92,10 @@ class AdminEndpoints:
     async def stats(self, request: Request) -> Response:
         """Per-user and total counters."""
         return JSONResponse(self.state.stats.snapshot())
+
+    async def last_query(self, request: Request) -> Response:
+        """The body of the last `POST /api/query` (null before any), as it arrived."""
+        return JSONResponse({"body": self.state.last_query})
 
     async def list_faults(self, request: Request) -> Response:
         """The faults still armed."""

@@ -18,16 +18,30 @@ from starlette.routing import Route
 from refserver import __version__
 from refserver.protected import authenticate, issuer_of
 from refserver.state import ServerState
-from refserver.validation import Field, read_body
+from refserver.validation import Field, check_fields, decoded_body
 
 QUERY_FIELDS = (
     Field("query_text", str, min_length=1, max_length=1000),
-    Field("repository_alias", str, required=False, min_length=1),
+    Field("repository_alias", str, required=False, max_length=255),
     Field("limit", int, required=False, ge=1, le=100, default=10),
     Field("min_score", float, required=False, ge=0.0, le=1.0),
-    Field("language", str, required=False),
-    Field("path_filter", str, required=False),
+    Field("file_extensions", list, required=False),
+    Field("search_mode", str, required=False, choices=("semantic", "fts", "hybrid"),
+          default="semantic"),
+    *(Field(flag, bool, required=False, default=False)
+      for flag in ("case_sensitive", "fuzzy", "regex", "time_range_all")),
+    Field("edit_distance", int, required=False, ge=0, le=3, default=0),
+    Field("snippet_lines", int, required=False, ge=0, le=50, default=5),
+    *(Field(text, str, required=False)
+      for text in ("language", "path_filter", "exclude_language", "exclude_path",
+                   "time_range", "at_commit", "author")),
+    Field("accuracy", str, required=False, choices=("fast", "balanced", "high"),
+          default="balanced"),
+    Field("diff_type", (str, list), required=False),
+    Field("chunk_type", str, required=False, choices=("commit_message", "commit_diff")),
 )
+"""The real server's `SemanticQueryRequest`: its types, limits and defaults. A field
+not listed here is ignored, as the real server ignores it."""
 
 # (path, line, snippet, score): one made-up hit list shared by every repository.
 _CANNED_HITS = (
@@ -62,7 +76,11 @@ class ApiEndpoints:
         claims = authenticate(self.state, request)
         if isinstance(claims, Response):
             return claims
-        body = await read_body(request, QUERY_FIELDS)
+        # Counted and kept before the checks, so a test can see what a client sent,
+        # or that it sent nothing at all.
+        self.state.stats.bump("queries")
+        self.state.last_query = raw = await decoded_body(request)
+        body = check_fields(raw, QUERY_FIELDS, echo_input=True)
         alias = body["repository_alias"]
         known = self.state.config.repositories
         if alias is not None and alias not in known:

@@ -142,6 +142,10 @@ class RunningServer:
         """`GET /_admin/stats`."""
         return dict(self._admin("GET", "/_admin/stats"))
 
+    def last_query(self) -> Any:
+        """The body of the last `POST /api/query` as the server received it (None before)."""
+        return self._admin("GET", "/_admin/last-query")["body"]
+
     def inject(self, kind: str, count: int = 1, **options: Any) -> dict[str, Any]:
         """Arm a fault: `kind` is error, rate_limit, hang, drop or hold; see
         `refserver.faults`. Options: status, retry_after, seconds, paths."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from refserver.clock import Clock, ServerClock
 from refserver.config import ServerConfig
@@ -33,6 +34,8 @@ class ServerState:
     faults: FaultBook
     accounts_created_at: str
     """When the users "signed up": the server's start, reported as `created_at`."""
+    last_query: Any = None
+    """The last `POST /api/query` body as sent (decoded JSON), for tests to compare."""
 
     @classmethod
     def build(cls, config: ServerConfig, clock: Clock = time.time) -> ServerState:
@@ -59,9 +62,11 @@ class ServerState:
         return hmac.compare_digest(expected.encode(), password.encode())
 
     def reset(self) -> None:
-        """Forget counters, limiters, lockouts and faults; sessions and tokens survive."""
+        """Forget counters, limiters, lockouts, faults and the last query; sessions and
+        tokens survive."""
         self.login_guard = LoginGuard()
         self.refresh_limiter = RefreshLimiter()
         # Reset in place: the fault middleware holds these two objects.
         self.stats.reset()
         self.faults.clear()
+        self.last_query = None

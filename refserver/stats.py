@@ -14,7 +14,7 @@ USER_COUNTERS = ("logins", "failed_logins", "refreshes", "failed_refreshes", "re
 """Per-user counters, in the order they are reported."""
 
 TOTAL_ONLY = ("rate_limited_logins", "locked_logins", "rate_limited_refreshes", "faults_fired",
-              "held", "held_abandoned")
+              "held", "held_abandoned", "queries")
 """Counters with no meaningful owner, kept in the totals only."""
 
 
