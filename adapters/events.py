@@ -10,9 +10,13 @@ from cidx_auth.domain.events import COUNTED, AuthEvent, EventKind
 from cidx_auth.ports import EventSink, StateStore
 
 _LEVELS = {
+    # WARNING only for what the user should act on although the command succeeds. What
+    # the command gets past (a circuit that opens, or half-opens and closes; a renewal
+    # that waited out its lock and kept the still-valid token) is INFO: if it stops the
+    # command, the error says so itself.
     EventKind.STORAGE_DEGRADED: logging.WARNING,
     EventKind.LOGIN_REFUSED: logging.INFO,  # the caller reports it as the error itself
-    EventKind.LOCK_TIMEOUT: logging.WARNING,
+    EventKind.LOCK_TIMEOUT: logging.INFO,
     EventKind.REFRESH_FAILED: logging.INFO,
     EventKind.BREAKER: logging.INFO,
     EventKind.RETRY: logging.INFO,
@@ -29,8 +33,6 @@ class LoggingSink:
 
     def emit(self, event: AuthEvent) -> None:
         level = _LEVELS.get(event.kind, logging.DEBUG)
-        if event.kind is EventKind.BREAKER and event.detail.endswith("open"):
-            level = logging.WARNING
         token = f" [token {event.fingerprint}]" if event.fingerprint else ""
         self._logger.log(level, "%s: %s%s", event.kind.value, event.detail, token)
 

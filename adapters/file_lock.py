@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.file_io import FILE_MODE, POSIX, ensure_private_dir, warn
+from adapters.file_io import FILE_MODE, POSIX, ensure_private_dir, info, warn
 from cidx_auth.domain.errors import LockTimeout, LockUnavailable, StorageError
 
 if TYPE_CHECKING:
@@ -76,7 +76,8 @@ def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
             _take_with_filelock(held, path, timeout, what, soft=False)
         elif (trouble := _take_flock(held, path, timeout, what)) is not None:
             excl = path.with_name(path.name + ".excl")
-            warn("cannot flock %s (%s); using %s instead", path, trouble, excl.name)
+            # INFO: the O_EXCL lock keeps the rule, and no user can do better on that mount.
+            info("cannot flock %s (%s); using %s instead", path, trouble, excl.name)
             try:
                 refuse_unless_ours(excl)
                 _take_with_filelock(held, excl, timeout, what, soft=True)

@@ -57,6 +57,7 @@ from cidx_auth.domain.errors import (
     RefreshRejected,
     ServerUnavailable,
 )
+from cidx_auth.domain.moments import local_text
 from cidx_auth.domain.retry import clamp_wait, parse_retry_after
 from cidx_auth.domain.token import Grant
 
@@ -198,7 +199,8 @@ def refusal(response: httpx.Response, call: str, settings: HttpSettings,
                            retry_after)
     if status == 401 and call == LOGIN:
         return InvalidCredentials(
-            "the server refused the username or password: run `cidx-auth login` again"
+            "the server refused the username or password: check them, then run "
+            "`cidx-auth login` again"
         )
     if status in (401, 403) and call == REFRESH:
         return RefreshRejected(f"the server refused the refresh token ({detail})")
@@ -228,17 +230,20 @@ def shown_detail(said: str, status: int, secrets: Iterable[str]) -> str:
 
 
 def _locked(detail: str, retry_after: float | None, now: float) -> AccountLocked:
+    """The lockout, with the wait the server gave (``Retry-After``, else its detail's
+    "in N seconds"). The lockout is answered before the password is checked, so it
+    says nothing about the password: the caller adds what to do after the wait."""
     if retry_after is None:
         found = _LOCK_SECONDS.search(detail)
         retry_after = clamp_wait(float(found.group(1))) if found else None
     if retry_after is None:
-        return AccountLocked("the server locked this account after too many failed logins; "
-                             "wait 15 minutes, check the password, then run `cidx-auth login`")
+        return AccountLocked("the server locked this account after too many failed logins, "
+                             "without saying for how long (the CIDX server's lockout lasts "
+                             "15 minutes): try again after that")
     retry_at = now + retry_after
-    until = time.strftime("%H:%M:%S", time.localtime(retry_at))
     return AccountLocked(
-        f"the server locked this account after too many failed logins until {until}; "
-        "check the password, then run `cidx-auth login` after that time",
+        f"the server locked this account after too many failed logins until "
+        f"{local_text(retry_at, now)} (it says: try again in {retry_after:.0f} seconds)",
         retry_at=retry_at,
     )
 

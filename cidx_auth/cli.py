@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,6 +22,7 @@ import click
 
 from cidx_auth import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
+from cidx_auth.domain.query import ACCURACIES, CHUNK_TYPES, BadQuery, QueryRequest
 from cidx_auth.domain.token import JWS_ALGORITHMS
 
 if TYPE_CHECKING:
@@ -189,10 +191,13 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     """Log in, and store the credentials, settings and token for this project."""
     from adapters.cidx_client_files import read_remote_config
     from adapters.project_layout import ProjectLayout, ProjectSettings, save_settings
-    from cidx_auth.domain.credentials import Credentials
+    from cidx_auth.domain.credentials import Credentials, trimmed_username
     from cidx_auth.domain.errors import DisallowedAlgorithm
+    from cidx_auth.domain.moments import local_text
     from cidx_auth.project import check_plain_http, is_remote_plain_http, open_project
 
+    if username is not None:  # stored and sent as the server reads it: trimmed
+        username = trimmed_username(username)
     root = _options().root
     layout = ProjectLayout(root)
     if migrate and password_stdin:
@@ -259,7 +264,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         for removed in remove_weak_copies(layout.directory):
             click.echo(f"Removed {removed}")
         click.echo("`cidx` will ask for your password again the next time it needs it.")
-    until = _clock_time(session.token.exp - session.clock_offset)
+    until = local_text(session.token.exp - session.clock_offset, time.time())
     pin = ", ".join(project.settings.algorithms)
     click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
                f"tokens must be signed {pin})")
@@ -299,21 +304,14 @@ def token(refresh: bool) -> None:
 @handled
 def status(as_json: bool) -> None:
     """Show the stored session, breaker and counters (never a secret); changes nothing."""
-    from cidx_auth.render import printable
-    from cidx_auth.status import collect
+    from cidx_auth.status import collect, lines
 
     report = collect(_options().root)
-    if as_json:
+    if as_json:  # every field is documented in README: a stable interface
         click.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    for key, value in report.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
-        label, lines = key.replace("_", " "), [value]
-        if key == "findings":  # one line each
-            label, lines = "finding", value or [None]
-        for line in lines:
-            click.echo(f"{label:>18}: {'-' if line is None else printable(line)}")
+    for line in lines(report, time.time()):
+        click.echo(line)
 
 
 @cli.command()
@@ -347,20 +345,78 @@ def request(method: str, path: str, data: str | None) -> None:
                else json.dumps(answer, indent=2))
 
 
+QUERY_OPTION_NAMES = {"query_text": "TEXT", "repository_alias": "--repo",
+                      "search_mode": "--fts/--semantic"}
+"""The CLI's name for a query field where it is not the field's own with dashes."""
+
+
+def _listed(values: tuple[str, ...]) -> list[str] | None:
+    """Repeated and comma-separated values as one list (None when not given)."""
+    items = [item.strip() for value in values for item in value.split(",")]
+    return items or None
+
+
+def _search_mode(fts: bool, semantic: bool) -> str | None:
+    """Both flags: hybrid; one: that mode; neither: None, the server's default (semantic)."""
+    return {(True, True): "hybrid", (True, False): "fts",
+            (False, True): "semantic"}.get((fts, semantic))
+
+
 @cli.command()
 @click.argument("text")
-@click.option("--repo", required=True, help="Repository alias to search.")
-@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True)
+@click.option("--repo", help="Repository alias to search (default: every repository you "
+                             "can see).")
+@click.option("--limit", "-l", type=int, default=10, show_default=True,
+              help="Results to return, 1 to 100.")
+@click.option("--language", help="Only files in this language (e.g. python).")
+@click.option("--exclude-language", help="Leave out files in this language.")
+@click.option("--path-filter", help="Only paths matching this glob (e.g. 'src/*').")
+@click.option("--exclude-path", help="Leave out paths matching this glob.")
+@click.option("--min-score", type=float, help="Lowest similarity score to show, 0 to 1.")
+@click.option("--accuracy", type=click.Choice(ACCURACIES), help="Search accuracy "
+                                                               "(server default: balanced).")
+@click.option("--fts", is_flag=True, help="Full-text search (with --semantic: hybrid).")
+@click.option("--semantic", is_flag=True, help="Semantic search (the server's default).")
+@click.option("--case-sensitive", is_flag=True, help="Full-text: match case.")
+@click.option("--fuzzy", is_flag=True, help="Full-text: allow typos (see --edit-distance).")
+@click.option("--edit-distance", type=int, help="Full-text: typos allowed per word, 0 to 3.")
+@click.option("--snippet-lines", type=int, help="Lines of context per hit, 0 to 50.")
+@click.option("--regex", is_flag=True, help="Full-text: TEXT is a regular expression.")
+@click.option("--file-extensions", multiple=True, metavar="EXT[,EXT...]",
+              help="Only files with these extensions (comma-separated or repeated).")
+@click.option("--time-range", metavar="FROM..TO",
+              help="Git history: commits in this range (e.g. 2024-01-01..2024-12-31).")
+@click.option("--time-range-all", is_flag=True, help="Git history: all of it.")
+@click.option("--at-commit", metavar="REF", help="Search the code as it was at REF.")
+@click.option("--diff-type", multiple=True, metavar="TYPE[,TYPE...]",
+              help="Git history: only these kinds of change (comma-separated or repeated).")
+@click.option("--author", help="Git history: only commits by this author.")
+@click.option("--chunk-type", type=click.Choice(CHUNK_TYPES),
+              help="Git history: commit messages or diffs only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the raw JSON answer.")
 @handled
-def query(text: str, repo: str, limit: int, as_json: bool) -> None:
-    """Run a semantic code query."""
+def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
+          file_extensions: tuple[str, ...], diff_type: tuple[str, ...],
+          **options: Any) -> None:
+    """Search the code of one repository, or of all you can see (semantic by default).
+
+    Option values are checked against the server's limits before anything is sent."""
     from cidx_auth.project import open_project
 
+    diff_types = _listed(diff_type)
+    options.update(  # a flag not given is left to the server, not sent as false
+        {name: value or None for name, value in options.items() if isinstance(value, bool)},
+        search_mode=_search_mode(fts, semantic), file_extensions=_listed(file_extensions),
+        diff_type=diff_types[0] if diff_types and len(diff_types) == 1 else diff_types)
+    try:
+        request = QueryRequest(text, repo, **options)
+    except BadQuery as bad:
+        option = QUERY_OPTION_NAMES.get(bad.field, "--" + bad.field.replace("_", "-"))
+        raise ConfigurationError(f"{option}: {bad.reason}") from None
     project = open_project(_options().root)
     try:
         with project.client() as client:
-            answer = client.query(text, repo, limit=limit)
+            answer = client.query(request)
     finally:
         project.close()
     if as_json:
@@ -470,12 +526,6 @@ def _ca_pin(ca_bundle: Path | None) -> str | None:
     from adapters.settings_seal import ca_digest
 
     return ca_digest(ca_bundle)
-
-
-def _clock_time(epoch: float) -> str:
-    import time
-
-    return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
 def main() -> None:

@@ -6,6 +6,10 @@ the stores that repair what they find, and it runs inside :func:`adapters.file_i
 read_only`, so a read shared with the other commands (the settings, the secret) cannot
 repair or create anything either. What the next command would do about each oddity is
 listed under ``findings``.
+
+The report is what ``status --json`` prints (README documents each field): times in
+ISO 8601 UTC, durations in seconds. :func:`lines` shows the same report to people, in
+local time with the date when it is not today (:mod:`cidx_auth.domain.moments`).
 """
 
 from __future__ import annotations
@@ -28,25 +32,31 @@ from cidx_auth.domain.breaker import BreakerConfig, next_probe
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
 from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.expiry import ExpiryPolicy
+from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
 from cidx_auth.domain.token import Session
 from cidx_auth.project import shared_store_url
+from cidx_auth.render import printable
 
 COUNTERS = ("logins", "refreshes", "relogins", "failures")
-SAME_DAY = 12 * 3600.0
-"""A time further than this from now is shown with its date."""
+MOMENTS = ("checked_at", "expires_at", "next_attempt", "last_refresh")
+"""The report's times: ISO 8601 in UTC with the offset (``--json``), None when there is
+none or no calendar can show it (a finding then says which)."""
 
 
-def show_time(epoch: float | None, now: float) -> str | None:
-    """``epoch`` as local time: ``HH:MM:SS`` near now, with the date when further away,
-    and said plainly when no calendar can show it."""
-    if epoch is None:
-        return None
-    try:
-        moment = time.localtime(epoch)
-    except (OverflowError, OSError, ValueError):
-        return "beyond any date"
-    return time.strftime("%H:%M:%S" if abs(epoch - now) < SAME_DAY else "%Y-%m-%d %H:%M:%S",
-                         moment)
+def lines(report: dict[str, Any], now: float) -> list[str]:
+    """The report for people: one ``label: value`` line per field, one per finding,
+    times in local time (with the date when not today), server text made printable."""
+    shown = []
+    for key, value in report.items():
+        if key in MOMENTS and value is not None:
+            value = local_text(epoch_of(value), now)
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in sorted(value.items())) or "-"
+        label, values = key.replace("_", " "), [value]
+        if key == "findings":  # one line each
+            label, values = "finding", value or [None]
+        shown += [f"{label:>18}: {'-' if item is None else printable(item)}" for item in values]
+    return shown
 
 
 def collect(root: Path) -> dict[str, Any]:
@@ -62,12 +72,20 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
     if settings is None:
         return _not_logged_in(layout)
     findings: list[str] = []
+
+    def moment(epoch: float | None, what: str) -> str | None:
+        shown = None if epoch is None else iso_utc(epoch)
+        if epoch is not None and shown is None:
+            findings.append(f"{what} is beyond any date a calendar can show (null here)")
+        return shown
+
     store_url = shared_store_url(settings)
     session = _session(layout, settings, store_url, secret, findings)
     state = _state(layout, findings)
     findings += _wide_modes(layout)
     report: dict[str, Any] = {
         "logged_in": True,
+        "checked_at": moment(now, "the current time"),
         "server": settings.server_url,
         "username": settings.username,
         "store": "redis" if store_url else "file",
@@ -86,16 +104,17 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
         judged = policy.state(token, now, offset).value
         left = policy.seconds_left(token, now, offset)
         report["token_state"] = "refused" if session.refused else judged
-        report["expires_at"] = show_time(token.exp - offset, now)
+        report["expires_at"] = moment(token.exp - offset, "the stored token's expiry")
         report["seconds_left"] = round(left) if math.isfinite(left) else None
         report["refresh_token_held"] = bool(session.refresh_token)
     breaker = state.breaker
     report["breaker"] = breaker.circuit.value
     report["breaker_failures"] = breaker.failures
     # When the next probe may go (now, if it may go already); None while closed.
-    report["next_attempt"] = show_time(next_probe(breaker, now, BreakerConfig()), now)
+    report["next_attempt"] = moment(next_probe(breaker, now, BreakerConfig()),
+                                    "the breaker's next attempt")
     report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
-    report["last_refresh"] = show_time(state.last_refresh, now)
+    report["last_refresh"] = moment(state.last_refresh, "the last refresh")
     report["findings"] = findings
     return report
 

@@ -31,7 +31,7 @@ Messages never contain a password, token or key: callers may print them.
 
 from __future__ import annotations
 
-import time
+from cidx_auth.domain.moments import local_text
 
 
 class CidxAuthError(Exception):
@@ -133,8 +133,8 @@ class RateLimited(TransportError):
 class CircuitOpen(TransportError):
     """The breaker is open: no call goes out until ``retry_at``."""
 
-    def __init__(self, retry_at: float) -> None:
-        when = time.strftime("%H:%M:%S", time.localtime(retry_at))
+    def __init__(self, retry_at: float, now: float | None = None) -> None:
+        when = local_text(retry_at, now)  # with the date unless it is ``now``'s day
         super().__init__(f"server unavailable, next attempt after {when}")
         self.retry_at = retry_at
 

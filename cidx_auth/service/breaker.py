@@ -46,7 +46,7 @@ class CircuitBreaker:
 
         after = self._change(decide, now)
         if decision is Admission.REJECT:
-            raise CircuitOpen(table.retry_at(after))
+            raise CircuitOpen(table.retry_at(after), now)
         return decision
 
     def record(self, failed: bool, retry_after: float | None = None) -> None:

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
+    AccountLocked,
     AuthenticationError,
     CidxAuthError,
     CircuitOpen,
@@ -144,7 +145,7 @@ class Renewal:
         """``cidx-auth login``: verify the credentials, then store them with the session."""
 
         def attempt() -> Session:
-            with self._token_lock(self._rules.lock_wait):
+            with self._token_lock(self._rules.lock_wait), _advising(FIRST_LOGIN_AFTER_LOCK):
                 session = self._log_in(credentials, EventKind.LOGGED_IN)
                 self._credentials.save(credentials)
                 return session
@@ -267,7 +268,8 @@ class Renewal:
             raise NotLoggedIn("no stored credentials for this project: run `cidx-auth login`")
         kind = EventKind.LOGGED_IN if stored is None else EventKind.RELOGGED_IN
         try:
-            return self._log_in(credentials, kind)
+            with _advising(RELOGIN_AFTER_LOCK):
+                return self._log_in(credentials, kind)
         except (InvalidCredentials, PasswordExpired, MfaRequired) as error:
             # Every later command would be refused too, and 5 refusals lock the account:
             # forget them, so later commands stop at "run cidx-auth login" at once.
@@ -387,6 +389,21 @@ REPLAY_NEWS = (
     "the server says this session's refresh token was used twice and revoked the session "
     "(logged in again); if no other cidx process explains it, the token may have been copied"
 )
+
+
+FIRST_LOGIN_AFTER_LOCK = "then run `cidx-auth login` again"
+RELOGIN_AFTER_LOCK = ("the stored password is kept, and the first command after that "
+                      "logs in by itself")
+
+
+@contextlib.contextmanager
+def _advising(after_lock: str) -> Iterator[None]:
+    """Add to a lockout what to do once it ends. The server locks an account before it
+    checks the password, so a lockout says nothing against the stored one."""
+    try:
+        yield
+    except AccountLocked as locked:
+        raise AccountLocked(f"{locked}; {after_lock}", locked.retry_at) from None
 
 
 def _reports_replay(error: CidxAuthError) -> bool:

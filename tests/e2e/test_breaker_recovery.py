@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from cidx_auth.domain.moments import iso_utc
 from refserver.harness import RunningServer
 from tests.e2e.conftest import Cli
 
@@ -41,10 +42,10 @@ def plant(cli: Cli, *, drop: tuple[str, ...] = (), **fields: Any) -> None:
     state_file(cli).write_text(json.dumps(document))
 
 
-def clock_times(start: float, end: float) -> set[str]:
-    """Every HH:MM:SS a status run between ``start`` and ``end`` may have shown."""
+def clock_times(start: float, end: float) -> set[str | None]:
+    """Every time a status run between ``start`` and ``end`` may have shown."""
     seconds = range(int(start), int(end) + 1)
-    return {time.strftime("%H:%M:%S", time.localtime(t)) for t in seconds}
+    return {iso_utc(t) for t in seconds}
 
 
 def repos(cli: Cli) -> subprocess.CompletedProcess[str]:
@@ -81,7 +82,7 @@ def test_after_the_first_open_period_the_next_command_probes_and_succeeds(
     assert 0 < opened["open_until"] - time.time() <= 30  # opened for 30 s, from just now
     shown = status(cli)
     assert shown["breaker"] == "open"
-    assert shown["next_attempt"] == time.strftime("%H:%M:%S", time.localtime(opened["open_until"]))
+    assert shown["next_attempt"] == iso_utc(opened["open_until"])
 
     requests = server.stats()["requests"]
     refused = repos(cli)  # within the 30 s: fails fast, no request reaches the server
@@ -110,7 +111,7 @@ def test_a_failed_probe_doubles_the_open_period(cli: Cli, server: RunningServer)
     assert reopened["circuit"] == "open" and reopened["open_period"] == 60
     assert 60 <= reopened["open_until"] - probed <= 60 + (time.time() - probed)
     shown = status(cli)["next_attempt"]
-    assert shown == time.strftime("%H:%M:%S", time.localtime(reopened["open_until"]))
+    assert shown == iso_utc(reopened["open_until"])
 
 
 def test_login_resets_an_open_circuit_on_the_same_server(cli: Cli, server: RunningServer) -> None:

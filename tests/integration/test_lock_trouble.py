@@ -291,7 +291,7 @@ def test_without_flock_the_lock_falls_back_to_an_exclusive_marker(
 
     monkeypatch.setattr(fcntl, "flock", refuse_flock)
     with (
-        caplog.at_level(logging.WARNING, logger="cidx_auth.storage"),
+        caplog.at_level(logging.INFO, logger="cidx_auth.storage"),
         file_lock(lock_path, 5, "the token lock"),
     ):
         assert excl.exists()

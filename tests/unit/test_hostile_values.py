@@ -16,6 +16,7 @@ from adapters.memory import make_jwt
 from cidx_auth.domain.breaker import BreakerState, Circuit
 from cidx_auth.domain.errors import CorruptStore, MalformedToken
 from cidx_auth.domain.events import ClientState
+from cidx_auth.domain.moments import BEYOND, iso_utc, local_text
 from cidx_auth.domain.token import (
     AccessToken,
     Session,
@@ -26,7 +27,6 @@ from cidx_auth.domain.token import (
     session_to_dict,
 )
 from cidx_auth.render import printable, results_table
-from cidx_auth.status import show_time
 
 NOW = 1_800_000_000.0
 GOOD = make_jwt({"iat": NOW, "exp": NOW + 600, "username": "alice"})
@@ -100,13 +100,12 @@ def test_a_possible_state_file_reads_back() -> None:
     assert (state.breaker.open_until, state.breaker.open_period) == (NOW + 3600, 300.0)
 
 
-def test_status_shows_a_date_for_times_far_from_now_and_never_overflows() -> None:
-    assert show_time(NOW + 60, NOW) == time.strftime("%H:%M:%S", time.localtime(NOW + 60))
-    far = show_time(NOW - 3 * 86400, NOW)
-    assert far == time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(NOW - 3 * 86400))
+def test_times_far_from_now_show_a_date_and_never_overflow() -> None:
+    assert local_text(NOW - 3 * 86400, NOW) == time.strftime("%Y-%m-%d %H:%M:%S",
+                                                             time.localtime(NOW - 3 * 86400))
     for absurd in (1e20, float("inf"), float("nan"), -1e20):
-        assert show_time(absurd, NOW) == "beyond any date"
-    assert show_time(None, NOW) is None
+        assert local_text(absurd, NOW) == BEYOND
+        assert iso_utc(absurd) is None
 
 
 HOSTILE = "\x1b]8;;https://evil\x07src/auth.py\x1b]8;;\x07\x1b[31m\r\x9b2J\u202egnp.exe\x7f"

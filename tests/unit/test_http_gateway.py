@@ -140,8 +140,8 @@ def test_login_401_is_invalid_credentials_with_the_exact_message() -> None:
     server = Server(answer(401, {"detail": "Invalid credentials"}, WWW_Authenticate="Bearer"))
     with pytest.raises(InvalidCredentials) as caught:
         login(server)
-    assert str(caught.value) == (
-        "the server refused the username or password: run `cidx-auth login` again")
+    assert str(caught.value) == ("the server refused the username or password: check them, "
+                                 "then run `cidx-auth login` again")
     assert len(server.requests) == 1  # one attempt; the gateway never retries
 
 
@@ -184,7 +184,8 @@ def test_lockout_gives_the_time_it_ends() -> None:
         login(Server(answer(429, {"detail": detail}, Retry_After="899")), clock)
     until = time.strftime("%H:%M:%S", time.localtime(clock.now() + 899))
     assert caught.value.retry_at == clock.now() + 899
-    assert until in str(caught.value) and "cidx-auth login" in str(caught.value)
+    assert until in str(caught.value) and "try again in 899 seconds" in str(caught.value)
+    assert "password" not in str(caught.value)  # the lockout comes before any password check
 
 
 def test_lockout_without_retry_after_reads_the_detail() -> None:
@@ -193,6 +194,24 @@ def test_lockout_without_retry_after_reads_the_detail() -> None:
     with pytest.raises(AccountLocked) as caught:
         login(Server(answer(429, {"detail": detail})), clock)
     assert caught.value.retry_at == clock.now() + 120
+    assert "try again in 120 seconds" in str(caught.value)
+
+
+def test_a_lockout_ending_another_day_carries_its_date() -> None:
+    clock = FakeClock()
+    detail = "account_locked: Too many failed attempts. Try again in 99999999 seconds."
+    with pytest.raises(AccountLocked) as caught:
+        login(Server(answer(429, {"detail": detail}, Retry_After="99999999")), clock)
+    day = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(clock.now() + 86400))
+    assert f"until {day} (it says: try again in 86400 seconds)" in str(caught.value)
+
+
+def test_lockout_without_any_wait_names_the_usual_one_and_not_the_password() -> None:
+    detail = "account_locked: Too many failed attempts."
+    with pytest.raises(AccountLocked) as caught:
+        login(Server(answer(429, {"detail": detail})))
+    assert caught.value.retry_at is None and "15 minutes" in str(caught.value)
+    assert "password" not in str(caught.value)
 
 
 def test_bucket_429_with_seconds() -> None:

@@ -1,0 +1,110 @@
+"""`status --json` for machines, and times people can read (issue 11, item 3): the CLI
+in real processes against the reference server on loopback."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cidx_auth.status import MOMENTS
+from refserver.harness import RunningServer
+from tests.e2e.conftest import Cli
+from tests.e2e.test_breaker_recovery import breaker, repos, status
+
+pytestmark = pytest.mark.slow
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def offset_time(value: Any) -> datetime:
+    """``value`` read as ISO 8601; it must carry its UTC offset."""
+    assert isinstance(value, str), value
+    moment = datetime.fromisoformat(value)
+    assert moment.tzinfo is not None and moment.utcoffset() is not None, value
+    return moment
+
+
+def test_every_time_is_iso_8601_with_an_offset_and_durations_are_seconds(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    refreshed = cli.run("token", "--refresh")  # a real refresh: `last_refresh` is set
+    assert refreshed.returncode == 0, refreshed.stderr
+    server.inject("error", count=5, status=500, paths=["/api/repos"])
+    assert repos(cli).returncode == 4 and repos(cli).returncode == 4  # 3 + 2 failures: open
+    before = time.time()
+    report = status(cli)
+    after = time.time()
+
+    for name in MOMENTS:
+        offset_time(report[name])
+    checked = offset_time(report["checked_at"]).timestamp()
+    assert int(before) <= checked <= after
+    assert report["breaker"] == "open" and report["breaker_failures"] == 5
+    assert offset_time(report["next_attempt"]).timestamp() == int(breaker(cli)["open_until"])
+    assert before - 60 <= offset_time(report["last_refresh"]).timestamp() <= after
+    expires = offset_time(report["expires_at"]).timestamp()
+    assert isinstance(report["seconds_left"], int)
+    # Until the token stops being safe to send: the expiry less the 30 s clock-skew margin.
+    assert abs(expires - 30 - checked - report["seconds_left"]) <= 2  # both whole seconds
+    assert report["counters"]["refreshes"] == 1
+    assert report["algorithms"] == ["RS256"] and report["store"] == "file"
+    assert report["findings"] == []
+
+
+def documented_fields() -> set[str]:
+    """The field names README's `status --json` table lists."""
+    text = README.read_text()
+    table = text.split("`status --json` prints one object", 1)[1].split("\n\n", 2)[1]
+    names: set[str] = set()
+    for row in table.splitlines()[2:]:
+        names.update(re.findall(r"`(\w+)`", row.split("|")[1]))
+    return names
+
+
+def test_readme_documents_exactly_the_fields_status_emits(
+    cli: Cli, server: RunningServer
+) -> None:
+    emitted = set(status(cli))  # not logged in: `next_step`
+    assert cli.login(server.url).returncode == 0
+    emitted |= set(status(cli))
+    assert documented_fields() == emitted
+
+
+def plant_last_refresh(cli: Cli, moment: datetime) -> None:
+    path = cli.project / ".code-indexer" / ".state"
+    document = json.loads(path.read_text())
+    document["last_refresh"] = moment.timestamp()
+    path.write_text(json.dumps(document))
+
+
+def human_last_refresh(cli: Cli) -> str:
+    done = cli.run("status")
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"last refresh: (.+)\n", done.stdout)
+    assert found, done.stdout
+    return found.group(1)
+
+
+def test_people_see_the_date_exactly_when_a_time_is_not_today(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    assert repos(cli).returncode == 0  # .state exists
+    now = datetime.now()
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if now.hour >= 12:  # today far away, and another day near: either way round
+        today_far, other_near = midnight + timedelta(seconds=1), midnight + timedelta(days=1)
+    else:
+        today_far = midnight + timedelta(days=1, seconds=-1)
+        other_near = midnight - timedelta(seconds=1)
+    plant_last_refresh(cli, today_far)
+    assert human_last_refresh(cli) == today_far.strftime("%H:%M:%S")
+    plant_last_refresh(cli, other_near)
+    assert human_last_refresh(cli) == other_near.strftime("%Y-%m-%d %H:%M:%S")
