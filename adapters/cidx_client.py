@@ -109,13 +109,13 @@ class CidxClient(_Shared):
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
 
     def query(self, text: str | QueryRequest, repo: str | None = None,
-              **options: Any) -> dict[str, Any]:
+              limit: int | None = None, **options: Any) -> dict[str, Any]:
         """Search ``repo`` (every repository the user can see when None);
         ``{"results": [...], "total_results": n, ...}``. ``options`` are the server's
-        query fields by name (``limit=5, min_score=0.5, search_mode="hybrid"``, see
+        query fields by name (``min_score=0.5, search_mode="hybrid"``, see
         :class:`~cidx_auth.domain.query.QueryRequest`), or pass a ``QueryRequest`` alone.
         A bad value or an unknown name raises ``ConfigurationError`` before any request."""
-        call = query_call(text, repo, options)
+        call = query_call(text, repo, _with_limit(limit, options))
         return self._object(self._run(call), call)
 
     def repos(self) -> dict[str, Any]:
@@ -182,9 +182,9 @@ class AsyncCidxClient(_Shared):
         self._slots = asyncio.Semaphore(settings.max_in_flight)
 
     async def query(self, text: str | QueryRequest, repo: str | None = None,
-                    **options: Any) -> dict[str, Any]:
+                    limit: int | None = None, **options: Any) -> dict[str, Any]:
         """As :meth:`CidxClient.query`."""
-        call = query_call(text, repo, options)
+        call = query_call(text, repo, _with_limit(limit, options))
         return self._object(await self._run(call), call)
 
     async def repos(self) -> dict[str, Any]:
@@ -238,3 +238,8 @@ class AsyncCidxClient(_Shared):
                     return failure(exc, call, self._rules.settings, attempt)
                 except CidxAuthError as error:  # from CidxAuth: no token it could renew
                     return Refused(error)
+
+
+def _with_limit(limit: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """``limit`` stays the third positional argument (``query(text, repo, 5)``)."""
+    return options if limit is None else {**options, "limit": limit}

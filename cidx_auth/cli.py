@@ -218,7 +218,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     if server and not allow_plain_http:
         check_plain_http(server, "--server")
     server = server or (remote.server_url if remote else None)
-    username = username or (remote.username if remote else None)
+    username = username or (trimmed_username(remote.username) if remote else None)
     if not server or not username:
         raise ConfigurationError("--server and --username are required (no CIDX client "
                                  "settings to take them from in this project)")
@@ -424,7 +424,7 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
         return
     from cidx_auth.render import results_table
 
-    results_table(answer)
+    results_table(answer, spans=request.repository_alias is None)
 
 
 @cli.command()

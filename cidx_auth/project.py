@@ -42,6 +42,7 @@ from adapters.project_layout import (
     save_settings,
 )
 from cidx_auth.container import Container, build_files, build_redis
+from cidx_auth.domain.credentials import trimmed_username
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.token import TokenRules
@@ -152,7 +153,8 @@ def _adoption(
     check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
     # Decrypting proves the user's own client wrote these here (the key needs this path).
     credentials = read_client_credentials(layout.directory, layout.root, remote)
-    settings = ProjectSettings(remote.server_url, remote.username)
+    # Stored and sent as the server sees it (the server trims): so is a typed one.
+    settings = ProjectSettings(remote.server_url, trimmed_username(remote.username))
 
     def adopt(project: Project) -> None:
         # What cidx-auth already holds here (auth.json lost, or a fleet's Redis session)

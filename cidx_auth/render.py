@@ -36,17 +36,19 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
     return str(text).translate(_LINES if keep_newlines else _ONE_LINE)
 
 
-def results_table(answer: dict[str, Any], console: Console | None = None) -> None:
+def results_table(answer: dict[str, Any], console: Console | None = None, *,
+                  spans: bool | None = None) -> None:
     """Print a query answer as a table: score, file:line, first line of the snippet, and
-    the repository when the hits come from more than one. An answer whose results are
-    not a list of objects is a :class:`ProtocolError`: nothing is printed."""
+    the repository when the query spans repositories (``spans``; by default, when the
+    hits come from more than one). An answer whose results are not a list of objects is
+    a :class:`ProtocolError`: nothing is printed."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     results = _results(answer)
-    repositories = {printable(item.get("repository_alias", "?")) for item in results}
-    spans = len(repositories) > 1
+    if spans is None:
+        spans = len({printable(item.get("repository_alias", "?")) for item in results}) > 1
     console = console or Console()
     total = printable(answer.get("total_results", len(results)))
     table = Table(title=Text(f"{total} result(s)"))
@@ -54,7 +56,7 @@ def results_table(answer: dict[str, Any], console: Console | None = None) -> Non
     # only the snippet gives way.
     table.add_column("score", justify="right", no_wrap=True, min_width=5)
     if spans:
-        table.add_column("repository", overflow="fold", min_width=8)
+        table.add_column("repository", overflow="fold", min_width=10)
     table.add_column("location", overflow="fold", min_width=20)
     table.add_column("snippet", overflow="ellipsis", no_wrap=True, ratio=1)
     for item in results:

@@ -55,6 +55,10 @@ def lines(report: dict[str, Any], now: float) -> list[str]:
         label, values = key.replace("_", " "), [value]
         if key == "findings":  # one line each
             label, values = "finding", value or [None]
+        elif isinstance(value, list):  # the algorithms: "RS256", not "['RS256']"
+            values = [", ".join(map(str, value)) or None]
+        elif isinstance(value, bool):
+            values = ["yes" if value else "no"]
         shown += [f"{label:>18}: {'-' if item is None else printable(item)}" for item in values]
     return shown
 

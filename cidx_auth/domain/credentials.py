@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cidx_auth.domain.errors import ConfigurationError
+from cidx_auth.domain.text import is_utf8
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,9 @@ class Credentials:
         object.__setattr__(self, "username", trimmed_username(self.username))
         if not 1 <= len(self.password) <= 1000:  # the server's limit (server-contract)
             raise ConfigurationError("the password must be 1 to 1000 characters")
+        if not is_utf8(self.password):
+            raise ConfigurationError("the password is not valid UTF-8 text (check the "
+                                     "terminal's encoding)")
 
 
 def trimmed_username(username: str) -> str:
@@ -32,6 +36,9 @@ def trimmed_username(username: str) -> str:
     if not name:
         raise ConfigurationError("the username is empty (or only spaces): give the CIDX "
                                  "user's name")
+    if not is_utf8(name):
+        raise ConfigurationError("the username is not valid UTF-8 text (check the "
+                                 "terminal's encoding)")
     if len(name) > 255:
         raise ConfigurationError("the username must be 1 to 255 characters")
     return name

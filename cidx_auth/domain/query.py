@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from cidx_auth.domain.errors import ConfigurationError
+from cidx_auth.domain.text import is_utf8
 
 SEARCH_MODES = ("semantic", "fts", "hybrid")
 ACCURACIES = ("fast", "balanced", "high")
@@ -63,6 +64,8 @@ def _text(name: str, value: Any) -> str:
         raise BadQuery(name, f"must be text, not {type(value).__name__}")
     if not value:
         raise BadQuery(name, "is empty; leave it out instead")
+    if not is_utf8(value):
+        raise BadQuery(name, "is not valid UTF-8 text (check the terminal's encoding)")
     return value
 
 
@@ -180,6 +183,8 @@ class QueryRequest:
 def _unknown(name: str) -> str:
     import difflib  # only for a mistake: the CLI imports this module for every command
 
+    if name in ("query_text", "repository_alias"):
+        return "is given on its own: the text as the first argument, the alias as `repo`"
     close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return f"not an option of the server's query{hint}; it would be ignored, not applied"

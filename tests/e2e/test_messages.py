@@ -13,6 +13,7 @@ from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, load_settings
 from refserver.config import LOCKOUT_SECONDS, LOCKOUT_THRESHOLD
 from refserver.harness import RunningServer
+from tests.cidx_client_format import write_client_project
 from tests.e2e.conftest import PASSWORD, USER, Cli, logins
 from tests.e2e.test_breaker_recovery import open_circuit, plant, repos
 from tests.integration.hostile_server import HostileServer, grant
@@ -122,3 +123,29 @@ def test_an_empty_username_is_a_usage_error_before_any_request(cli: Cli, typed: 
         assert "username is empty" in message
         assert server.paths() == []
     assert not (cli.project / ".code-indexer").exists()
+
+
+@pytest.mark.parametrize(("typed", "words"), [
+    ("al\udcffice", "username is not valid UTF-8"),  # the byte 0xff on the command line
+])
+def test_a_username_that_is_not_utf8_is_a_usage_error_before_any_request(
+    cli: Cli, typed: str, words: str
+) -> None:
+    with HostileServer({"/auth/login": grant}) as server:
+        done = cli.run("login", "--server", server.url, "--username", typed,
+                       "--password-stdin", stdin=PASSWORD + "\n")
+        assert words in one_line(done, 2)
+        assert server.paths() == []
+
+
+def test_a_cidx_client_username_with_stray_spaces_is_stored_trimmed(
+    cli: Cli, hs_server: RunningServer
+) -> None:
+    write_client_project(cli.project, server_url=hs_server.url, username=f" {USER} ",
+                         password=PASSWORD)
+    done = cli.run("token")  # adopts the client's login
+    assert done.returncode == 0, done.stderr
+    settings = load_settings(ProjectLayout(cli.project), secret_source(cli.config_dir, cli.env))
+    assert settings is not None and settings.username == USER
+    assert list(hs_server.stats()["users"]) == [USER]
+

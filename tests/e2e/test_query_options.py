@@ -114,6 +114,8 @@ REFUSED: list[tuple[list[str], list[str]]] = [
     ([TEXT, "--limit", "ten"], ["--limit", "'ten' is not a valid integer"]),
     ([TEXT, "--file-extensions", ".py,,md"], ["--file-extensions", "empty"]),
     ([TEXT, "--language", ""], ["--language", "empty"]),
+    ([TEXT + "\udcff"], ["TEXT", "not valid UTF-8"]),  # the byte 0xff on the command line
+    ([TEXT, "--repo", "b\udcffckend"], ["--repo", "not valid UTF-8"]),
 ]
 
 
@@ -135,13 +137,13 @@ def test_a_value_the_server_refuses_exits_6_without_the_echoed_input(
     cli: Cli, running: RunningServer
 ) -> None:
     marker = "ECHOED-INPUT-"
-    body = {"query_text": marker * 100, "limit": 500}
+    body = {"query_text": marker * 100, "limit": 987654}
     done = cli.run("request", "POST", "/api/query", "--data", json.dumps(body))
     assert done.returncode == 6, done.stderr
     assert "422" in done.stderr
     assert "query_text: String should have at most 1000 characters" in done.stderr
     assert "limit: Input should be less than or equal to 100" in done.stderr
-    assert marker not in done.stderr + done.stdout and "500" not in done.stderr
+    assert marker not in done.stderr + done.stdout and "987654" not in done.stderr
     assert queries(running) == 1  # the server did see it: only the client can refuse first
 
 

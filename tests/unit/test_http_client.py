@@ -36,6 +36,16 @@ def test_query_posts_the_contract_body_with_a_token(world: World) -> None:
     assert request.headers["User-Agent"].startswith("cidx-auth/")
 
 
+def test_the_limit_is_still_the_third_positional_argument(world: World) -> None:
+    server = Server()
+    with make(world, server) as cidx:
+        cidx.query("token refresh", "backend", 5)
+        cidx.query("token refresh")  # every repository, the server's default limit
+    assert server.body(0) == {"query_text": "token refresh", "repository_alias": "backend",
+                              "limit": 5}
+    assert server.body(1) == {"query_text": "token refresh", "limit": 10}
+
+
 def test_repos_health_and_generic_requests(world: World) -> None:
     repos = {"repositories": [{"alias": "backend"}], "total": 1}
     server = Server(httpx.Response(200, json=repos), httpx.Response(200, json={"ok": 1}),

@@ -87,3 +87,12 @@ def test_an_empty_username_is_a_usage_error(typed: str) -> None:
     with pytest.raises(ConfigurationError, match="username is empty") as caught:
         Credentials(typed, "secret")
     assert caught.value.exit_code == 2 and "secret" not in str(caught.value)
+
+
+def test_people_read_lists_and_yes_or_no_in_status() -> None:
+    from cidx_auth.status import lines
+
+    shown = lines({"algorithms": ["RS256", "ES256"], "plain_http": False,
+                   "logged_in": True, "findings": []}, 0.0)
+    assert shown == ["        algorithms: RS256, ES256", "        plain http: no",
+                     "         logged in: yes", "           finding: -"]

@@ -111,10 +111,12 @@ def test_an_unknown_name_is_refused_with_the_closest_known_one(name: str, hint: 
     assert caught.value.field == name
 
 
-@pytest.mark.parametrize("name", ["query_text", "repository_alias"])
-def test_text_and_alias_are_not_options(name: str) -> None:
-    with pytest.raises(BadQuery, match="not an option"):
+@pytest.mark.parametrize(("name", "way"), [("query_text", "the first argument"),
+                                           ("repository_alias", "as `repo`")])
+def test_text_and_alias_are_not_options_but_say_where_they_go(name: str, way: str) -> None:
+    with pytest.raises(BadQuery, match=f"is given on its own: .*{way}") as caught:
         QueryRequest.build("x", None, {name: "y"})
+    assert "ignored" not in str(caught.value)
 
 
 def test_build_passes_every_known_option() -> None:

@@ -21,9 +21,9 @@ def hit(path: str, repository: str | None) -> dict[str, Any]:
     return item
 
 
-def shown(answer: dict[str, Any]) -> str:
+def shown(answer: dict[str, Any], spans: bool | None = None) -> str:
     out = io.StringIO()
-    results_table(answer, Console(file=out, width=200, color_system=None))
+    results_table(answer, Console(file=out, width=200, color_system=None), spans=spans)
     return out.getvalue()
 
 
@@ -54,3 +54,11 @@ def test_results_that_are_not_a_list_of_objects_are_a_protocol_error(
 
 def test_no_results_at_all_is_an_empty_table() -> None:
     assert "0 result(s)" in shown({"results": None, "total_results": 0})
+
+
+def test_a_query_of_every_repository_names_it_even_when_the_hits_share_one() -> None:
+    text = shown({"results": [hit("a.py", "backend")]}, spans=True)
+    header = next(line for line in text.splitlines() if "location" in line)
+    assert "repository" in header and "backend" in text
+    assert "repository" not in shown({"results": [hit("a.py", "backend"),
+                                                  hit("b.py", "docs")]}, spans=False)
