@@ -6,9 +6,10 @@
 
 Each client owns an httpx client with ``auth=CidxAuth(provider, server)``, so tokens are
 attached, renewed and retried after a 401 below the business code. The calls, the
-retry loop, the breaker bookkeeping and the meaning of each answer live in
-``adapters.cidx_calls``; the two classes here only send, sleep and wait for tokens,
-each with at most ``settings.max_in_flight`` requests on the wire at once. Each send
+retry loop and the breaker bookkeeping are the core's (``cidx_auth.service.api_calls``)
+and the meaning of each answer is ``adapters.cidx_calls``'s; the two classes here only
+send, sleep and wait for tokens, each with at most ``settings.max_in_flight`` requests
+on the wire at once. Each send
 has its own deadline, ``settings.api_deadline``, and reads at most 16 MiB of answer
 (``adapters.http_limits``).
 
@@ -28,22 +29,12 @@ from typing import Any
 import httpx
 
 from adapters.cidx_calls import (
-    HEALTH,
-    REPOS,
     ApiError,
     ApiRateLimited,
     ApiUnauthorized,
     ApiUnavailable,
-    Call,
-    Flow,
-    Policies,
-    Refused,
-    Send,
-    Sleep,
-    attempts,
+    answer,
     failure,
-    generic_call,
-    query_call,
 )
 from adapters.http_limits import Attempt, TooLate
 from adapters.http_settings import HttpSettings, make_async_client, make_client
@@ -52,6 +43,20 @@ from cidx_auth.domain.errors import CidxAuthError, ProtocolError
 from cidx_auth.domain.query import QueryRequest
 from cidx_auth.domain.retry import RetryPolicy
 from cidx_auth.ports import Clock
+from cidx_auth.service.api_calls import (
+    HEALTH,
+    REPOS,
+    ApiPolicy,
+    Call,
+    Flow,
+    Outcome,
+    Refused,
+    Send,
+    Sleep,
+    attempts,
+    generic_call,
+    query_call,
+)
 from cidx_auth.service.breaker import CircuitBreaker
 
 __all__ = ["ApiError", "ApiRateLimited", "ApiUnauthorized", "ApiUnavailable",
@@ -71,13 +76,15 @@ class _Shared:
         retry: RetryPolicy = RetryPolicy(),
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._rules = Policies(settings, breaker, retry, clock, rng)
+        self._settings = settings
+        self._clock = clock
+        self._policy = ApiPolicy(breaker, retry, rng)
         self._source = provider
         self._auth = CidxAuth(provider, settings.server)
 
     def _object(self, body: Any, call: Call) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise ProtocolError(f"{self._rules.settings.server} answered {call.method} "
+            raise ProtocolError(f"{self._settings.server} answered {call.method} "
                                 f"{call.path} with something other than a JSON object")
         return body
 
@@ -90,11 +97,14 @@ class _Shared:
         """``call`` as a request that keeps to ``attempt``'s deadline."""
         asynchronous = isinstance(http, httpx.AsyncClient)
         return http.build_request(call.method, call.path, json=call.body,
-                                  timeout=self._rules.settings.timeouts_within(attempt),
+                                  timeout=self._settings.timeouts_within(attempt),
                                   extensions=attempt.extensions(asynchronous=asynchronous))
 
     def _attempt(self) -> Attempt:
-        return Attempt(self._rules.settings.api_deadline)
+        return Attempt(self._settings.api_deadline)
+
+    def _answer(self, response: httpx.Response, call: Call) -> Outcome:
+        return answer(response, call, self._settings, self._clock.now())
 
 
 class CidxClient(_Shared):
@@ -141,7 +151,7 @@ class CidxClient(_Shared):
         self.close()
 
     def _run(self, call: Call) -> Any:
-        flow: Flow = attempts(call, self._rules)
+        flow: Flow = attempts(call, self._policy)
         answer: Any = None
         try:
             while True:
@@ -152,20 +162,20 @@ class CidxClient(_Shared):
                 if isinstance(step, Send):
                     answer = self._send(step.call)
                 elif isinstance(step, Sleep):
-                    self._rules.clock.sleep(step.seconds)
+                    self._clock.sleep(step.seconds)
                     answer = None
                 else:
                     answer = self._source.get_token()
         finally:
             flow.close()
 
-    def _send(self, call: Call) -> Any:
+    def _send(self, call: Call) -> Outcome:
         with self._slots, self._attempt() as attempt:
             try:
-                return self._http.send(self._request(self._http, call, attempt),
-                                       auth=self._auth_for(call))
+                return self._answer(self._http.send(self._request(self._http, call, attempt),
+                                                    auth=self._auth_for(call)), call)
             except (httpx.HTTPError, TooLate) as exc:
-                return failure(exc, call, self._rules.settings, attempt)
+                return failure(exc, call, self._settings, attempt)
             except CidxAuthError as error:  # from CidxAuth: no token it could renew
                 return Refused(error)
 
@@ -210,7 +220,7 @@ class AsyncCidxClient(_Shared):
         await self.aclose()
 
     async def _run(self, call: Call) -> Any:
-        flow: Flow = attempts(call, self._rules)
+        flow: Flow = attempts(call, self._policy)
         answer: Any = None
         try:
             while True:
@@ -221,21 +231,22 @@ class AsyncCidxClient(_Shared):
                 if isinstance(step, Send):
                     answer = await self._send(step.call)
                 elif isinstance(step, Sleep):
-                    await self._rules.clock.asleep(step.seconds)
+                    await self._clock.asleep(step.seconds)
                     answer = None
                 else:
                     answer = await self._source.aget_token()
         finally:
             flow.close()
 
-    async def _send(self, call: Call) -> Any:
+    async def _send(self, call: Call) -> Outcome:
         async with self._slots:
             with self._attempt() as attempt:
                 try:
-                    return await self._http.send(self._request(self._http, call, attempt),
+                    sent = await self._http.send(self._request(self._http, call, attempt),
                                                  auth=self._auth_for(call))
+                    return self._answer(sent, call)
                 except (httpx.HTTPError, TooLate) as exc:
-                    return failure(exc, call, self._rules.settings, attempt)
+                    return failure(exc, call, self._settings, attempt)
                 except CidxAuthError as error:  # from CidxAuth: no token it could renew
                     return Refused(error)
 

@@ -3,7 +3,17 @@
 The key is PBKDF2-HMAC-SHA256 of the per-user secret (:mod:`adapters.user_secret`),
 salted with the project's identity: its resolved path and its server URL. So a token
 file copied into another project, or pointed at another server, does not decrypt
-there, and one taken to another user or machine does not decrypt anywhere.
+there, and one taken to another user or machine does not decrypt anywhere
+(:func:`project_cipher`).
+
+A token kept in Redis for a fleet must open on every host that shares the service
+identity, whatever its checkout path, so its key is salted with that identity instead:
+the server URL and the username (:func:`identity_cipher`). The per-user secret stays
+the other half of the key, so every host needs the *same* secret
+(:mod:`adapters.secret_sources` says how a fleet hands it out). A host with another
+secret cannot read the shared token: it sets it aside with a warning and logs in, and
+every other host then does the same; that churn is the symptom of a fleet whose
+secrets differ.
 
 Iterations: PBKDF2's stretching slows down guessing a *low-entropy* input such as a
 password. Our input is 256 random bits, which nobody can guess at any speed, so the
@@ -30,15 +40,19 @@ import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet
 
-from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import CorruptStore
+
+if TYPE_CHECKING:
+    from adapters.secret_sources import SecretSource
 
 PBKDF2_ITERATIONS = 1_000
 MEMORY_CLEAR_ITERATIONS = 3
 _SALT_LABEL = b"cidx-auth project key v1\0"
+_IDENTITY_LABEL = b"cidx-auth shared identity key v1\0"
 _WIPE_PATTERNS = (0x00, 0xFF, 0x00)
 
 
@@ -52,8 +66,19 @@ def wipe(buffer: bytearray) -> None:
 def project_salt(project: Path, server_url: str) -> bytes:
     """The project's identity as a salt: resolved path and server URL, unambiguously joined."""
     path = str(project.resolve()).encode("utf-8", "surrogateescape")
-    url = server_url.strip().rstrip("/").encode("utf-8")
+    url = normalized_server(server_url).encode("utf-8")
     return hashlib.sha256(_SALT_LABEL + path + b"\0" + url).digest()
+
+
+def normalized_server(server_url: str) -> str:
+    """The server URL as the key salts and the Redis key name spell it."""
+    return server_url.strip().rstrip("/")
+
+
+def identity_salt(server_url: str, username: str) -> bytes:
+    """A salt naming one service identity, the same on every host and in every project."""
+    url = normalized_server(server_url).encode("utf-8")
+    return hashlib.sha256(_IDENTITY_LABEL + url + b"\0" + username.encode("utf-8")).digest()
 
 
 def derive_key(secret: bytes, salt: bytes, iterations: int = PBKDF2_ITERATIONS) -> bytes:
@@ -74,12 +99,6 @@ class FernetCipher:
         self._fernet: Fernet | None = None
         self._mutex = threading.Lock()
 
-    @classmethod
-    def for_project(cls, project: Path, server_url: str, secret: UserSecret) -> FernetCipher:
-        """The cipher for ``project`` talking to ``server_url``, keyed by ``secret``."""
-        salt = project_salt(project, server_url)
-        return cls(lambda: derive_key(secret.value(), salt))
-
     def encrypt(self, plaintext: bytes) -> bytes:
         return self._cipher().encrypt(plaintext)
 
@@ -98,3 +117,18 @@ class FernetCipher:
             if self._fernet is None:
                 self._fernet = Fernet(base64.urlsafe_b64encode(self._key()))
             return self._fernet
+
+
+def project_cipher(project: Path, server_url: str, secret: SecretSource) -> FernetCipher:
+    """The cipher for ``project`` talking to ``server_url``, keyed by ``secret``."""
+    return _keyed(secret, project_salt(project, server_url))
+
+
+def identity_cipher(server_url: str, username: str, secret: SecretSource) -> FernetCipher:
+    """The cipher for a token shared by every host logged in as ``username``."""
+    return _keyed(secret, identity_salt(server_url, username))
+
+
+def _keyed(secret: SecretSource, salt: bytes) -> FernetCipher:
+    # The secret is read on first use, not here: building a container costs no I/O.
+    return FernetCipher(lambda: derive_key(secret.value(), salt))

@@ -257,13 +257,8 @@ def ensure_private_dir(directory: Path, *, what: str = "the directory", link_ok:
         raise not_a_directory
     # The CIDX client's own directory keeps the mode it chose: not cidx-auth's to change.
     theirs = os.path.lexists(directory / ".remote-config")
-    mode = stat.S_IMODE(status.st_mode)
-    if POSIX and mode != DIR_MODE and not theirs and status.st_uid == os.geteuid():
-        warn("%s had mode %03o; setting it to %03o", directory, mode, DIR_MODE)
-        try:
-            os.chmod(directory, DIR_MODE)
-        except OSError as error:
-            warn("could not correct the mode of %s: %s", directory, error.strerror)
+    if not theirs and status.st_uid == os.geteuid():
+        correct_mode_of(directory, status, DIR_MODE)
 
 
 def _make_private_dirs(directory: Path) -> None:
@@ -354,7 +349,7 @@ def read_regular(
                 raise refused(too_big)
         data = b"".join(chunks)
         if correct_mode is not None and correct_mode(data):
-            _correct_mode(fd, path, status)
+            correct_mode_of(path, status, fd=fd)
         return data, status
     except CidxAuthError:
         raise
@@ -364,13 +359,21 @@ def read_regular(
         os.close(fd)
 
 
-def _correct_mode(fd: int, path: Path, status: os.stat_result) -> None:
+def correct_mode_of(path: Path, status: os.stat_result, wanted: int = FILE_MODE, *,
+                    fd: int | None = None) -> None:
+    """Set ``wanted`` on ``path`` (found with ``status``) if it has another mode, with a
+    warning; a failure is only a warning. Through ``fd`` when given, so no link swapped
+    in meanwhile can lead the change elsewhere. Never while writing nothing (``status``),
+    and the caller decides whose file may be corrected."""
     mode = stat.S_IMODE(status.st_mode)
-    if not POSIX or mode == FILE_MODE or _READ_ONLY.get() is not None:
+    if not POSIX or mode == wanted or _READ_ONLY.get() is not None:
         return
-    warn("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
+    warn("%s had mode %03o; setting it to %03o", path, mode, wanted)
     try:
-        os.fchmod(fd, FILE_MODE)
+        if fd is None:
+            os.chmod(path, wanted)
+        else:
+            os.fchmod(fd, wanted)
     except OSError as error:
         warn("could not correct the mode of %s: %s", path, error.strerror)
 

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.file_io import FILE_MODE, POSIX, ensure_private_dir, info, warn
+from adapters.file_io import FILE_MODE, POSIX, correct_mode_of, ensure_private_dir, info, warn
 from cidx_auth.domain.errors import LockTimeout, LockUnavailable, StorageError
 
 if TYPE_CHECKING:
@@ -117,7 +117,8 @@ def _take_flock(held: contextlib.ExitStack, path: Path, timeout: float, what: st
             raise StorageError(f"could not take {what} ({path}): {_reason(error)}") from error
     # Unlock explicitly: a forked child sharing the descriptor would keep it locked.
     held.callback(_unlock, fd, what)
-    _correct_mode(fd, path, status)
+    if _ours_alone(status):  # a lock file an older version, or a hand, made wider than 0600
+        correct_mode_of(path, status, fd=fd)
     return None
 
 
@@ -181,20 +182,10 @@ def refuse_unless_ours(path: Path, status: os.stat_result | None = None) -> None
     )
 
 
-def _correct_mode(fd: int, path: Path, status: os.stat_result) -> None:
-    """A lock file created by an older version, or by hand, may be wider than 0600.
-
-    Through the descriptor, and only on a file we own with no other name: a hard link
-    would let the chmod reach a file elsewhere.
-    """
-    mode = stat.S_IMODE(status.st_mode)
-    if mode == FILE_MODE or status.st_uid != os.geteuid() or status.st_nlink != 1:
-        return
-    warn("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    except OSError as error:
-        warn("could not correct the mode of %s: %s", path, error.strerror)
+def _ours_alone(status: os.stat_result) -> bool:
+    """A file we own with no other name: a hard link would let a chmod reach a file
+    elsewhere."""
+    return status.st_uid == os.geteuid() and status.st_nlink == 1
 
 
 def _unlock(fd: int, what: str) -> None:

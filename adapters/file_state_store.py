@@ -42,8 +42,8 @@ from typing import Any
 from adapters.file_io import Identity, read_private, stat_identity, warn, write_private
 from adapters.file_lock import file_lock
 from cidx_auth.domain.breaker import FIRST_OPEN_PERIOD, MAX_RETRY_AFTER, BreakerState, Circuit
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
-from cidx_auth.domain.events import ClientState
 
 STATE_FORMAT_VERSION = 1
 STATE_LOCK_TIMEOUT = 0.5

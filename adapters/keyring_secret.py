@@ -7,8 +7,8 @@
 * ``keyring``: the OS keyring (macOS Keychain, Windows Credential Locker, Secret
   Service), as base64 under service ``cidx-auth``, username ``user-secret``.
 
-``CIDX_SECRET_FILE`` wins over both: a fleet hands every host the same secret that way
-(:mod:`adapters.shared_key`).
+``CIDX_SECRET_FILE`` wins over both: a fleet hands every host the same secret that way.
+:func:`adapters.secret_sources.secret_source` makes the choice.
 
 With ``keyring``, the first use copies an existing ``user.secret`` into the keyring,
 so switching backends keeps every stored token and password readable; with no file,
@@ -26,40 +26,28 @@ it is slow to import, and only users who chose it pay.
 from __future__ import annotations
 
 import base64
-import os
-import threading
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from adapters.file_io import refuse_if_read_only, warn
-from adapters.shared_key import FileSecret, SecretSource, decode_secret
-from adapters.user_secret import SECRET_SIZE, UserSecret
-from cidx_auth.domain.errors import ConfigurationError, StorageError
+from adapters.secret_sources import SECRET_SIZE, CachedSecret, decode_secret
+from adapters.user_secret import UserSecret
+from cidx_auth.domain.errors import StorageError
 
 SERVICE = "cidx-auth"
 ACCOUNT = "user-secret"
-BACKENDS = ("file", "keyring")
 
 
-class KeyringSecret:
-    """The secret in the OS keyring; the same ``value()`` as :class:`UserSecret`."""
+class KeyringSecret(CachedSecret):
+    """The secret in the OS keyring, or else in the file; the same ``value()`` as
+    :class:`UserSecret`."""
 
     def __init__(self, fallback: UserSecret, backend: Any = None) -> None:
+        super().__init__()
         self.fallback = fallback
         self._backend = backend
         """A keyring backend to use instead of keyring's choice (tests pass one)."""
-        self._value: bytes | None = None
-        self._mutex = threading.Lock()
 
-    def value(self) -> bytes:
-        """The 32 secret bytes, from the keyring or else from the file."""
-        with self._mutex:
-            if self._value is None:
-                self._value = self._from_keyring()
-            return self._value
-
-    def _from_keyring(self) -> bytes:
+    def _read(self) -> bytes:
         try:
             backend, missing = self._keyring()
             if backend is None:
@@ -110,18 +98,3 @@ class KeyringSecret:
 
         return secrets.token_bytes(SECRET_SIZE)
 
-
-def secret_source(
-    config_dir: Path | None = None, environ: Mapping[str, str] | None = None
-) -> SecretSource:
-    """The per-user secret the environment asks for (see the module docstring)."""
-    env = os.environ if environ is None else environ
-    if env.get("CIDX_SECRET_FILE"):
-        return FileSecret(Path(env["CIDX_SECRET_FILE"]))
-    choice = env.get("CIDX_SECRET_BACKEND", "file").strip().lower() or "file"
-    if choice not in BACKENDS:
-        raise ConfigurationError(
-            f"CIDX_SECRET_BACKEND must be one of {', '.join(BACKENDS)}, not {choice!r}"
-        )
-    file_secret = UserSecret(config_dir)
-    return KeyringSecret(file_secret) if choice == "keyring" else file_secret

@@ -2,10 +2,10 @@
 
 Tests import these, and so may users' own tests::
 
-    clock = FakeClock()
-    gateway = ScriptedGateway(clock, users={"alice": "secret"})
-    ...
-    clock.advance(600)          # the token expires; nobody sleeps
+    ports = memory_ports(users={"alice": "secret"})
+    container = Container(**ports.wiring())      # cidx_auth.container
+    token = container.token_provider().get_token()
+    ports.clock.advance(600)                     # the token expires; nobody sleeps
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     CidxAuthError,
@@ -31,12 +33,13 @@ from cidx_auth.domain.errors import (
     ServerUnavailable,
     StorageError,
 )
-from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.token import Grant, Session
 
 
 class FakeClock:
-    """A clock that moves only when told to; ``sleep`` moves it instead of waiting."""
+    """A clock that moves only when told to; ``sleep`` moves it instead of waiting.
+    Calling it is ``now()``, for whatever takes a plain time function (the reference
+    server, the file stores' ``clock=``)."""
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self._now = start
@@ -46,7 +49,11 @@ class FakeClock:
     def now(self) -> float:
         return self._now
 
+    def __call__(self) -> float:
+        return self._now
+
     def advance(self, seconds: float) -> None:
+        """Move time forward (or back, with a negative number)."""
         with self._lock:
             self._now += seconds
 
@@ -141,7 +148,6 @@ class MemoryStateStore:
 
     def __init__(self, state: ClientState | None = None) -> None:
         self.state = state or ClientState()
-        self.writes = 0
         self._lock = threading.Lock()
 
     def read(self) -> ClientState:
@@ -152,7 +158,6 @@ class MemoryStateStore:
             new = change(self.state)
             if new != self.state:
                 self.state = new
-                self.writes += 1
             return self.state
 
 
@@ -309,3 +314,31 @@ class ScriptedGateway:
         refresh = secrets.token_urlsafe(48)
         self._family_of[refresh] = family
         return Grant(token, refresh, None, server_now if self.send_date else None)
+
+
+@dataclass
+class MemoryPorts:
+    """Every port the container needs, in memory, around one fake clock and one scripted
+    server: ``Container(**ports.wiring())``, and the fakes stay at hand to drive."""
+
+    clock: FakeClock
+    gateway: ScriptedGateway
+    token_store: MemoryTokenStore = field(default_factory=MemoryTokenStore)
+    credential_store: MemoryCredentialStore = field(default_factory=MemoryCredentialStore)
+    state_store: MemoryStateStore = field(default_factory=MemoryStateStore)
+
+    def wiring(self) -> dict[str, object]:
+        """The ports by the container's names for them."""
+        return {"clock": self.clock, "gateway": self.gateway, "token_store": self.token_store,
+                "credential_store": self.credential_store, "state_store": self.state_store}
+
+
+def memory_ports(users: dict[str, str] | None = None, login_as: str | None = "alice",
+                 lifetime: float = 600.0) -> MemoryPorts:
+    """The in-memory ports for a server that knows ``users``, with the credentials of
+    ``login_as`` stored (None: nobody has logged in)."""
+    users = users if users is not None else {"alice": "secret"}
+    clock = FakeClock()
+    stored = None if login_as is None else Credentials(login_as, users[login_as])
+    return MemoryPorts(clock, ScriptedGateway(clock, users, lifetime),
+                       credential_store=MemoryCredentialStore(stored))

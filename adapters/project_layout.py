@@ -51,7 +51,7 @@ from cidx_auth.domain.errors import ConfigurationError, CorruptStore
 from cidx_auth.domain.token import JWS_ALGORITHMS
 
 if TYPE_CHECKING:
-    from adapters.shared_key import SecretSource
+    from adapters.secret_sources import SecretSource
 
 STORE_DIR = ".code-indexer"
 SETTINGS_NAME = "auth.json"
@@ -250,7 +250,7 @@ def save_settings(
 
 
 def _source(secret: SecretSource | None) -> SecretSource:
-    from adapters.keyring_secret import secret_source  # only when there are settings
+    from adapters.secret_sources import secret_source  # only when there are settings
 
     return secret if secret is not None else secret_source()
 

@@ -5,7 +5,8 @@ username), ``cidx-auth:token:{<32 hex>}``. The braces are a Redis Cluster hash t
 lock ``<key>:lock`` and the set-aside ``<key>:corrupt`` land in the same slot as the
 token, which the Lua scripts below need. The value is the file store's payload,
 unchanged: one Fernet token over ``json.dumps(session_to_dict(...))``, keyed by the
-identity (:mod:`adapters.shared_key`), so every host with the same secret can read it.
+identity (``adapters.fernet_cipher.identity_cipher``), so every host with the same
+secret can read it.
 
 TTL: the access token's remaining life plus :data:`REFRESH_MARGIN` (7 days). The
 access token dies first, but its refresh token outlives it by a span the server
@@ -30,10 +31,10 @@ only by the lock holder and only if it is still the value read, renamed to
 Cache: the last good session, reused by loads outside the lock for ``local_cache_ttl``
 seconds; a load under the lock always asks Redis, where the decision to refresh is
 taken, and fails with :class:`StorageError` if Redis does not answer. Outside the lock,
-with Redis unreachable, :meth:`load` returns the cached session while it is still
-valid, without its refresh token (another host may have spent it since), with a
-WARNING, else raises :class:`StorageError`. redis-py's exceptions
-never leave this module.
+with Redis unreachable, :meth:`load` returns the cached session while the project's rules
+still judge it usable (``Rules.judge``), without its refresh token (another host may
+have spent it since), with a WARNING, else raises :class:`StorageError`. redis-py's
+exceptions never leave this module.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.exceptions import LockError, RedisError
 
+from adapters.fernet_cipher import normalized_server
 from adapters.file_io import MAX_FILE_SIZE, warn
 from adapters.redis_connection import describe, failure_hint, redact_url
 from adapters.session_codec import decode_session, encode_session
-from adapters.shared_key import normalized_server
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, LockUnavailable, StorageError
-from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 
 if TYPE_CHECKING:
@@ -115,8 +116,11 @@ class RedisTokenStore:
         lease: float = DEFAULT_LEASE,
         local_cache_ttl: float = LOCAL_CACHE_TTL,
         url: str | None = None,
+        rules: Rules,
     ) -> None:
         self.key = key
+        self._rules = rules
+        """The project's rules: whether a cached session may still stand in for Redis."""
         self.lock_name = f"{key}:lock"
         self.url = redact_url(url) if url else describe(client)
         self._client = client
@@ -282,8 +286,7 @@ class RedisTokenStore:
         cached = self._cache
         if cached is not None:
             session = cached[0]
-            state = ExpiryPolicy().state(session.token, self._clock(), session.clock_offset)
-            if state is not TokenState.EXPIRED:
+            if self._rules.judge(session, self._clock()).usable:
                 warn("Redis at %s cannot be reached (%s); using the token this process "
                      "loaded last, still valid", self.url, type(error).__name__)
                 # Its refresh token may have been spent by another host since: a copy

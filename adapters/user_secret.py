@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,9 +41,9 @@ from adapters.file_io import (
     storage_error,
     sweep_temps,
 )
+from adapters.secret_sources import SECRET_SIZE, CachedSecret
 from cidx_auth.domain.errors import CorruptStore, StorageError
 
-SECRET_SIZE = 32
 SECRET_NAME = "user.secret"  # noqa: S105  (a file name, not a password)
 SECRET_ROLE = "the per-user secret"  # noqa: S105  (how messages name it)
 SECRET_DIR_ROLE = "the per-user secret's directory"  # noqa: S105
@@ -62,22 +61,17 @@ def default_config_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path.home() / ".config" / "cidx"
 
 
-class UserSecret:
+class UserSecret(CachedSecret):
     """The user's secret, read (or created) on first use and kept for the process."""
 
     def __init__(self, directory: Path | None = None) -> None:
+        super().__init__()
         self.path = (directory if directory is not None else default_config_dir()) / SECRET_NAME
-        self._value: bytes | None = None
-        self._mutex = threading.Lock()
 
-    def value(self) -> bytes:
-        """The 32 secret bytes. Raises :class:`StorageError` if they cannot be had."""
-        with self._mutex:
-            if self._value is None:
-                self._value = self._read() or self._create()
-            return self._value
+    def _read(self) -> bytes:
+        return self._stored() or self._create()
 
-    def _read(self) -> bytes | None:
+    def _stored(self) -> bytes | None:
         check_trusted(self.path.parent, SECRET_DIR_ROLE, group_may_write=True, link_ok=True)
         check_trusted(self.path, SECRET_ROLE)  # and its directory: nobody else writes there
         try:
@@ -147,7 +141,7 @@ class UserSecret:
         deadline = time.monotonic() + _PUBLISH_WAIT
         while True:
             try:
-                value = self._read()
+                value = self._stored()
             except StorageError:
                 value = None
                 if time.monotonic() >= deadline:

@@ -28,6 +28,7 @@ from adapters.fernet_cipher import FernetCipher
 from adapters.file_token_store import FileTokenStore
 from adapters.redis_connection import connect
 from adapters.redis_token_store import RedisTokenStore, identity_key
+from cidx_auth.domain.rules import Rules
 from tests.integration.redis_support import (
     RedisServer,
     run_together,
@@ -67,7 +68,7 @@ def warm_reads(root: Path, url: str) -> None:
     cipher = FernetCipher(lambda: b"k" * 32)
     session = known_sessions()[0]
     shared = RedisTokenStore(connect(url), identity_key(SERVER_URL, "alice"), cipher,
-                             local_cache_ttl=0.0)
+                             local_cache_ttl=0.0, rules=Rules())
     files = FileTokenStore(root / ".token", root / ".token.lock", cipher, cache_ttl=0.0)
     with shared.lock(5):
         shared.save(session)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cidx_auth.container import build_files
+from cidx_auth.container import build_project
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,
@@ -41,12 +41,12 @@ PROCESSES = 50
 LOAD = """
 import sys
 from pathlib import Path
-from adapters.fernet_cipher import FernetCipher
+from adapters.fernet_cipher import project_cipher
 from adapters.file_token_store import FileTokenStore
 from adapters.user_secret import UserSecret
 project, config = Path(sys.argv[1]), Path(sys.argv[2])
 directory = project / ".code-indexer"
-cipher = FernetCipher.for_project(project, sys.argv[3], UserSecret(config))
+cipher = project_cipher(project, sys.argv[3], UserSecret(config))
 store = FileTokenStore(directory / ".token", directory / ".token.lock", cipher)
 assert store.load() is not None
 """
@@ -90,7 +90,7 @@ def fifty_processes(root: Path) -> None:
     project.mkdir()
     server = CountingServer(root / "server.json")
     expired = session_of(server.seed(ALICE.username, issued_at=time.time() - 3600))
-    container = build_files(project, SERVER_URL, server, config_dir=config)
+    container = build_project(project, SERVER_URL, server, config_dir=config)
     with container.token_store().lock(5):
         container.token_store().save(expired)
     container.credential_store().save(ALICE)
@@ -125,7 +125,7 @@ def refresh_intent_cost(root: Path) -> None:
     project.mkdir()
     clock = FakeClock(time.time())
     server = ScriptedGateway(clock, {ALICE.username: ALICE.password})
-    container = build_files(project, SERVER_URL, server, clock=clock, config_dir=config)
+    container = build_project(project, SERVER_URL, server, clock=clock, config_dir=config)
     container.credential_store().save(ALICE)
     provider, store = container.token_provider(), container.token_store()
     provider.get_token()  # the login

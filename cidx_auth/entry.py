@@ -1,8 +1,12 @@
-"""The ``cidx-auth`` entry point: the token fast path first, the full CLI otherwise.
+"""The ``cidx-auth`` entry point: two cold paths first, the full CLI otherwise.
 
 ``cidx-auth [--project DIR] token`` with a fresh stored token prints it without loading
 click, logging, httpx or the container: it is what scripts call before every request.
-Anything else, and any doubt about the stored token, goes to ``cidx_auth.cli``.
+``cidx-auth [--project DIR] status [--json]`` prints its report without click or httpx
+(it reads local files only). Anything else, any doubt about the stored token, and any
+error or log line along the way goes to ``cidx_auth.cli``, which does it again with its
+messages and exit codes: both paths only read, so doing it twice changes nothing.
+``tests/unit/test_cold_imports.py`` checks what each path leaves unloaded.
 
 Interruption is handled here, around both paths, so it holds wherever it lands:
 Ctrl-C (``KeyboardInterrupt``) exits 130 and SIGTERM exits 143, each with one line on
@@ -14,6 +18,7 @@ a refresh token it had just sent.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -47,33 +52,102 @@ def _stopped(what: str, code: int) -> None:
     sys.exit(code)
 
 
+def _command(argv: list[str]) -> tuple[Path | None, list[str]]:
+    """The ``--project DIR`` given first, if any, and the rest of ``argv``."""
+    if len(argv) >= 2 and argv[0] == "--project":
+        return Path(argv[1]).absolute(), argv[2:]
+    return None, argv
+
+
+def _root(project: Path | None) -> Path:
+    from adapters.project_layout import find_project_root
+
+    return project or find_project_root(Path.cwd())
+
+
 def fast_token(argv: list[str]) -> bool:
     """Print a fresh stored token for a bare ``token`` command; False to take the full path."""
-    if argv == ["token"]:
-        project: Path | None = None
-    elif len(argv) == 3 and argv[0] == "--project" and argv[2] == "token":
-        project = Path(argv[1]).absolute()
-    else:
+    project, command = _command(argv)
+    if command != ["token"]:
         return False
-    from adapters.project_layout import find_project_root
     from cidx_auth.domain.errors import CidxAuthError
     from cidx_auth.fastpath import fresh_stored_token
 
     try:
-        raw = fresh_stored_token(project or find_project_root(Path.cwd()))
+        raw = fresh_stored_token(_root(project))
     except CidxAuthError:
         return False  # the full path reports the problem with its exit code
     if raw is None:
         return False
-    sys.stdout.write(raw + "\n")
+    return _print(raw)
+
+
+def fast_status(argv: list[str]) -> bool:
+    """Print ``status [--json]`` without click; False to take the full path."""
+    project, command = _command(argv)
+    if command not in (["status"], ["status", "--json"]):
+        return False
+    import json
+    import logging
+    import time
+
+    from adapters.project_layout import check_project_dir
+    from cidx_auth.status import collect, lines
+
+    class Heard(logging.Handler):
+        """Notes that something was logged, and shows nothing."""
+
+        anything = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.anything = True
+
+    heard = Heard()
+    logging.getLogger().addHandler(heard)
+    try:
+        root = _root(project)
+        check_project_dir(root)
+        report = collect(root)
+    except Exception:  # the full path reports it, with its exit code
+        return False
+    finally:
+        logging.getLogger().removeHandler(heard)
+    if heard.anything:  # a warning is the full path's to print, in its format
+        return False
+    return _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
+                  else "\n".join(lines(report, time.time())))
+
+
+def _print(text: str) -> bool:
+    """``text`` on stdout; a reader that left early (``status | head``) is no error.
+    False, with nothing written, when stdout's encoding cannot show it (an ASCII
+    locale and a name like "zoë"): the full path prints it as click does."""
+    try:
+        text.encode(sys.stdout.encoding or "utf-8")
+    except UnicodeEncodeError:
+        return False
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return True
+
+
+def _without_httpx_cli() -> None:
+    """``import httpx`` also imports httpx's own command line (click, rich, pygments)
+    when they are installed, tens of milliseconds nobody here uses: mark it missing, and
+    httpx falls back to a stub that is never called."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if not fast_token(sys.argv[1:]):
+        if not (fast_token(sys.argv[1:]) or fast_status(sys.argv[1:])):
+            _without_httpx_cli()
             from cidx_auth.cli import main as full
 
             full()

@@ -11,13 +11,14 @@ import os
 import time
 from pathlib import Path
 
+from adapters.fernet_cipher import project_cipher
 from adapters.file_io import is_foreign, read_private
-from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, check_project_dir, load_settings
+from adapters.secret_sources import secret_source
 from adapters.session_codec import decode_session
-from adapters.shared_key import project_cipher
 from cidx_auth.domain.errors import CidxAuthError
-from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+from cidx_auth.domain.expiry import TokenState
+from cidx_auth.domain.rules import Rules
 
 
 def fresh_stored_token(root: Path) -> str | None:
@@ -36,7 +37,7 @@ def fresh_stored_token(root: Path) -> str | None:
         session = decode_session(found[0], cipher) if found is not None else None
     except CidxAuthError:
         return None
-    if session is None or session.refused or session.token.alg not in settings.algorithms:
+    if session is None:
         return None
-    state = ExpiryPolicy().state(session.token, time.time(), session.clock_offset)
+    state = Rules.pinned(settings.algorithms).judge(session, time.time())
     return session.token.raw if state is TokenState.FRESH else None

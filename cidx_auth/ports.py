@@ -11,8 +11,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.credentials import Credentials
-from cidx_auth.domain.events import AuthEvent, ClientState
+from cidx_auth.domain.events import AuthEvent
 from cidx_auth.domain.token import Grant, Session
 
 

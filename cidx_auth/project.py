@@ -19,20 +19,19 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from adapters.cidx_client import AsyncCidxClient, CidxClient
 from adapters.cidx_client_files import (
     RemoteConfig,
     read_client_credentials,
     read_client_token,
     read_remote_config,
 )
-from adapters.http_settings import HttpSettings
-from adapters.httpx_gateway import HttpxGateway
 from adapters.project_layout import (
     ProjectLayout,
     ProjectSettings,
@@ -41,14 +40,19 @@ from adapters.project_layout import (
     refuse_userinfo,
     save_settings,
 )
-from cidx_auth.container import Container, build_files, build_redis
-from cidx_auth.domain.credentials import trimmed_username
-from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
+from cidx_auth.domain.credentials import Credentials, trimmed_username
+from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, ServerUnavailable, StorageError
 from cidx_auth.domain.events import AuthEvent, EventKind
-from cidx_auth.domain.token import TokenRules
-from cidx_auth.ports import EventSink
-from cidx_auth.service.provider import TokenProvider
-from cidx_auth.service.renewal import Rules
+from cidx_auth.domain.rules import Rules
+from cidx_auth.domain.token import Grant
+
+if TYPE_CHECKING:  # httpx, the clients and the container load only when a command uses them
+    from adapters.cidx_client import AsyncCidxClient, CidxClient
+    from adapters.http_settings import HttpSettings
+    from adapters.httpx_gateway import HttpxGateway
+    from cidx_auth.container import Container
+    from cidx_auth.ports import EventSink
+    from cidx_auth.service.provider import TokenProvider
 
 logger = logging.getLogger("cidx_auth")
 
@@ -61,7 +65,7 @@ class Project:
     settings: ProjectSettings
     container: Container
     http: HttpSettings
-    gateway: HttpxGateway
+    gateway: LazyGateway
     layout: ProjectLayout
     """The project's file names, decided once per command (see ``ProjectLayout``)."""
     shared_store: str | None = None
@@ -76,11 +80,16 @@ class Project:
 
     def client(self) -> CidxClient:
         """A blocking API client whose calls carry (and renew) the token."""
+        from adapters.cidx_client import CidxClient
+
         return CidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
 
     def async_client(self) -> AsyncCidxClient:
+        """The asyncio twin of :meth:`client` (httpx's async stack loads only here)."""
+        from adapters.cidx_client import AsyncCidxClient
+
         return AsyncCidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
@@ -126,20 +135,24 @@ def open_project(
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
     # Trusted by its content, not its path; a command that sends nothing checks nothing.
     pin = None if offline else settings.ca_bundle_sha256
+    from adapters.http_settings import HttpSettings, ssl_context
+    from cidx_auth.container import build_project, in_redis
+
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle, ca_bundle_sha256=pin)
-    gateway = HttpxGateway(http)
-    rules = Rules(tokens=TokenRules(frozenset(settings.algorithms)))
+    if ca_bundle is not None and not offline:
+        # Checked now, not when the gateway is first built: that is inside a renewal,
+        # after its intent has put the refresh token aside (one file: cheap).
+        ssl_context(http)
+    gateway = LazyGateway(http)
+    rules = Rules.pinned(settings.algorithms)
     obtained = Obtained()
     sinks = (*extra_sinks, obtained)
-    if store_url and settings.username:  # the session lives in a shared Redis store
-        container = build_redis(
-            store_url, settings.server_url, settings.username, gateway,
-            project=root, extra_sinks=sinks, rules=rules,
-        )
-    else:
-        container = build_files(
-            root, settings.server_url, gateway, extra_sinks=sinks, rules=rules
-        )
+    # The session lives in the project's files, or in a shared Redis store.
+    shared = None
+    if store_url and settings.username:
+        shared = in_redis(store_url, settings.username)
+    container = build_project(root, settings.server_url, gateway, shared=shared,
+                              extra_sinks=sinks, rules=rules)
     project = Project(root, settings, container, http, gateway, layout, store_url, obtained)
     if adopting is not None:
         adopting(project)
@@ -181,14 +194,14 @@ def _take_client_token(project: Project, raw: str) -> None:
     from cidx_auth.domain.errors import TokenRejected
     from cidx_auth.domain.token import Session, parse_access_token
 
-    rules = TokenRules(frozenset(project.settings.algorithms))
+    rules = Rules.pinned(project.settings.algorithms)
     try:
-        token = parse_access_token(raw, rules, time.time())
+        token = parse_access_token(raw, rules.tokens, time.time())
     except TokenRejected as why:
         logger.info("the CIDX client's token is not used (%s)", why)
         return
     store = project.container.token_store()
-    with store.lock(Rules().lock_wait):
+    with store.lock(rules.lock_wait):
         store.save(Session(token, None, 0.0, project.settings.username))
 
 
@@ -257,6 +270,39 @@ def pin_algorithm(project: Project) -> None:
     pinned = replace(current, allowed_algorithms=(session.token.alg,))
     save_settings(project.layout, pinned)
     project.settings = pinned
+
+
+class LazyGateway:
+    """The auth gateway, built when a login or a refresh first needs it: a command whose
+    stored token is still good never pays for the gateway's HTTP client and TLS context."""
+
+    def __init__(self, http: HttpSettings) -> None:
+        self._http = http
+        self._built: HttpxGateway | None = None
+        self._closed = False
+        self._mutex = threading.Lock()
+
+    def login(self, credentials: Credentials) -> Grant:
+        return self._gateway().login(credentials)
+
+    def refresh(self, refresh_token: str) -> Grant:
+        return self._gateway().refresh(refresh_token)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            if self._built is not None:
+                self._built.close()
+
+    def _gateway(self) -> HttpxGateway:
+        with self._mutex:
+            if self._closed:  # a renewal outliving its command: build nothing to leak
+                raise ServerUnavailable("the project was closed", reached=False)
+            if self._built is None:
+                from adapters.httpx_gateway import HttpxGateway
+
+                self._built = HttpxGateway(self._http)
+            return self._built
 
 
 class Obtained:

@@ -12,8 +12,9 @@ import asyncio
 import random
 from dataclasses import dataclass
 
-from adapters.memory import MemoryTokenStore
-from cidx_auth.container import build_memory
+from adapters.events import CountingSink
+from adapters.memory import memory_ports
+from cidx_auth.container import Container
 from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable, StorageError
 from cidx_auth.domain.events import EventKind
 from cidx_auth.domain.token import TokenRules, parse_access_token
@@ -34,10 +35,9 @@ class SimulationReport:
 
 def simulate(hours: float = 8.0, seed: int = 7) -> tuple[SimulationReport, dict[str, int]]:
     """Run the simulation; returns the report and the provider's event counts."""
-    container, clock, gateway, events = build_memory()
-    provider = container.token_provider()
-    store = container.token_store()
-    assert isinstance(store, MemoryTokenStore)
+    ports, events = memory_ports(), CountingSink()
+    clock, gateway, store = ports.clock, ports.gateway, ports.token_store
+    provider = Container(**ports.wiring(), extra_sinks=(events,)).token_provider()
     rng = random.Random(seed)  # noqa: S311 - a reproducible simulation, not a secret
     report = SimulationReport(hours)
     rules = TokenRules()

@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from adapters.cidx_client_files import read_remote_config
+from adapters.fernet_cipher import identity_cipher, project_cipher
 from adapters.file_io import FILE_MODE, is_foreign, read_only, read_regular
 from adapters.file_state_store import decode_state
-from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings
+from adapters.secret_sources import SecretSource, secret_source
 from adapters.session_codec import decode_session
-from adapters.shared_key import SecretSource, identity_cipher, project_cipher
 from cidx_auth.domain.breaker import BreakerConfig, next_probe
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
-from cidx_auth.domain.events import ClientState
-from cidx_auth.domain.expiry import ExpiryPolicy
+from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
+from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 from cidx_auth.project import shared_store_url
 from cidx_auth.render import printable
@@ -103,11 +104,15 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
         "plain_http": settings.plain_http,
     }
     if session is not None:
-        policy = ExpiryPolicy()
+        rules = Rules.pinned(settings.algorithms)
         token, offset = session.token, session.clock_offset
-        judged = policy.state(token, now, offset).value
-        left = policy.seconds_left(token, now, offset)
-        report["token_state"] = "refused" if session.refused else judged
+        judged = rules.judge(session, now)  # as the fast path and the renewal judge it
+        left = rules.expiry.seconds_left(token, now, offset) if judged.usable else 0.0
+        report["token_state"] = judged.value
+        if judged is TokenState.NOT_ALLOWED:
+            findings.append(f"the stored token is signed {token.alg}, outside the pinned "
+                            f"{', '.join(settings.algorithms)}: never sent; the next "
+                            "command obtains a new one")
         report["expires_at"] = moment(token.exp - offset, "the stored token's expiry")
         report["seconds_left"] = round(left) if math.isfinite(left) else None
         report["refresh_token_held"] = bool(session.refresh_token)
@@ -180,7 +185,7 @@ def _shared_session(
     cipher = identity_cipher(settings.server_url, settings.username, secret)
     store = RedisTokenStore(connect(store_url), identity_key(settings.server_url,
                                                              settings.username), cipher,
-                            url=store_url)
+                            url=store_url, rules=Rules.pinned(settings.algorithms))
     try:
         return store.load()
     except StorageError as error:

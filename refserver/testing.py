@@ -1,6 +1,7 @@
 """Shipped test helpers: a fake clock and an in-process client.
 
-Tests (this project's and anyone's) drive time by hand with `FakeClock`
+Tests (this project's and anyone's) drive time by hand with `FakeClock` (the
+client's own fake, `adapters.memory.FakeClock`: one fake clock for both sides)
 instead of sleeping, and reach an app through `httpx.ASGITransport` so no
 socket or process is involved.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import httpx
 from starlette.applications import Starlette
 
+from adapters.memory import FakeClock
 from refserver.app import create_app
 from refserver.config import ServerConfig
 
@@ -18,24 +20,12 @@ DEFAULT_EPOCH = 1_767_225_600.0
 
 LOOPBACK_PEER = ("127.0.0.1", 50_000)
 
-
-class FakeClock:
-    """A clock that moves only when told to; call it for the current time."""
-
-    def __init__(self, start: float = DEFAULT_EPOCH) -> None:
-        self.current = start
-
-    def __call__(self) -> float:
-        return self.current
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward (or back, with a negative number)."""
-        self.current += seconds
+__all__ = ["DEFAULT_EPOCH", "LOOPBACK_PEER", "FakeClock", "asgi_client", "fake_app"]
 
 
 def fake_app(config: ServerConfig, clock: FakeClock | None = None) -> Starlette:
     """An app whose time is `clock` (a fresh `FakeClock` by default)."""
-    return create_app(config, clock=clock or FakeClock())
+    return create_app(config, clock=clock or FakeClock(DEFAULT_EPOCH))
 
 
 def asgi_client(app: Starlette, peer: tuple[str, int] = LOOPBACK_PEER) -> httpx.AsyncClient:

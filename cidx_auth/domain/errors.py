@@ -31,8 +31,6 @@ Messages never contain a password, token or key: callers may print them.
 
 from __future__ import annotations
 
-from cidx_auth.domain.moments import local_text
-
 
 class CidxAuthError(Exception):
     """Root of every error this package raises on purpose."""
@@ -134,6 +132,8 @@ class CircuitOpen(TransportError):
     """The breaker is open: no call goes out until ``retry_at``."""
 
     def __init__(self, retry_at: float, now: float | None = None) -> None:
+        from cidx_auth.domain.moments import local_text  # datetime: only when it is shown
+
         when = local_text(retry_at, now)  # with the date unless it is ``now``'s day
         super().__init__(f"server unavailable, next attempt after {when}")
         self.retry_at = retry_at

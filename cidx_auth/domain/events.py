@@ -1,4 +1,4 @@
-"""What the token provider tells the outside world, and the state it keeps for status.
+"""What the token provider tells the outside world, and which of it ``status`` counts.
 
 Events carry no secret: a token is named by its fingerprint, a user by name.
 """
@@ -6,9 +6,7 @@ Events carry no secret: a token is named by its fingerprint, a user by name.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-
-from cidx_auth.domain.breaker import BreakerState
+from dataclasses import dataclass
 
 
 class EventKind(enum.Enum):
@@ -53,21 +51,3 @@ COUNTED = {
 }
 """Which events the persistent counters (shown by ``cidx-auth status``) count."""
 
-
-@dataclass(frozen=True, slots=True)
-class ClientState:
-    """Breaker state and counters, persisted so the next CLI process sees them."""
-
-    breaker: BreakerState = BreakerState()
-    counters: dict[str, int] = field(default_factory=dict)
-    last_refresh: float | None = None
-
-    def counted(self, event: AuthEvent) -> ClientState:
-        """This state with ``event`` added to the counters."""
-        name = COUNTED.get(event.kind)
-        if name is None:
-            return self
-        counters = dict(self.counters)
-        counters[name] = counters.get(name, 0) + 1
-        last = event.at if event.kind is EventKind.REFRESHED else self.last_refresh
-        return ClientState(self.breaker, counters, last)

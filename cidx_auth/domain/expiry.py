@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from cidx_auth.domain.token import AccessToken
+from cidx_auth.domain.token import AccessToken, Session, TokenRules
 
 CLOCK_SKEW = 30.0
 REFRESH_WINDOW = 300.0
@@ -30,6 +30,15 @@ class TokenState(enum.Enum):
     """Still valid, but inside the refresh window: one caller should refresh it."""
     EXPIRED = "expired"
     """Not safe to send: it expires within the skew, or already has."""
+    REFUSED = "refused"
+    """The server answered 401 to it: nobody hands it out again."""
+    NOT_ALLOWED = "not_allowed"
+    """Signed with an algorithm outside the project's pin: never sent, however fresh."""
+
+    @property
+    def usable(self) -> bool:
+        """Whether a token in this state may still be sent (fresh or stale)."""
+        return self in (TokenState.FRESH, TokenState.STALE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +74,13 @@ class ExpiryPolicy:
     def seconds_left(self, token: AccessToken, now: float, clock_offset: float = 0.0) -> float:
         """Seconds until the token stops being safe to send (never negative)."""
         return max(0.0, self.deadlines(token, clock_offset)[1] - now)
+
+
+def judge(session: Session, now: float, expiry: ExpiryPolicy, tokens: TokenRules) -> TokenState:
+    """How usable ``session`` is at client time ``now`` under a project's rules: refused
+    by the server, outside the algorithm pin, or else as its expiry says."""
+    if session.refused:
+        return TokenState.REFUSED
+    if session.token.alg not in tokens.allowed_algorithms:
+        return TokenState.NOT_ALLOWED
+    return expiry.state(session.token, now, session.clock_offset)

@@ -9,7 +9,6 @@ Only transport trouble is retried: a refused login would lock the account.
 
 from __future__ import annotations
 
-import email.utils
 import math
 from dataclasses import dataclass
 
@@ -64,6 +63,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     try:
         seconds = float(text)
     except ValueError:
+        import email.utils  # rare, and heavy (socket, random): not on every command's path
+
         try:
             moment = email.utils.parsedate_to_datetime(text)
         except (TypeError, ValueError, IndexError):

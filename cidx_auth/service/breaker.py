@@ -10,8 +10,9 @@ from collections.abc import Callable
 
 from cidx_auth.domain import breaker as table
 from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CircuitOpen
-from cidx_auth.domain.events import AuthEvent, ClientState, EventKind
+from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.ports import Clock, EventSink, StateStore
 
 

@@ -25,10 +25,11 @@ from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ServerUnavailable, TransportError
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import TokenState
+from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session, fingerprint_of
 from cidx_auth.ports import AuthGateway, Clock, CredentialStore, EventSink, TokenStore
 from cidx_auth.service.breaker import CircuitBreaker
-from cidx_auth.service.renewal import Outcome, Renewal, Rules
+from cidx_auth.service.renewal import Outcome, Renewal
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +147,7 @@ class TokenProvider:
         current = self._current
         if current is None:
             return None
-        return self._rules.expiry.state(
-            current.session.token, self._clock.now(), current.session.clock_offset
-        )
+        return self._rules.judge(current.session, self._clock.now())
 
     def login(self, credentials: Credentials) -> Session:
         """Log in with ``credentials``; on success store them and the new session."""

@@ -51,32 +51,13 @@ from cidx_auth.domain.errors import (
     TransportError,
 )
 from cidx_auth.domain.events import AuthEvent, EventKind
-from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
-from cidx_auth.domain.retry import AUTH_DEADLINE, RetryPolicy
-from cidx_auth.domain.token import Grant, Session, TokenRules, parse_access_token
+from cidx_auth.domain.expiry import TokenState
+from cidx_auth.domain.rules import Rules
+from cidx_auth.domain.token import Grant, Session, parse_access_token
 from cidx_auth.ports import AuthGateway, Clock, CredentialStore, TokenStore
 from cidx_auth.service.breaker import CircuitBreaker
 
 T = TypeVar("T")
-
-LOCK_WAIT_MARGIN = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """The policies a renewal applies; settings, not code."""
-
-    expiry: ExpiryPolicy = ExpiryPolicy()
-    tokens: TokenRules = TokenRules()
-    retry: RetryPolicy = RetryPolicy()
-    auth_deadline: float = AUTH_DEADLINE
-    lock_wait_margin: float = LOCK_WAIT_MARGIN
-
-    @property
-    def lock_wait(self) -> float:
-        """How long a process with no usable token waits for the token lock: a holder
-        sends at most one refresh and one login under it, each bounded by D."""
-        return 2 * self.auth_deadline + self.lock_wait_margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +339,7 @@ class Renewal:
         return _bare(session)
 
     def _fresh(self, session: Session, rejected: frozenset[str], now: float) -> bool:
-        return self._state(session, rejected, now) is TokenState.FRESH
+        return self._judged(session, rejected, now) is TokenState.FRESH
 
     def _best_usable(
         self, sessions: tuple[Session | None, ...], rejected: frozenset[str], now: float
@@ -366,17 +347,15 @@ class Renewal:
         """The still-valid session that lasts longest, if any."""
         usable = [
             session for session in sessions
-            if session is not None
-            and self._state(session, rejected, now) not in (None, TokenState.EXPIRED)
+            if session is not None and self._judged(session, rejected, now).usable
         ]
         return max(usable, key=lambda s: s.token.exp - s.clock_offset, default=None)
 
-    def _state(
-        self, session: Session | None, rejected: frozenset[str], now: float
-    ) -> TokenState | None:
-        if session is None or session.refused or session.token.fingerprint in rejected:
-            return None
-        return self._rules.expiry.state(session.token, now, session.clock_offset)
+    def _judged(self, session: Session, rejected: frozenset[str], now: float) -> TokenState:
+        """The rules' verdict, and refused as well when this process saw a 401 for it."""
+        if session.token.fingerprint in rejected:
+            return TokenState.REFUSED
+        return self._rules.judge(session, now)
 
     def _emit(
         self, kind: EventKind, now: float, detail: str, session: Session | None = None

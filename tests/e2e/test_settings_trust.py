@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 
+from adapters.fernet_cipher import project_cipher
+from adapters.file_io import read_private
+from adapters.project_layout import ProjectLayout, load_settings
+from adapters.secret_sources import secret_source
+from adapters.session_codec import decode_session
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from refserver.tls import ensure_tls_material
 from tests.cidx_client_format import write_client_project
-from tests.e2e.conftest import PASSWORD, USER, Cli
+from tests.e2e.conftest import PASSWORD, USER, Cli, expire_stored_token
 from tests.settings_signing import write_signed
 
 HIDDEN = "hunter2-do-not-print"  # must never be echoed
@@ -124,6 +129,27 @@ def test_a_changed_ca_bundle_path_or_content_stops_the_command(
     assert cli.run("request", "GET", "/api/repos").returncode == 2  # still not accepted
     assert cli.login(tls_server.url, "--ca-bundle", str(ca)).returncode == 0  # accepted
     assert cli.run("request", "GET", "/api/repos").returncode == 0
+
+
+def test_a_changed_ca_bundle_stops_a_renewal_before_it_sets_the_refresh_token_aside(
+    cli: Cli, tls_server: RunningServer, tmp_path: Path
+) -> None:
+    assert tls_server.ca_file is not None
+    ca = tmp_path / "trusted-ca.pem"
+    shutil.copy(tls_server.ca_file, ca)
+    assert cli.login(tls_server.url, "--ca-bundle", str(ca)).returncode == 0
+    expire_stored_token(cli)  # `token` must renew: the refresh token would be sent
+    ca.write_bytes(ensure_tls_material(tmp_path / "attacker").ca_file.read_bytes())
+    done = cli.run("token")
+    assert done.returncode == 2 and f"the CA bundle {ca} is not the file" in done.stderr
+    layout = ProjectLayout(cli.project)
+    secret = secret_source(cli.config_dir, cli.env)
+    settings = load_settings(layout, secret)
+    assert settings is not None
+    found = read_private(layout.token)
+    assert found is not None
+    session = decode_session(found[0], project_cipher(cli.project, settings.server_url, secret))
+    assert session.refresh_token is not None and not session.refresh_in_flight
 
 
 @pytest.mark.parametrize("store", [

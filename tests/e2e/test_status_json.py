@@ -108,3 +108,17 @@ def test_people_see_the_date_exactly_when_a_time_is_not_today(
     assert human_last_refresh(cli) == today_far.strftime("%H:%M:%S")
     plant_last_refresh(cli, other_near)
     assert human_last_refresh(cli) == other_near.strftime("%Y-%m-%d %H:%M:%S")
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_prints_a_name_an_ascii_terminal_cannot_show_without_a_traceback(
+    cli: Cli, as_json: bool
+) -> None:
+    from tests.settings_signing import write_signed
+
+    write_signed(cli.project, {"server_url": "https://cidx.example.com", "username": "zoë"},
+                 cli.config_dir)
+    done = cli.run("status", *(["--json"] if as_json else []),
+                   env_extra={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "zo" in done.stdout and "logged" in done.stdout

@@ -1,0 +1,115 @@
+"""What each cold command loads, checked by module name rather than by the clock.
+
+Each command runs as its own process, through the console script's entry point, and
+writes the names in ``sys.modules`` when it exits. A timing test would be flaky on a
+shared machine; a heavy import that creeps back onto a cold path shows up here at once.
+``make bench`` (bench/bench_cold.py) measures what these paths cost.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_one_expiry_decision import plant_project, session_with
+
+REPORT = """
+import json, os, sys
+sys.argv = ["cidx-auth", *json.loads(os.environ["COLD_ARGV"])]
+from cidx_auth.entry import main
+try:
+    main()
+finally:
+    with open(os.environ["COLD_MODULES"], "w") as out:
+        json.dump(sorted(name for name, module in sys.modules.items() if module), out)
+"""
+
+NEVER_COLD = {"httpx", "click", "dependency_injector", "rich", "pygments", "redis",
+              "cidx_auth.cli", "cidx_auth.container", "adapters.httpx_gateway"}
+"""What neither ``token`` (fresh) nor ``status`` may load: the network, the full CLI,
+the container, and the stores' optional backends."""
+
+
+def cold_run(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    modules = tmp_path / "modules.json"
+    env = {**os.environ, "CIDX_CONFIG_DIR": str(tmp_path / "config"),
+           "COLD_ARGV": json.dumps(["--project", str(tmp_path / "project"), *argv]),
+           "COLD_MODULES": str(modules)}
+    done = subprocess.run([sys.executable, "-c", REPORT], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    return done, set(json.loads(modules.read_text()))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A project with a fresh stored token; its raw value."""
+    session = session_with(time.time(), 3000)
+    plant_project(tmp_path, session, monkeypatch)
+    return session.token.raw
+
+
+def test_token_with_a_fresh_stored_token_loads_no_network_cli_or_services(
+    tmp_path: Path, project: str,
+) -> None:
+    done, loaded = cold_run(tmp_path, "token")
+    assert (done.returncode, done.stdout, done.stderr) == (0, project + "\n", "")
+    assert loaded & NEVER_COLD == set()
+    assert loaded & {"logging", "cidx_auth.service.renewal", "cidx_auth.project"} == set()
+    assert "cidx_auth.fastpath" in loaded  # the path this test means to watch
+
+
+@pytest.mark.parametrize("argv", [("status",), ("status", "--json")])
+def test_status_loads_no_network_cli_or_container(
+    tmp_path: Path, project: str, argv: tuple[str, ...],
+) -> None:
+    done, loaded = cold_run(tmp_path, *argv)
+    assert done.returncode == 0 and done.stderr == ""
+    assert "fresh" in done.stdout and project not in done.stdout
+    assert loaded & NEVER_COLD == set()
+    assert "cidx_auth.status" in loaded
+
+
+class _Repos(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b'{"repositories": [], "total": 0}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    """A server on 127.0.0.1 that answers ``GET /api/repos``."""
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Repos) as running:
+        thread = threading.Thread(target=running.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{running.server_address[1]}"
+        running.shutdown()
+
+
+def test_request_loads_httpx_without_its_command_line_or_the_auth_gateway(
+    tmp_path: Path, server: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A request with a valid token needs httpx and the CLI; not httpx's own command
+    line (rich, pygments), nor the auth gateway: there is nothing to renew."""
+    plant_project(tmp_path, session_with(time.time(), 3000), monkeypatch, server)
+    done, loaded = cold_run(tmp_path, "request", "GET", "/api/repos")
+    assert done.returncode == 0, done.stderr
+    assert '"repositories": []' in done.stdout
+    assert {"httpx", "cidx_auth.cli", "cidx_auth.project"} <= loaded
+    assert loaded & {"httpx._main", "rich", "pygments", "adapters.httpx_gateway",
+                     "redis"} == set()
