@@ -4,13 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# pytest-xdist: the suite on every core (2 here); a test module stays on one worker, so its
+# module-scoped server starts once.
+WORKERS ?= auto
+XDIST   := -n $(WORKERS) --dist loadscope
 # `make test-lowest`: a second venv holding the lowest version that pyproject.toml allows of
 # every direct dependency (uv's lowest-direct resolution), to prove the declared floors work.
 LOWEST     := .venv-lowest
 LOWEST_BIN := $(LOWEST)/bin
 LOWEST_STAMP := $(LOWEST)/.installed-stamp
 
-.PHONY: install lint typecheck contracts unit test test-lowest demo bench stress clean redis
+.PHONY: install lint typecheck contracts unit test test-lowest test-versions demo bench stress clean redis
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +44,7 @@ redis:
 		echo "redis-server not installed: the Redis tests will be skipped (failed under CI)"
 
 test: redis lint typecheck contracts
-	$(BIN)/pytest -q -p no:cacheprovider --cov=cidx_auth --cov-branch \
+	$(BIN)/pytest -q -p no:cacheprovider $(XDIST) --cov=cidx_auth --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-fail-under=95 $(PYTEST_ARGS)
 
 # Rebuilt from scratch whenever pyproject.toml changes: uv keeps an installed version that
@@ -56,16 +60,48 @@ $(LOWEST_STAMP): pyproject.toml $(STAMP)
 test-lowest: redis $(LOWEST_STAMP)
 	VIRTUAL_ENV=$(CURDIR)/$(LOWEST) $(BIN)/uv pip list | grep -iE \
 		'^(httpx|cryptography|filelock|dependency-injector|click|rich|starlette|hypercorn|pyjwt|trustme|redis|keyring) '
-	$(LOWEST_BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(LOWEST_BIN)/pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS)
+
+# `make test-versions`: the suite (no coverage gate) on every Python that requires-python
+# claims and this machine has, each in a venv of its own (.venv-3.12 ...), rebuilt from
+# scratch when pyproject.toml changes. An interpreter counts when `pythonX.Y` runs from PATH
+# or pyenv has it ($(PYENV_ROOT)/versions/X.Y.*); pyenv's shims for a version that is not
+# selected do not run, so they do not count. VERSIONS="3.12 3.13" narrows the list.
+VERSIONS   ?= 3.11 3.12 3.13
+PYENV_ROOT ?= $(HOME)/.pyenv
+python_for = $(firstword $(foreach candidate,python$(1) \
+	$(wildcard $(PYENV_ROOT)/versions/$(1).*/bin/python$(1)),\
+	$(if $(shell $(candidate) -c '' 2>/dev/null && echo yes),$(candidate))))
+FOUND := $(foreach version,$(VERSIONS),$(if $(call python_for,$(version)),$(version)))
+
+.venv-%/.installed-stamp: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet 'uv>=0.5'
+	rm -rf .venv-$*
+	$(BIN)/uv venv --quiet --python $(call python_for,$*) .venv-$*
+	VIRTUAL_ENV=$(CURDIR)/.venv-$* $(BIN)/uv pip install --quiet -e '.[dev]'
+	@touch $@
+
+test-versions: redis $(foreach version,$(FOUND),.venv-$(version)/.installed-stamp)
+	@echo "Python versions found: $(or $(FOUND),none) (of $(VERSIONS))"
+	@failed=""; for version in $(FOUND); do \
+		echo "== Python $$version: $$(.venv-$$version/bin/python --version)"; \
+		.venv-$$version/bin/pytest -q -p no:cacheprovider $(XDIST) $(PYTEST_ARGS) || \
+			failed="$$failed $$version"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "the suite failed on Python$$failed"; exit 1; fi
 
 demo: install
 	$(BIN)/cidx-auth demo
 
-bench: install
+$(VENV)/.bench-stamp: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/run.py
 
 stress: install
 	CIDX_STRESS_TRIALS=3000 $(BIN)/pytest -q tests/integration -k kill $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LOWEST) .venv-3.* .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -4,6 +4,9 @@ Every :class:`ScriptedGateway` a test makes is checked when the test ends: a ref
 token presented twice (a replay, which the real server punishes by revoking the whole
 session family) fails the test unless the test declared it in ``expected_replays``.
 So no test can pass while the code under test causes one.
+
+Hypothesis runs without its per-example deadline: that is a timing upper bound, which a
+busy machine (the suite runs on every core) breaks without any change in behaviour.
 """
 
 from __future__ import annotations
@@ -12,8 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from adapters.memory import ScriptedGateway
+from tests.integration.hostile_server import HostileServer
+
+settings.register_profile("cidx-auth", deadline=None)
+settings.load_profile("cidx-auth")
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +40,12 @@ def no_undeclared_replays(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             f"the fake server saw {gateway.replays} replayed refresh token(s), "
             f"{gateway.expected_replays} declared"
         )
+
+
+@pytest.fixture
+def hostile() -> Iterator[dict[str, HostileServer]]:
+    """Hostile loopback servers a test starts (by name), closed when it ends."""
+    servers: dict[str, HostileServer] = {}
+    yield servers
+    for server in servers.values():
+        server.close()

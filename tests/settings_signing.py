@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout
+from adapters.secret_sources import secret_source
 from adapters.settings_seal import seal
 
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from adapters.fernet_cipher import project_cipher
+from adapters.file_io import read_private, write_private
+from adapters.project_layout import ProjectLayout, load_settings
+from adapters.secret_sources import secret_source
+from adapters.session_codec import decode_session, encode_session
+from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 
@@ -76,17 +83,36 @@ def server() -> Iterator[RunningServer]:
 
 
 @pytest.fixture
-def short_server() -> Iterator[RunningServer]:
-    """Tokens that live 2 s, so expiry between commands takes a moment, not minutes."""
-    with server_with(lifetime=2) as running:
-        yield running
-
-
-@pytest.fixture
 def hs_server() -> Iterator[RunningServer]:
     """A server that signs HS256, as the real CIDX server does."""
     with server_with(alg="HS256") as running:
         yield running
+
+
+def expire_stored_token(cli: Cli, missing_ok: bool = False) -> None:
+    """Rewrite the stored session so its token expired a minute ago (same lifetime), as
+    the client judges it: on the server clock it estimated from ``iat``. So a test makes a
+    token expire at the moment it chooses, with no waiting (shifting the server's clock
+    would not do it). With ``missing_ok``, no stored token is left as it is."""
+    layout = ProjectLayout(cli.project)
+    found = read_private(layout.token)
+    if found is None and missing_ok:
+        return
+    assert found is not None, "no stored token to expire"
+    secret = secret_source(Path(cli.env["CIDX_CONFIG_DIR"]), cli.env)
+    settings = load_settings(layout, secret)  # signed under the CLI's secret
+    assert settings is not None
+    cipher = project_cipher(cli.project, settings.server_url, secret)
+    session = decode_session(found[0], cipher)
+    token = session.token
+    shift = token.exp - (time.time() + session.clock_offset) + 60
+    expired = replace(token, exp=token.exp - shift,
+                      iat=None if token.iat is None else token.iat - shift)
+    now = time.time()
+    blob = encode_session(replace(session, token=expired), cipher, now)
+    write_private(layout.token, blob, sweep_young=False, now=now)
+    state = ExpiryPolicy().state(expired, time.time(), session.clock_offset)
+    assert state is TokenState.EXPIRED
 
 
 def logins(server: RunningServer, username: str = USER) -> int:

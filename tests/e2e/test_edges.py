@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from refserver.harness import RunningServer
-from tests.e2e.conftest import Cli, logins
-from tests.integration.test_processes_refresh_safety import expire_stored_token
+from tests.e2e.conftest import Cli, expire_stored_token, logins
 from tests.settings_signing import edit_signed
 
 pytestmark = pytest.mark.slow

@@ -59,14 +59,6 @@ def clean_failure(done: subprocess.CompletedProcess[str], code: int, words: str)
     assert "Traceback" not in done.stderr and PASSWORD not in done.stdout + done.stderr
 
 
-@pytest.fixture
-def hostile() -> Iterator[dict[str, HostileServer]]:
-    servers: dict[str, HostileServer] = {}
-    yield servers
-    for server in servers.values():
-        server.close()
-
-
 def serve(hostile: dict[str, HostileServer], **routes: object) -> HostileServer:
     """A hostile server with ``routes`` (``api_x`` is ``/api/x``) and a working login."""
     paths = {"/" + name.replace("_", "/"): answer for name, answer in routes.items()}

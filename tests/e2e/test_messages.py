@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from adapters.keyring_secret import secret_source
 from adapters.project_layout import ProjectLayout, load_settings
+from adapters.secret_sources import secret_source
 from refserver.config import LOCKOUT_SECONDS, LOCKOUT_THRESHOLD
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
+from adapters.fernet_cipher import project_cipher
 from adapters.file_io import read_regular, write_private
-from adapters.keyring_secret import secret_source
 from adapters.project_layout import CIDX_CLIENT_MARK, ProjectLayout, load_settings
+from adapters.secret_sources import secret_source
 from adapters.session_codec import decode_session, encode_session
-from adapters.shared_key import project_cipher
 from cidx_auth.domain.token import AccessToken
 from tests.e2e.conftest import Cli
 from tests.integration.hostile_server import HostileServer, grant, jwt, respond

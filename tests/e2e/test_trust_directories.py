@@ -92,6 +92,11 @@ def machine() -> Iterator[Path]:
     """A directory every user can reach (pytest's own temp directory is root's 0700)."""
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv is not installed: cannot run a process as another user")
+    probe = subprocess.run(["setpriv", f"--reuid={VICTIM}", f"--regid={VICTIM}",
+                            "--clear-groups", sys.executable, "-c", ""],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:  # e.g. a pyenv Python whose libpython is in root's 0700 home
+        pytest.skip(f"{sys.executable} cannot run as another user: {probe.stderr.strip()}")
     base = Path(tempfile.mkdtemp(prefix="cidx-trust-", dir="/tmp"))
     os.chmod(base, 0o755)  # noqa: S103  (the victim, another uid, must reach it)
     try:

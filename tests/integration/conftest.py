@@ -11,8 +11,8 @@ import pytest
 
 from adapters.events import CountingSink
 from adapters.memory import FakeClock, ScriptedGateway
-from cidx_auth.container import Container, build_files
-from cidx_auth.service.renewal import Rules
+from cidx_auth.container import Container, build_project
+from cidx_auth.domain.rules import Rules
 from tests.integration.immutable_files import Immutable
 from tests.integration.storage_helpers import ALICE, SERVER_URL
 
@@ -47,7 +47,7 @@ class Files:
         self.clock = FakeClock(time.time())
         self.gateway = ScriptedGateway(self.clock, {ALICE.username: ALICE.password})
         self.events = CountingSink()
-        self.container: Container = build_files(
+        self.container: Container = build_project(
             project, SERVER_URL, self.gateway,
             clock=self.clock, extra_sinks=(self.events,), rules=rules, config_dir=config_dir,
         )

@@ -20,10 +20,10 @@ from adapters.memory import MemoryCredentialStore, MemoryStateStore, MemoryToken
 from cidx_auth.container import Container
 from cidx_auth.domain.breaker import BreakerConfig
 from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.rules import Rules
 from cidx_auth.ports import Clock
 from cidx_auth.service.breaker import CircuitBreaker
 from cidx_auth.service.provider import TokenProvider
-from cidx_auth.service.renewal import Rules
 from refserver.runner import RunningServer
 
 PASSWORD = "secret"  # alice's password on the reference server (its default user)

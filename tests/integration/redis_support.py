@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cidx_auth.container import Container, build_redis
+from cidx_auth.container import Container, build_project, in_redis
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,
     CountingServer,
+    GatheringServer,
     release_together,
     session_of,
     wait_for,
@@ -171,8 +172,8 @@ def make_fleet(root: Path, count: int) -> list[Host]:
 
 def fleet_container(store_url: str, host: Host, server: Any, lease: float = 30.0) -> Container:
     """The container a cidx process on ``host`` builds for the shared identity."""
-    return build_redis(store_url, SERVER_URL, ALICE.username, server,
-                       project=host.project, config_dir=host.config, lease=lease)
+    return build_project(host.project, SERVER_URL, server, config_dir=host.config,
+                         shared=in_redis(store_url, ALICE.username, lease=lease))
 
 
 def timed_lock(container: Container) -> list[float]:
@@ -232,16 +233,22 @@ class StuckServer(CountingServer):
 
 
 def race(store_url: str, project: str, config: str, state: str, lease: str,
-         ready_dir: str, go: str) -> None:
-    """Get ready, wait for go, get a token; print it with timings and lock waits."""
+         ready_dir: str, go: str, asking: str = "", count: str = "0") -> None:
+    """Get ready, wait for go, get a token; print it with timings and lock waits. With
+    ``asking``, say so there first, from a server that waits for ``count`` such processes
+    (see :class:`GatheringServer`)."""
     host = Host(Path(project), Path(config))
-    container = fleet_container(store_url, host, CountingServer(Path(state)), float(lease))
+    auth = GatheringServer(Path(state), Path(asking), int(count)) if asking else \
+        CountingServer(Path(state))
+    container = fleet_container(store_url, host, auth, float(lease))
     waits = timed_lock(container)
     provider = container.token_provider()
     container.token_store()._cipher.encrypt(b"warm-up")  # derive the key before the race
     (Path(ready_dir) / str(os.getpid())).touch()
     wait_for(Path(go))
     started = time.time()
+    if asking:
+        (Path(asking) / str(os.getpid())).touch()
     token = provider.get_token()
     report = {"token": token, "started": started, "done": time.time(), "waits": waits}
     print(json.dumps(report), flush=True)

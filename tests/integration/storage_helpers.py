@@ -153,14 +153,14 @@ def _b64(part: str) -> bytes:
 
 
 def token_store(project: Path, config_dir: Path, server_url: str = SERVER_URL) -> Any:
-    """A FileTokenStore for ``project``, keyed like ``build_files`` keys it."""
-    from adapters.fernet_cipher import FernetCipher
+    """A FileTokenStore for ``project``, keyed like ``build_project`` keys it."""
+    from adapters.fernet_cipher import project_cipher
     from adapters.file_token_store import FileTokenStore
     from adapters.project_layout import ProjectLayout
     from adapters.user_secret import UserSecret
 
     layout = ProjectLayout(project)
-    cipher = FernetCipher.for_project(project, server_url, UserSecret(config_dir))
+    cipher = project_cipher(project, server_url, UserSecret(config_dir))
     return FileTokenStore(layout.token, layout.token_lock, cipher)
 
 
@@ -169,6 +169,15 @@ def wait_for(path: Path, timeout: float = 60.0) -> None:
     while not path.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path} did not appear")
+        time.sleep(0.005)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``condition`` until it holds; fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
         time.sleep(0.005)
 
 
@@ -221,17 +230,33 @@ def release_together(
 # ---- child processes -------------------------------------------------------------
 
 
-def race(project: str, config: str, server_state: str, ready_dir: str, go: str) -> None:
-    """Build a provider over the files, say ready, wait for go; print the token it got
-    and when it started and finished asking for it."""
-    from cidx_auth.container import build_files
+class GatheringServer(CountingServer):
+    """Answers no call until ``count`` processes have put a file in ``asking``: all of them
+    are then inside ``get_token`` before the first one gets a token."""
 
-    server = CountingServer(Path(server_state))
-    container = build_files(Path(project), SERVER_URL, server, config_dir=Path(config))
+    def __init__(self, state_path: Path, asking: Path, count: int) -> None:
+        super().__init__(state_path)
+        self.asking, self.count = asking, count
+
+    def _wait(self) -> None:
+        wait_until(lambda: len(list(self.asking.iterdir())) >= self.count,
+                   "every process asking for a token")
+
+
+def race(project: str, config: str, server_state: str, ready_dir: str, go: str,
+         asking: str, count: str) -> None:
+    """Build a provider over the files, say ready, wait for go; say it is asking (in
+    ``asking``) and get a token from a server that waits for ``count`` such processes;
+    print the token and when it started and finished asking for it."""
+    from cidx_auth.container import build_project
+
+    server = GatheringServer(Path(server_state), Path(asking), int(count))
+    container = build_project(Path(project), SERVER_URL, server, config_dir=Path(config))
     provider = container.token_provider()
     (Path(ready_dir) / str(os.getpid())).touch()
     wait_for(Path(go))
     started = time.time()
+    (Path(asking) / str(os.getpid())).touch()
     token = provider.get_token()
     print(token, started, time.time(), flush=True)
 
@@ -290,14 +315,14 @@ def full_disk_provider(project: str, config: str, limit: str) -> None:
 
     from adapters.events import CountingSink
     from adapters.memory import FakeClock, ScriptedGateway
-    from cidx_auth.container import build_files
+    from cidx_auth.container import build_project
     from cidx_auth.domain.events import EventKind
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     clock = FakeClock(time.time())
     gateway = ScriptedGateway(clock, {ALICE.username: ALICE.password})
     sink = CountingSink()
-    container = build_files(
+    container = build_project(
         Path(project), SERVER_URL, gateway,
         clock=clock, extra_sinks=(sink,), config_dir=Path(config),
     )

@@ -11,7 +11,6 @@ import asyncio
 import gzip
 import json
 import zlib
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -29,14 +28,6 @@ from tests.integration.http_support import Stack, build
 
 DEADLINE = 1.0
 REPOS = {"repositories": [{"alias": "backend"}], "total": 1}
-
-
-@pytest.fixture
-def hostile() -> Iterator[dict[str, HostileServer]]:
-    servers: dict[str, HostileServer] = {}
-    yield servers
-    for server in servers.values():
-        server.close()
 
 
 def stack_for(hostile: dict[str, HostileServer], repos: Any) -> tuple[HostileServer, Stack]:

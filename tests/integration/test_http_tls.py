@@ -57,8 +57,13 @@ def test_the_api_client_works_over_tls(server: RunningServer) -> None:
     stack = build(server)
     with stack.client() as cidx:
         assert cidx.health()["status"] == "healthy"
-        assert cidx.query("refresh", "backend", limit=2)["total_results"] >= 0
+        answer = cidx.query("refresh", "backend", limit=2)
     stack.close()
+    # The reference server's two best canned hits, from the repository asked for.
+    assert answer["total_results"] == 2
+    assert [hit["file_path"] for hit in answer["results"]] == [
+        "src/auth/refresh.py", "src/auth/login.py"]
+    assert {hit["repository_alias"] for hit in answer["results"]} == {"backend"}
 
 
 def test_http1_when_http2_is_not_on_offer() -> None:

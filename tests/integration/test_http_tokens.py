@@ -12,13 +12,16 @@ import pytest
 from adapters.http_settings import make_async_client
 from adapters.httpx_auth import CidxAuth
 from cidx_auth.domain.errors import CidxAuthError, InvalidCredentials
+from cidx_auth.domain.events import EventKind
 from refserver.config import ServerConfig
 from refserver.runner import RunningServer
-from tests.integration.http_support import OffsetClock, build
+from tests.integration.http_support import OffsetClock, Stack, build
 
 pytestmark = pytest.mark.slow
 
 LIFETIME = 2  # seconds: short enough to expire many times in one test
+PATIENCE = 60.0
+"""How long a loop may wait for its cue (a number of refreshes) before the test fails."""
 
 
 @pytest.fixture(scope="module")
@@ -46,43 +49,48 @@ def totals(server: RunningServer) -> dict[str, int]:
     return {**stats["totals"], "auth_401": stats["auth_401"], "requests": stats["requests"]}
 
 
+def refreshed(stack: Stack, times: int) -> bool:
+    """The cue that ends a loop: the client has renewed its token ``times`` times."""
+    return stack.events[EventKind.REFRESHED] >= times
+
+
 async def test_tokens_expiring_mid_run_fail_no_call(short_lived: RunningServer) -> None:
     stack = build(short_lived)
     failures: list[BaseException] = []
-    calls = 0
-    deadline = time.monotonic() + 3 * LIFETIME
+    deadline = time.monotonic() + PATIENCE
 
     async def worker(cidx: object) -> None:
-        nonlocal calls
-        while time.monotonic() < deadline:
+        while not refreshed(stack, 3):  # three expiries in the middle of the calls
+            assert time.monotonic() < deadline, "three refreshes never came"
             try:
                 await cidx.query("token refresh", "backend")  # type: ignore[attr-defined]
             except CidxAuthError as error:
                 failures.append(error)
-            calls += 1
             await asyncio.sleep(0.01)
 
     async with stack.aclient() as cidx:
         await asyncio.gather(*(worker(cidx) for _ in range(5)))
     await stack.aclose()
     seen = totals(short_lived)
-    assert failures == [] and calls > 100
-    assert seen["logins"] == 1 and seen["refreshes"] >= 3
-    assert seen["replays"] == 0 and seen["failed_refreshes"] == 0
+    assert failures == []
+    assert seen["logins"] == 1 and seen["refreshes"] == stack.events[EventKind.REFRESHED]
+    assert seen["replays"] == 0 and seen["failed_refreshes"] == 0 and seen["auth_401"] == 0
 
 
 def test_sync_client_across_expiries(short_lived: RunningServer) -> None:
     stack = build(short_lived)
-    deadline = time.monotonic() + 2 * LIFETIME
+    deadline = time.monotonic() + PATIENCE
     with stack.client() as cidx:
         results = []
-        while time.monotonic() < deadline:
+        while not refreshed(stack, 2):
+            assert time.monotonic() < deadline, "two refreshes never came"
             results.append(cidx.repos())
             time.sleep(0.02)
     stack.close()
     seen = totals(short_lived)
     assert all(result["total"] >= 1 for result in results)
-    assert seen["logins"] == 1 and seen["refreshes"] >= 2 and seen["failed_refreshes"] == 0
+    assert seen["logins"] == 1 and seen["refreshes"] == stack.events[EventKind.REFRESHED]
+    assert seen["failed_refreshes"] == 0 and seen["auth_401"] == 0
 
 
 async def test_fifty_requests_refused_together_cause_one_refresh(server: RunningServer) -> None:
@@ -113,24 +121,32 @@ def test_a_wrong_password_costs_exactly_one_login_attempt(server: RunningServer)
     assert stack.breaker.current().failures == 0  # a refusal is not an outage
 
 
-@pytest.mark.parametrize("offset", [600.0, -600.0], ids=["fast", "slow"])
-def test_a_client_clock_ten_minutes_off_still_works(short_lived: RunningServer,
-                                                    offset: float) -> None:
-    stack = build(short_lived, clock=OffsetClock(offset))
-    deadline = time.monotonic() + 2 * LIFETIME
-    calls = 0
+def calls_then_half_a_lifetime_later(stack: Stack, clock: OffsetClock) -> list[int]:
+    """Five calls, the client's clock moved on by half a token lifetime (300 s, without
+    waiting), five more: the server's refresh count after each call."""
+    counts = []
     with stack.client() as cidx:
-        while time.monotonic() < deadline:
+        for call in range(10):
+            if call == 5:
+                clock.offset += 301  # the token is due for renewal now
             cidx.repos()
-            calls += 1
-            time.sleep(0.02)
+            counts.append(stack.events[EventKind.REFRESHED])
     stack.close()
-    seen = totals(short_lived)
-    session = stack.provider.session
-    assert session is not None and session.clock_offset == pytest.approx(-offset, abs=2)
-    # No failed call, and no refresh loop: about one refresh per half lifetime.
-    assert seen["logins"] == 1 and 2 <= seen["refreshes"] <= 2 * 2 + 2
-    assert seen["auth_401"] == 0 and calls > 50
+    return counts
+
+
+@pytest.mark.parametrize("offset", [600.0, -600.0], ids=["fast", "slow"])
+def test_a_client_clock_ten_minutes_off_still_works(server: RunningServer,
+                                                    offset: float) -> None:
+    clock = OffsetClock(offset)
+    stack = build(server, clock=clock)
+    counts = calls_then_half_a_lifetime_later(stack, clock)
+    session = stack.provider.session  # estimated again at the renewal, from its iat
+    assert session is not None and session.clock_offset == pytest.approx(-offset - 301, abs=2)
+    # No refresh loop: a fresh token is reused; one renewal once it is due, then reused.
+    assert counts == [0] * 5 + [1] * 5
+    seen = totals(server)
+    assert seen["logins"] == 1 and seen["refreshes"] == 1 and seen["auth_401"] == 0
 
 
 def test_the_server_sees_the_bearer_token_over_http2(server: RunningServer) -> None:
@@ -143,23 +159,20 @@ def test_the_server_sees_the_bearer_token_over_http2(server: RunningServer) -> N
 
 
 @pytest.mark.parametrize("offset", [-600.0, 600.0], ids=["server-slow", "server-fast"])
-def test_a_server_clock_ten_minutes_off_still_works(short_lived: RunningServer,
+def test_a_server_clock_ten_minutes_off_still_works(server: RunningServer,
                                                     offset: float) -> None:
-    short_lived.set_clock_offset(offset)
-    stack = build(short_lived)
+    server.set_clock_offset(offset)
+    clock = OffsetClock()
+    stack = build(server, clock=clock)
     try:
-        deadline = time.monotonic() + LIFETIME
-        with stack.client() as cidx:
-            while time.monotonic() < deadline:
-                cidx.repos()
-                time.sleep(0.02)
+        counts = calls_then_half_a_lifetime_later(stack, clock)
     finally:
-        stack.close()
-        short_lived.set_clock_offset(0.0)
+        server.set_clock_offset(0.0)
     session = stack.provider.session
-    assert session is not None and session.clock_offset == pytest.approx(offset, abs=2)
-    seen = totals(short_lived)
-    assert seen["logins"] == 1 and seen["auth_401"] == 0 and seen["refreshes"] <= 4
+    assert session is not None and session.clock_offset == pytest.approx(offset - 301, abs=2)
+    assert counts == [0] * 5 + [1] * 5
+    seen = totals(server)
+    assert seen["logins"] == 1 and seen["refreshes"] == 1 and seen["auth_401"] == 0
 
 
 def test_a_second_local_server_gets_no_token_and_its_401_renews_nothing(

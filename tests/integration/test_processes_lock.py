@@ -13,7 +13,7 @@ import pytest
 
 from cidx_auth.domain.errors import LockTimeout
 from cidx_auth.domain.events import EventKind
-from cidx_auth.service.renewal import Rules
+from cidx_auth.domain.rules import Rules
 from tests.integration.conftest import Files
 from tests.integration.storage_helpers import ALICE, HELPERS, wait_for
 

@@ -18,22 +18,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from adapters.file_io import read_private, write_private
-from adapters.keyring_secret import secret_source
+from adapters.fernet_cipher import project_cipher
+from adapters.file_io import read_private
 from adapters.project_layout import ProjectLayout, load_settings
-from adapters.session_codec import decode_session, encode_session
-from adapters.shared_key import project_cipher
-from cidx_auth.domain.expiry import ExpiryPolicy, TokenState
+from adapters.secret_sources import secret_source
+from adapters.session_codec import decode_session
 from refserver.harness import RunningServer
-from tests.e2e.conftest import USER, Cli, server_with
+from tests.e2e.conftest import USER, Cli, expire_stored_token, server_with
 from tests.integration.immutable_files import Immutable
 
 pytestmark = [pytest.mark.posix, pytest.mark.slow]
@@ -61,27 +58,6 @@ def cli(tmp_path: Path, server: RunningServer) -> Cli:
     assert done.returncode == 0, done.stderr
     expire_stored_token(cli)
     return cli
-
-
-def expire_stored_token(cli: Cli) -> None:
-    """Rewrite the stored session so its token expired a minute ago (same lifetime)."""
-    layout = ProjectLayout(cli.project)
-    secret = secret_source(Path(cli.env["CIDX_CONFIG_DIR"]), cli.env)
-    settings = load_settings(layout, secret)  # signed under the CLI's secret
-    assert settings is not None
-    cipher = project_cipher(cli.project, settings.server_url, secret)
-    found = read_private(layout.token)
-    assert found is not None
-    session = decode_session(found[0], cipher)
-    token = session.token
-    shift = token.exp - (time.time() + session.clock_offset) + 60
-    expired = replace(token, exp=token.exp - shift,
-                      iat=None if token.iat is None else token.iat - shift)
-    now = time.time()
-    blob = encode_session(replace(session, token=expired), cipher, now)
-    write_private(layout.token, blob, sweep_young=False, now=now)
-    state = ExpiryPolicy().state(expired, time.time(), session.clock_offset)
-    assert state is TokenState.EXPIRED
 
 
 def counts(server: RunningServer) -> dict[str, int]:

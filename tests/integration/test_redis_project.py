@@ -13,15 +13,16 @@ from pathlib import Path
 
 import pytest
 
+from adapters.fernet_cipher import identity_cipher
 from adapters.file_token_store import FileTokenStore
-from adapters.keyring_secret import secret_source
 from adapters.memory import FakeClock, ScriptedGateway
 from adapters.project_layout import ProjectSettings
 from adapters.redis_connection import connect
 from adapters.redis_token_store import RedisTokenStore, identity_key
-from adapters.shared_key import identity_cipher
-from cidx_auth.container import build_redis
+from adapters.secret_sources import secret_source
+from cidx_auth.container import build_project, in_redis
 from cidx_auth.domain.errors import ConfigurationError
+from cidx_auth.domain.rules import Rules
 from cidx_auth.project import open_project
 from cidx_auth.service.provider import TokenProvider
 from refserver.config import ServerConfig
@@ -47,8 +48,8 @@ def url(server: RedisServer) -> str:
 def provider_on(
     url: str, project: Path, config: Path | None, gateway: ScriptedGateway
 ) -> TokenProvider:
-    container = build_redis(url, SERVER_URL, ALICE.username, gateway, project=project,
-                            clock=gateway.clock, config_dir=config)
+    container = build_project(project, SERVER_URL, gateway, clock=gateway.clock,
+                              shared=in_redis(url, ALICE.username), config_dir=config)
     container.credential_store().save(ALICE)
     provider: TokenProvider = container.token_provider()
     return provider
@@ -137,5 +138,6 @@ def test_cli_login_with_store_keeps_the_token_in_redis(tmp_path: Path, url: str)
     assert not (directory / ".token").exists()
     assert json.loads((directory / "auth.json").read_text())["store_url"] == url
     cipher = identity_cipher(auth.url, "alice", secret_source(tmp_path / "config", {}))
-    stored = RedisTokenStore(connect(url), identity_key(auth.url, "alice"), cipher).load()
+    stored = RedisTokenStore(connect(url), identity_key(auth.url, "alice"), cipher,
+                             rules=Rules()).load()
     assert stored is not None and stored.token.raw == token.stdout.strip()

@@ -21,9 +21,10 @@ from adapters.redis_token_store import (
     identity_key,
 )
 from cidx_auth.domain.errors import ConfigurationError, LockTimeout, StorageError
+from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import session_from_dict
 from tests.integration.redis_support import RedisServer, free_port, redis_binary
-from tests.integration.storage_helpers import SERVER_URL, known_sessions
+from tests.integration.storage_helpers import SERVER_URL, known_sessions, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +51,7 @@ def cipher(secret: bytes = b"s" * 32) -> FernetCipher:
 
 def store(client: redis.Redis, **options: Any) -> RedisTokenStore:
     options.setdefault("local_cache_ttl", 0.0)
+    options.setdefault("rules", Rules())
     return RedisTokenStore(client, KEY, options.pop("cipher", cipher()), **options)
 
 
@@ -124,7 +126,7 @@ def test_the_lock_times_out_as_lock_timeout(client: redis.Redis) -> None:
         started = time.monotonic()
         with pytest.raises(LockTimeout, match="held by another cidx process"), second.lock(0.3):
             pass
-        assert 0.2 < time.monotonic() - started < 2
+        assert time.monotonic() - started > 0.2  # it waited, not gave up at once
 
 
 def test_a_lost_lease_is_a_warning_and_fences_the_late_save(
@@ -134,7 +136,7 @@ def test_a_lost_lease_is_a_warning_and_fences_the_late_save(
     with caplog.at_level(logging.WARNING, logger="cidx_auth.storage"), late.lock(1):
         # A live holder keeps its lease; here Redis loses it anyway (eviction, failover):
         client.delete(late.lock_name)
-        time.sleep(0.3)  # the keeper notices; another process takes over
+        wait_until(lambda: "was lost" in caplog.text, "the lease keeper noticing")
         with next_holder.lock(1):
             next_holder.save(known_sessions()[1])
             with pytest.raises(StorageError, match="lease ran out"):

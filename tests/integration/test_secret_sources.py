@@ -15,9 +15,9 @@ from keyring.backend import KeyringBackend
 from keyring.backends import fail
 from keyring.errors import KeyringError
 
-from adapters.keyring_secret import ACCOUNT, SERVICE, KeyringSecret, secret_source
+from adapters.keyring_secret import ACCOUNT, SERVICE, KeyringSecret
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
-from adapters.shared_key import FileSecret
+from adapters.secret_sources import FileSecret, secret_source
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import ConfigurationError, StorageError
 from cidx_auth.fastpath import fresh_stored_token

@@ -156,6 +156,7 @@ def test_a_changed_ca_bundle_stops_a_command_that_talks_to_the_server(
     open_project(full.root).close()
     ensure_tls_material(ca_file.parent.parent / "attacker")  # another CA, same file name
     shutil.copy(ca_file.parent.parent / "attacker" / ca_file.name, ca_file)
+    # Refused when the project opens: before a renewal could set a refresh token aside.
     with pytest.raises(ConfigurationError, match="is not the file `cidx-auth login` recorded"):
         open_project(full.root)
     open_project(full.root, offline=True).close()  # status and logout use no CA

@@ -6,20 +6,20 @@ import asyncio
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
 
-from adapters.fernet_cipher import FernetCipher
+from adapters.fernet_cipher import FernetCipher, derive_key, project_salt
 from adapters.file_state_store import FileStateStore
 from adapters.file_token_store import FileTokenStore
 from adapters.memory import FakeClock
 from adapters.project_layout import ProjectLayout
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.breaker import BreakerState, Circuit
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import LockTimeout, StorageError
-from cidx_auth.domain.events import ClientState, EventKind
+from cidx_auth.domain.events import EventKind
 from tests.integration.conftest import Files
 from tests.integration.storage_helpers import (
     ALICE,
@@ -49,7 +49,7 @@ def bump(state: ClientState) -> ClientState:
 def counting_store(project: Path, config_dir: Path, clock: FakeClock) -> FileTokenStore:
     layout = ProjectLayout(project)
     secret = UserSecret(config_dir)
-    cipher = CountingCipher.for_project(project, SERVER_URL, secret)
+    cipher = CountingCipher(lambda: derive_key(secret.value(), project_salt(project, SERVER_URL)))
     return FileTokenStore(layout.token, layout.token_lock, cipher, clock=clock.now)
 
 
@@ -109,13 +109,13 @@ def test_a_lock_that_cannot_be_created_is_a_storage_error(project: Path, config_
 async def test_two_async_providers_in_one_process_refresh_once(
     project: Path, config_dir: Path, tmp_path: Path
 ) -> None:
-    from cidx_auth.container import build_files
+    from cidx_auth.container import build_project
 
     server = CountingServer(tmp_path / "server.json", latency=(0.05, 0.05))
     expired = session_of(server.seed(ALICE.username, issued_at=1_000_000_000.0))
     providers = []
     for _ in range(2):
-        container = build_files(project, SERVER_URL, server, config_dir=config_dir)
+        container = build_project(project, SERVER_URL, server, config_dir=config_dir)
         providers.append(container.token_provider())
     with container.token_store().lock(5):
         container.token_store().save(expired)
@@ -214,13 +214,15 @@ def test_the_breaker_state_is_shared_between_providers_through_the_file(
         other.container.breaker().admit()
 
 
-def test_a_no_op_update_takes_no_lock(project: Path) -> None:
+def test_a_no_op_update_takes_no_lock(project: Path, caplog: pytest.LogCaptureFixture) -> None:
     from adapters.file_lock import file_lock
 
     layout = ProjectLayout(project)
-    store = FileStateStore(layout.state, layout.state_lock, lock_timeout=5)
+    store = FileStateStore(layout.state, layout.state_lock, lock_timeout=0.2)
     store.update(bump)
-    with file_lock(layout.state_lock, 1, "the state lock"):  # held by someone else
-        started = time.monotonic()
+    with caplog.at_level(logging.WARNING), \
+            file_lock(layout.state_lock, 1, "the state lock"):  # held by someone else
         assert store.update(lambda state: state).counters == {"logins": 1}
-        assert time.monotonic() - started < 1
+        assert caplog.text == ""  # it did not wait for the lock, let alone time out
+        assert store.update(bump).counters == {"logins": 2}  # a real change does wait
+        assert "not persisted" in caplog.text and "state lock" in caplog.text

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.fernet_cipher import FernetCipher, derive_key, project_salt, wipe
+from adapters.fernet_cipher import derive_key, project_cipher, project_salt, wipe
 from adapters.user_secret import UserSecret, default_config_dir
 from cidx_auth.domain.errors import CidxAuthError, CorruptStore, StorageError
 from cidx_auth.domain.events import EventKind
@@ -51,12 +51,12 @@ def test_the_same_project_for_another_server_has_another_key(
     project: Path, config_dir: Path
 ) -> None:
     secret = UserSecret(config_dir)
-    here = FernetCipher.for_project(project, SERVER_URL, secret)
-    elsewhere = FernetCipher.for_project(project, "https://other.test", secret)
+    here = project_cipher(project, SERVER_URL, secret)
+    elsewhere = project_cipher(project, "https://other.test", secret)
     with pytest.raises(CorruptStore):
         elsewhere.decrypt(here.encrypt(b"payload"))
     # A trailing slash names the same server.
-    assert FernetCipher.for_project(project, SERVER_URL + "/", secret).decrypt(
+    assert project_cipher(project, SERVER_URL + "/", secret).decrypt(
         here.encrypt(b"payload")
     ) == b"payload"
 
@@ -147,7 +147,7 @@ def test_no_secret_reaches_logs_messages_or_files(
     secrets = [ALICE.password]
     for session in sessions:
         assert session is not None
-        secrets += [session.token.raw, session.refresh_token or "?"]
+        secrets += [session.token.raw, *filter(None, [session.refresh_token])]
         assert session.token.raw not in repr(session)
     texts = [caplog.text, *(str(e) for e in errors), *(repr(e) for e in errors)]
     stored = b"".join(p.read_bytes() for p in directory.iterdir() if p.is_file())

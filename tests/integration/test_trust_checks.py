@@ -23,7 +23,7 @@ from adapters.project_layout import (
     find_project_root,
     load_settings,
 )
-from adapters.shared_key import FileSecret
+from adapters.secret_sources import FileSecret
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import StorageError
 from tests.integration.conftest import Files

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from refserver.testing import FakeClock, asgi_client, fake_app
+from refserver.testing import DEFAULT_EPOCH, FakeClock, asgi_client, fake_app
 
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(DEFAULT_EPOCH)
 
 
 @pytest.fixture

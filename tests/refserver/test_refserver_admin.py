@@ -11,7 +11,7 @@ import pytest
 from refserver.app import server_state
 from refserver.config import ServerConfig
 from refserver.faults import ConnectionDropped
-from refserver.testing import FakeClock, asgi_client, fake_app
+from refserver.testing import DEFAULT_EPOCH, FakeClock, asgi_client, fake_app
 
 PASSWORD = "secret"
 CONFIG = ServerConfig(users={"alice": PASSWORD})
@@ -110,7 +110,7 @@ async def test_clock_offset_shifts_expiry(client: httpx.AsyncClient) -> None:
 
 
 async def test_clock_offset_from_config() -> None:
-    clock = FakeClock()
+    clock = FakeClock(DEFAULT_EPOCH)
     config = ServerConfig(users={"alice": "secret"}, clock_offset=-30)
     async with asgi_client(fake_app(config, clock)) as http:
         body = (await http.get("/_admin/clock")).json()

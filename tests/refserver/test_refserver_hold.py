@@ -84,10 +84,8 @@ async def test_hold_applies_to_its_paths_only(client: httpx.AsyncClient) -> None
 async def test_wait_answers_at_its_timeout_when_the_counter_stays_low(
     client: httpx.AsyncClient,
 ) -> None:
-    started = time.perf_counter()
     cue = await wait(client, counter="held", at_least=1, timeout=0.05)
     assert cue == {"counter": "held", "value": 0, "reached": False}
-    assert time.perf_counter() - started < 2
     assert (await wait(client, counter="replays", at_least=0))["reached"] is True
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -78,10 +77,8 @@ def test_admin_helpers(server: RunningServer) -> None:
 def test_drop_fault_closes_the_connection(server: RunningServer) -> None:
     server.inject("drop", 1)
     with server.client(timeout=5.0) as http:
-        started = time.monotonic()
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):  # not a ReadTimeout
             http.get("/health")
-        assert time.monotonic() - started < 2.0
         assert http.get("/health").status_code == 200
 
 

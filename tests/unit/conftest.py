@@ -13,11 +13,12 @@ from adapters.memory import (
     MemoryStateStore,
     MemoryTokenStore,
     ScriptedGateway,
+    memory_ports,
 )
-from cidx_auth.container import Container, build_memory
+from cidx_auth.container import Container
+from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 from cidx_auth.service.provider import TokenProvider
-from cidx_auth.service.renewal import Rules
 
 
 @dataclass
@@ -55,10 +56,14 @@ class World:
         return session
 
 
+def make_world(rules: Rules | None = None, **kwargs: object) -> World:
+    """The container over the in-memory ports, its events counted as well."""
+    ports = memory_ports(**kwargs)  # type: ignore[arg-type]
+    counting = CountingSink()
+    container = Container(**ports.wiring(), extra_sinks=(counting,), rules=rules or Rules())
+    return World(container, ports.clock, ports.gateway, counting)
+
+
 @pytest.fixture
 def world() -> World:
-    return World(*build_memory())
-
-
-def make_world(**kwargs: object) -> World:
-    return World(*build_memory(**kwargs))  # type: ignore[arg-type]
+    return make_world()

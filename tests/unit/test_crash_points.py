@@ -30,6 +30,7 @@ from adapters.memory import (
     MemoryTokenStore,
     ScriptedGateway,
 )
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     CidxAuthError,
@@ -40,7 +41,6 @@ from cidx_auth.domain.errors import (
     ServerUnavailable,
     StorageError,
 )
-from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.token import Session, TokenRules, parse_access_token
 from cidx_auth.ports import TokenStore
 from cidx_auth.service.breaker import CircuitBreaker

@@ -14,8 +14,8 @@ from rich.console import Console
 from adapters.file_state_store import decode_state, state_to_dict
 from adapters.memory import make_jwt
 from cidx_auth.domain.breaker import BreakerState, Circuit
+from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CorruptStore, MalformedToken
-from cidx_auth.domain.events import ClientState
 from cidx_auth.domain.moments import BEYOND, iso_utc, local_text
 from cidx_auth.domain.token import (
     AccessToken,

@@ -281,7 +281,7 @@ def test_storage_failure_degrades_to_memory_with_one_warning(world: World) -> No
 
 
 def test_lock_timeout_with_a_valid_token_uses_it() -> None:
-    from cidx_auth.service.renewal import Rules
+    from cidx_auth.domain.rules import Rules
 
     world = make_world(rules=Rules(auth_deadline=0.01, lock_wait_margin=0.0))
     first = world.provider.get_token()
@@ -296,7 +296,7 @@ def test_lock_timeout_with_a_valid_token_uses_it() -> None:
 
 
 def test_lock_timeout_with_an_expired_token_is_an_error() -> None:
-    from cidx_auth.service.renewal import Rules
+    from cidx_auth.domain.rules import Rules
 
     world = make_world(rules=Rules(auth_deadline=0.01, lock_wait_margin=0.0))
     world.provider.get_token()

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.cidx_calls import query_call
 from adapters.cidx_client import AsyncCidxClient
 from adapters.http_settings import HttpSettings
 from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.query import OPTION_NAMES, BadQuery, QueryRequest
+from cidx_auth.service.api_calls import query_call
 from tests.unit.conftest import World
 from tests.unit.http_fakes import HITS, URL, Server, make
 

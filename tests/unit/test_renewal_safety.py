@@ -172,7 +172,8 @@ def test_a_token_refused_during_a_failed_renewal_is_not_handed_out() -> None:
     world.gateway.gate.set()
     leader.join(10)
     assert len(results) == 1 and isinstance(results[0], ServerUnavailable)
-    assert world.provider.session is None or world.provider.session.token.raw != first
+    assert world.provider.session is None  # the refused token is dropped, not kept
+    assert world.provider.get_token() != first  # the next call renews instead
 
 
 async def test_sync_callers_on_the_default_executor_cannot_starve_an_async_renewal() -> None:

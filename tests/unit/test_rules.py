@@ -83,7 +83,8 @@ def test_expiry_properties(lifetime: float, at: float, offset: float) -> None:
         assert server_now + skew < t.exp + 1e-6
         assert POLICY.seconds_left(t, now, offset) > 0
     else:
-        assert POLICY.seconds_left(t, now, offset) == 0 or server_now + skew >= t.exp - 1e-6
+        assert server_now + skew >= t.exp - 1e-6
+        assert POLICY.seconds_left(t, now, offset) == 0  # never "1 s left" once expired
     # Time only moves a token forward through the states.
     order = [TokenState.FRESH, TokenState.STALE, TokenState.EXPIRED]
     assert order.index(POLICY.state(t, now + 1, offset)) >= order.index(state)
@@ -224,14 +225,44 @@ def test_the_config_refuses_periods_out_of_order() -> None:
         BreakerConfig(first_open_period=0)
 
 
-def test_the_table_is_the_whole_state_machine() -> None:
-    for (source, signal), (target, _) in br.TRANSITIONS.items():
-        stepped = br.step(BreakerState(circuit=source), signal, NOW, CONFIG)
-        assert stepped.circuit is target
-    assert br.step(BreakerState(), br.Signal.COOLDOWN_OVER, NOW, CONFIG) == BreakerState()
-    # Only a trip starts the period over while open; only a failed probe doubles it.
-    doubling = [key for key, (_, rule) in br.TRANSITIONS.items() if rule is br.Period.DOUBLE]
-    assert doubling == [(Circuit.HALF_OPEN, br.Signal.FAILURE)]
+# Every (circuit, signal) pair, written out from the rules in the module docstring, not read
+# from the table: the resulting circuit, open period and failure count from a state with 2
+# failures whose last open period was 60 s (so "back to 30 s", "keep 60 s" and "double to
+# 120 s" differ); None: nothing changes.
+C, S = Circuit, br.Signal
+EXPECTED_STEPS: dict[tuple[Circuit, br.Signal], tuple[Circuit, float, int] | None] = {
+    (C.CLOSED, S.FAILURE): (C.CLOSED, 60, 3), (C.CLOSED, S.TRIP): (C.OPEN, 30, 3),
+    (C.CLOSED, S.SUCCESS): (C.CLOSED, 30, 0), (C.CLOSED, S.COOLDOWN_OVER): None,
+    (C.CLOSED, S.PROBE): None, (C.CLOSED, S.PROBE_LOST): None,
+    (C.OPEN, S.FAILURE): None, (C.OPEN, S.TRIP): None, (C.OPEN, S.SUCCESS): None,
+    (C.OPEN, S.COOLDOWN_OVER): (C.HALF_OPEN, 60, 2), (C.OPEN, S.PROBE): None,
+    (C.OPEN, S.PROBE_LOST): None,
+    (C.HALF_OPEN, S.FAILURE): (C.OPEN, 120, 3), (C.HALF_OPEN, S.TRIP): None,
+    (C.HALF_OPEN, S.SUCCESS): (C.CLOSED, 30, 0), (C.HALF_OPEN, S.COOLDOWN_OVER): None,
+    (C.HALF_OPEN, S.PROBE): (C.HALF_OPEN, 60, 2),
+    (C.HALF_OPEN, S.PROBE_LOST): (C.HALF_OPEN, 60, 2),
+}
+
+
+@pytest.mark.parametrize(("pair", "expected"), EXPECTED_STEPS.items(), ids=str)
+def test_each_signal_in_each_circuit(
+    pair: tuple[Circuit, br.Signal], expected: tuple[Circuit, float, int] | None
+) -> None:
+    circuit, signal = pair
+    probe_out = NOW + 30 if circuit is Circuit.HALF_OPEN else None
+    before = BreakerState(circuit, 2, NOW + 60, probe_out, 60.0)
+    after = br.step(before, signal, NOW, CONFIG, retry_after=None)
+    if expected is None:
+        assert after == before
+        return
+    assert (after.circuit, after.open_period, after.failures) == expected
+    if after.circuit is Circuit.OPEN:
+        assert after.open_until == NOW + expected[1]
+    assert after.probe_until == (NOW + 90 if signal is S.PROBE else None)  # the probe's 90 s
+
+
+def test_every_pair_is_listed() -> None:
+    assert set(EXPECTED_STEPS) == {(c, s) for c in Circuit for s in br.Signal}
 
 
 RETRY_AFTER = st.one_of(st.none(), st.floats(-10, 1e9, allow_nan=False))
