@@ -15,12 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from adapters.memory import ScriptedGateway
 from tests.integration.hostile_server import HostileServer
 
-settings.register_profile("cidx-auth", deadline=None)
+# No time limits in tests: a busy machine must not fail an example for being slow.
+settings.register_profile("cidx-auth", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("cidx-auth")
 
 

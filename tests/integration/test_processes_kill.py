@@ -114,5 +114,3 @@ def test_a_killed_writer_never_leaves_a_damaged_token(tmp_path: Path, config_dir
             pool.map(lambda n: run_trial(n, tmp_path, config_dir, delays[n]), range(TRIALS))
         )
     assert len(trials) == TRIALS
-    # The kills did land inside writes, and after completed ones.
-    assert trials[0].completed_writes > 0 and trials[1].temp_left
