@@ -44,7 +44,7 @@ class RunningServer:
 
     def __init__(self, config: ServerConfig | None = None, tls_dir: Path | None = None, *,
                  tls: bool = False, host: str = "127.0.0.1", port: int = 0,
-                 startup_timeout: float = 15.0) -> None:
+                 startup_timeout: float = 60.0) -> None:
         self.config = config or ServerConfig(users=dict(DEFAULT_USERS))
         self.host = host
         self.port = port
