@@ -14,7 +14,7 @@ LOWEST     := .venv-lowest
 LOWEST_BIN := $(LOWEST)/bin
 LOWEST_STAMP := $(LOWEST)/.installed-stamp
 
-.PHONY: install lint typecheck contracts unit test test-lowest test-versions demo bench stress clean redis
+.PHONY: install lint typecheck contracts unit test test-lowest test-versions demo bench mutate stress clean redis
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -100,8 +100,21 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/run.py
 
+# `make mutate`: mutation testing of the core (cidx_auth/domain and cidx_auth/service) with
+# mutmut 3 (configuration in pyproject.toml), then the scores, the hand-written mutants of
+# module constants and the breaker table, and the survivors (tests/mutation/report.py).
+# A fresh run each time (about 35 min on 2 cores), so no verdict is stale; not part of test.
+$(VENV)/.mutate-stamp: pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
+	@touch $@
+
+mutate: $(VENV)/.mutate-stamp
+	rm -rf mutants
+	$(BIN)/mutmut run
+	$(BIN)/python -m tests.mutation.report
+
 stress: install
 	CIDX_STRESS_TRIALS=3000 $(BIN)/pytest -q tests/integration -k kill $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(LOWEST) .venv-3.* .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LOWEST) .venv-3.* mutants .coverage .mypy_cache .ruff_cache .pytest_cache .hypothesis
