@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import stat
@@ -37,8 +36,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from adapters.digests import pbkdf2_sha256
 from adapters.file_io import (
     POSIX,
+    info,
     is_foreign,
     is_own_format,
     read_regular,
@@ -158,7 +159,7 @@ def _embedded(path: Path, value: Any) -> bytes | None:
             return base64.b64decode(value, validate=True) or None
     except (binascii.Error, ValueError):
         pass
-    _info("%s: encrypted_credentials is not base64 text; not used", path)
+    info("%s: encrypted_credentials is not base64 text; not used", path)
     return None
 
 
@@ -208,7 +209,7 @@ def _client_shaped(data: bytes) -> bool:
 
 def _client_key(salt: bytes, username: str, project_root: Path, server_url: str) -> bytes:
     secret = f"{username}:{project_root.absolute()}:{server_url}".encode()
-    return hashlib.pbkdf2_hmac("sha256", secret, salt, CLIENT_PBKDF2_ITERATIONS, dklen=32)
+    return pbkdf2_sha256(secret, salt, CLIENT_PBKDF2_ITERATIONS)
 
 
 def _unpadded_size(padded: bytearray, size: int) -> int:
@@ -263,7 +264,7 @@ def read_client_token(directory: Path, project_root: Path, remote: RemoteConfig)
     if isinstance(token, str) and token:
         return token
     if data is not None:
-        _info("%s cannot be read for this project; the CIDX client's token is not used", path)
+        info("%s cannot be read for this project; the CIDX client's token is not used", path)
     return None
 
 
@@ -366,16 +367,9 @@ def _read_quietly(path: Path) -> bytes | None:
     try:
         found = _read_regular(path)
     except (_Refused, StorageError) as problem:
-        _info("%s not read: %s", path, problem)
+        info("%s not read: %s", path, problem)
         return None
     if found is not None and is_own_format(found[0]):
-        _info("%s is cidx-auth's own file, not the CIDX client's", path)
+        info("%s is cidx-auth's own file, not the CIDX client's", path)
         return None
     return None if found is None else found[0]
-
-
-def _info(message: str, *args: object) -> None:
-    """An INFO for the storage log; never with a secret in ``args``."""
-    import logging
-
-    logging.getLogger("cidx_auth.storage").info(message, *args)

@@ -20,8 +20,8 @@ password. Our input is 256 random bits, which nobody can guess at any speed, so 
 count buys no security; it only costs start-up time in every CLI process that reads
 the token. :data:`PBKDF2_ITERATIONS` is therefore small (1,000, well under a
 millisecond). PBKDF2 is kept, rather than a bare hash, because it is the standard
-keyed derivation the user story asks for. ``hashlib.pbkdf2_hmac`` is the same
-function as cryptography's ``PBKDF2HMAC`` and costs nothing to import.
+keyed derivation the user story asks for; it comes from cryptography, already loaded
+for Fernet (:mod:`adapters.digests`).
 
 Any decryption failure (damaged, truncated, foreign key, tampered) is one opaque
 :class:`CorruptStore` that says nothing about which check failed.
@@ -36,7 +36,6 @@ it. Wiping narrows the window; it does not close it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet
 
+from adapters.digests import pbkdf2_sha256, sha256
 from cidx_auth.domain.errors import CorruptStore
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def project_salt(project: Path, server_url: str) -> bytes:
     """The project's identity as a salt: resolved path and server URL, unambiguously joined."""
     path = str(project.resolve()).encode("utf-8", "surrogateescape")
     url = normalized_server(server_url).encode("utf-8")
-    return hashlib.sha256(_SALT_LABEL + path + b"\0" + url).digest()
+    return sha256(_SALT_LABEL + path + b"\0" + url)
 
 
 def normalized_server(server_url: str) -> str:
@@ -78,12 +78,12 @@ def normalized_server(server_url: str) -> str:
 def identity_salt(server_url: str, username: str) -> bytes:
     """A salt naming one service identity, the same on every host and in every project."""
     url = normalized_server(server_url).encode("utf-8")
-    return hashlib.sha256(_IDENTITY_LABEL + url + b"\0" + username.encode("utf-8")).digest()
+    return sha256(_IDENTITY_LABEL + url + b"\0" + username.encode("utf-8"))
 
 
 def derive_key(secret: bytes, salt: bytes, iterations: int = PBKDF2_ITERATIONS) -> bytes:
     """32 key bytes from the user's secret and a project salt."""
-    return hashlib.pbkdf2_hmac("sha256", secret, salt, iterations, dklen=32)
+    return pbkdf2_sha256(secret, salt, iterations)
 
 
 class FernetCipher:

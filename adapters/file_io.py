@@ -104,20 +104,38 @@ def refuse_foreign(path: Path, what: str) -> None:
 
 def info(message: str, *args: object) -> None:
     """Log an INFO line for the storage adapters (never with a secret in ``args``)."""
-    import logging
-
-    logging.getLogger("cidx_auth.storage").info(message, *args)
+    _say(20, message, args)
 
 
 def warn(message: str, *args: object) -> None:
-    """Log a WARNING for the storage adapters (never with a secret in ``args``).
+    """Log a WARNING for the storage adapters (never with a secret in ``args``)."""
+    _say(30, message, args)
 
-    ``logging`` is imported on first use: a process that only reads a valid token never
-    warns, and every CLI call pays for what it imports before it can print a token.
-    """
-    import logging
 
-    logging.getLogger("cidx_auth.storage").warning(message, *args)
+_HEARD: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("heard", default=None)
+
+
+@contextlib.contextmanager
+def held_back() -> Iterator[list[str]]:
+    """Inside the block, what the storage adapters would log is kept in the list instead
+    (formatted), and nothing is logged: ``status``'s fast path leaves anything worth
+    saying to the full path, which says it in its own format."""
+    heard: list[str] = []
+    token = _HEARD.set(heard)
+    try:
+        yield heard
+    finally:
+        _HEARD.reset(token)
+
+
+def _say(level: int, message: str, args: tuple[object, ...]) -> None:
+    heard = _HEARD.get()
+    if heard is not None:
+        heard.append(message % args if args else message)
+        return
+    import logging  # on first use: a process that only reads a valid token logs nothing
+
+    logging.getLogger("cidx_auth.storage").log(level, message, *args)
 
 
 _READ_ONLY: contextvars.ContextVar[str | None] = contextvars.ContextVar("read_only", default=None)

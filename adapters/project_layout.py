@@ -188,6 +188,22 @@ class ProjectSettings:
         return self.allowed_algorithms or JWS_ALGORITHMS
 
 
+def shared_store_url(settings: ProjectSettings) -> str | None:
+    """The Redis store the session lives in, if any: ``CIDX_STORE_URL`` wins over the
+    settings file. Checked before anything is opened."""
+    url = os.environ.get("CIDX_STORE_URL") or settings.store_url
+    if not url:
+        return None
+    from adapters.redis_connection import check_store_url  # redis only when it is used
+
+    if not settings.username:
+        raise ConfigurationError(
+            "a shared token store is keyed by the username: run "
+            "`cidx-auth login --server URL --username NAME --store URL`"
+        )
+    return check_store_url(url)
+
+
 def refuse_userinfo(url: str, where: str) -> None:
     """A ``user:pass@`` in a server URL would be printed, stored and sent as Basic auth:
     :class:`ConfigurationError`, whose message does not repeat the URL."""

@@ -40,7 +40,6 @@ exceptions never leave this module.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import threading
 import time
@@ -51,6 +50,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 from redis.exceptions import LockError, RedisError
 
+from adapters.digests import sha256
 from adapters.fernet_cipher import normalized_server
 from adapters.file_io import MAX_FILE_SIZE, warn
 from adapters.redis_connection import describe, failure_hint, redact_url
@@ -94,7 +94,7 @@ return 1
 def identity_key(server_url: str, username: str) -> str:
     """The Redis key of the session shared by every host logged in as ``username``."""
     identity = f"{normalized_server(server_url)}\0{username}".encode()
-    return f"cidx-auth:token:{{{hashlib.sha256(identity).hexdigest()[:32]}}}"
+    return f"cidx-auth:token:{{{sha256(identity).hex()[:32]}}}"
 
 
 def ttl_for(session: Session, now: float) -> int:

@@ -26,13 +26,12 @@ those bytes: trusting a file by its path alone trusts whoever can write that fil
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from adapters.digests import hmac_matches, hmac_sha256, sha256
 from cidx_auth.domain.errors import ConfigurationError
 
 MAC_FIELD = "mac"
@@ -46,7 +45,7 @@ _LOGIN = (
 def settings_key(secret: bytes, root: Path) -> bytes:
     """The MAC key for one project's settings: the secret bound to the project's path."""
     path = str(root.resolve()).encode("utf-8", "surrogateescape")
-    return hmac.new(secret, _KEY_LABEL + path, hashlib.sha256).digest()
+    return hmac_sha256(secret, _KEY_LABEL + path)
 
 
 def seal(document: Mapping[str, Any], root: Path, secret: bytes) -> dict[str, Any]:
@@ -64,10 +63,8 @@ def check(
     mac = document.get(MAC_FIELD)
     if mac is None:
         raise _unsigned(path)
-    expected = _mac(_fields(document), settings_key(secret(), root))
-    # compared as bytes: compare_digest refuses str with non-ASCII characters
-    if not isinstance(mac, str) or not hmac.compare_digest(
-        mac.encode("utf-8", "surrogatepass"), expected.encode("ascii")
+    if not isinstance(mac, str) or not _hex(mac) or not hmac_matches(
+        settings_key(secret(), root), _canonical(_fields(document)), bytes.fromhex(mac)
     ):
         raise _changed(path)
 
@@ -76,9 +73,17 @@ def _fields(document: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in document.items() if name != MAC_FIELD}
 
 
+def _canonical(fields: Mapping[str, Any]) -> bytes:
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def _mac(fields: Mapping[str, Any], key: bytes) -> str:
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hmac.new(key, canonical.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac_sha256(key, _canonical(fields)).hex()
+
+
+def _hex(text: str) -> bool:
+    """Lowercase hex digits, as :func:`_mac` writes them (and ``bytes.fromhex`` reads)."""
+    return bool(text) and len(text) % 2 == 0 and set(text) <= set("0123456789abcdef")
 
 
 def _unsigned(path: Path) -> ConfigurationError:
@@ -107,7 +112,7 @@ def no_secret(path: Path, secret: Path | None) -> ConfigurationError:
 
 def ca_digest(path: Path) -> str:
     """The SHA-256 (hex) of the CA bundle's content."""
-    return hashlib.sha256(_read_ca(path)).hexdigest()
+    return sha256(_read_ca(path)).hex()
 
 
 def read_ca_bundle(path: Path, pinned: str | None) -> bytes:
@@ -115,7 +120,7 @@ def read_ca_bundle(path: Path, pinned: str | None) -> bytes:
     recorded at login (``pinned``; None: trusted by its path, as a library caller chose).
     The TLS context is built from these same bytes, so a swap after the check is moot."""
     content = _read_ca(path)
-    if pinned is not None and hashlib.sha256(content).hexdigest() != pinned:
+    if pinned is not None and sha256(content).hex() != pinned:
         raise ConfigurationError(  # a public hash: no timing to hide
             f"the CA bundle {path} is not the file `cidx-auth login` recorded (its content "
             "changed): it is not trusted. If the change is yours, run "

@@ -88,31 +88,20 @@ def fast_status(argv: list[str]) -> bool:
     if command not in (["status"], ["status", "--json"]):
         return False
     import json
-    import logging
     import time
 
+    from adapters.file_io import held_back
     from adapters.project_layout import check_project_dir
     from cidx_auth.status import collect, lines
 
-    class Heard(logging.Handler):
-        """Notes that something was logged, and shows nothing."""
-
-        anything = False
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.anything = True
-
-    heard = Heard()
-    logging.getLogger().addHandler(heard)
-    try:
-        root = _root(project)
-        check_project_dir(root)
-        report = collect(root)
-    except Exception:  # the full path reports it, with its exit code
-        return False
-    finally:
-        logging.getLogger().removeHandler(heard)
-    if heard.anything:  # a warning is the full path's to print, in its format
+    with held_back() as heard:
+        try:
+            root = _root(project)
+            check_project_dir(root)
+            report = collect(root)
+        except Exception:  # the full path reports it, with its exit code
+            return False
+    if heard:  # a warning is the full path's to print, in its format
         return False
     return _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
                   else "\n".join(lines(report, time.time())))

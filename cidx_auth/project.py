@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ from adapters.project_layout import (
     load_settings,
     refuse_userinfo,
     save_settings,
+    shared_store_url,
 )
 from cidx_auth.domain.credentials import Credentials, trimmed_username
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, ServerUnavailable, StorageError
@@ -318,17 +318,3 @@ class Obtained:
             self.fingerprints.add(event.fingerprint)
 
 
-def shared_store_url(settings: ProjectSettings) -> str | None:
-    """The Redis store the session lives in, if any: ``CIDX_STORE_URL`` wins over the
-    settings file. Checked before anything is opened."""
-    url = os.environ.get("CIDX_STORE_URL") or settings.store_url
-    if not url:
-        return None
-    from adapters.redis_connection import check_store_url  # redis only when it is used
-
-    if not settings.username:
-        raise ConfigurationError(
-            "a shared token store is keyed by the username: run "
-            "`cidx-auth login --server URL --username NAME --store URL`"
-        )
-    return check_store_url(url)

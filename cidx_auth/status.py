@@ -25,7 +25,12 @@ from adapters.cidx_client_files import read_remote_config
 from adapters.fernet_cipher import identity_cipher, project_cipher
 from adapters.file_io import FILE_MODE, is_foreign, read_only, read_regular
 from adapters.file_state_store import decode_state
-from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings
+from adapters.project_layout import (
+    ProjectLayout,
+    ProjectSettings,
+    load_settings,
+    shared_store_url,
+)
 from adapters.secret_sources import SecretSource, secret_source
 from adapters.session_codec import decode_session
 from cidx_auth.domain.breaker import BreakerConfig, next_probe
@@ -35,7 +40,6 @@ from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
-from cidx_auth.project import shared_store_url
 from cidx_auth.render import printable
 
 COUNTERS = ("logins", "refreshes", "relogins", "failures")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -68,6 +67,8 @@ class AccessToken:
 
 def fingerprint_of(raw: str) -> str:
     """A short one-way name for a token: tells tokens apart without revealing them."""
+    import hashlib  # here, not at the top: a cold `cidx-auth token` never needs it
+
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

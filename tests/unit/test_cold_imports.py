@@ -113,3 +113,14 @@ def test_request_loads_httpx_without_its_command_line_or_the_auth_gateway(
     assert {"httpx", "cidx_auth.cli", "cidx_auth.project"} <= loaded
     assert loaded & {"httpx._main", "rich", "pygments", "adapters.httpx_gateway",
                      "redis"} == set()
+
+
+def test_neither_cold_path_loads_a_second_openssl_or_logging(
+    tmp_path: Path, project: str,
+) -> None:
+    """Digests come from cryptography, which Fernet loads anyway: ``hashlib`` would load
+    another OpenSSL (``_hashlib``). Nothing on these paths logs when all is well."""
+    for argv in (("token",), ("status",)):
+        done, loaded = cold_run(tmp_path, *argv)
+        assert done.returncode == 0, done.stderr
+        assert loaded & {"hashlib", "_hashlib", "hmac", "logging", "cidx_auth.project"} == set()
