@@ -113,6 +113,10 @@ def test_request_loads_httpx_without_its_command_line_or_the_auth_gateway(
     assert {"httpx", "cidx_auth.cli", "cidx_auth.project"} <= loaded
     assert loaded & {"httpx._main", "rich", "pygments", "adapters.httpx_gateway",
                      "redis"} == set()
+    # dependency-injector's optional integrations; Starlette is installed (the reference
+    # server's extra), so this fails if the CLI lets dependency-injector find it
+    assert loaded & {"starlette", "yaml", "pydantic", "fastapi", "flask"} == set()
+    assert "dependency_injector.containers" in loaded
 
 
 def test_neither_cold_path_loads_a_second_openssl_or_logging(
