@@ -6,6 +6,8 @@ report, and reads what the loop did with it (slept, gave up, sent again, told th
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,8 +21,10 @@ from cidx_auth.domain.errors import (
     ConfigurationError,
     ProtocolError,
     RateLimited,
+    RefreshRejected,
     ServerUnavailable,
 )
+from cidx_auth.domain.query import QueryRequest
 from cidx_auth.service.api_calls import (
     HEALTH,
     REPOS,
@@ -37,6 +41,7 @@ from cidx_auth.service.api_calls import (
     breaker_failure,
     generic_call,
     may_send_again,
+    query_call,
 )
 from cidx_auth.service.breaker import CircuitBreaker
 
@@ -49,8 +54,10 @@ def policy(state: MemoryStateStore | None = None, clock: FakeClock | None = None
     return ApiPolicy(breaker, rng=lambda: 0.5)
 
 
-def drive(call: Call, rules: ApiPolicy, outcomes: list[Outcome]) -> tuple[Any, list[Any]]:
-    """Run the loop, answering each send with the next outcome; (result, steps taken)."""
+def drive(call: Call, rules: ApiPolicy, outcomes: list[Outcome],
+          on_warm: Callable[[], None] = lambda: None) -> tuple[Any, list[Any]]:
+    """Run the loop, answering each send with the next outcome; (result, steps taken).
+    ``on_warm`` runs at each ``Warm``: what the token layer (or another process) does then."""
     flow = attempts(call, rules)
     steps: list[Any] = []
     answer: Any = None
@@ -60,11 +67,20 @@ def drive(call: Call, rules: ApiPolicy, outcomes: list[Outcome]) -> tuple[Any, l
         except StopIteration as stop:
             return stop.value, steps
         steps.append(step)
+        if isinstance(step, Warm):
+            on_warm()
         answer = outcomes.pop(0) if isinstance(step, Send) else None
 
 
 def sends(steps: list[Any]) -> int:
     return sum(isinstance(step, Send) for step in steps)
+
+
+def make_half_open(rules: ApiPolicy, clock: FakeClock) -> None:
+    """Trip the circuit and let its open period pass: the next admission is the probe."""
+    for _ in range(5):
+        rules.breaker.record(True)
+    clock.advance(60)
 
 
 def test_an_answer_is_the_result_and_the_server_counts_as_up() -> None:
@@ -147,10 +163,7 @@ def test_the_token_layer_giving_up_ends_the_call() -> None:
 def test_a_probe_refused_only_because_it_held_the_probe_goes_once_more() -> None:
     state, clock = MemoryStateStore(), FakeClock()
     rules = policy(state, clock)
-    for _ in range(5):
-        rules.breaker.record(True)
-    assert state.read().breaker.circuit is Circuit.OPEN
-    clock.advance(60)  # past the open period: the next admission is the probe
+    make_half_open(rules, clock)
     blocked = CircuitOpen(0.0, 0.0)
     result, steps = drive(REPOS, rules, [Refused(blocked), Answer({"again": True})])
     assert result == {"again": True}
@@ -187,3 +200,64 @@ def test_idempotency_follows_the_method(method: str, idempotent: bool) -> None:
 def test_a_path_off_the_server_is_refused(path: str) -> None:
     with pytest.raises(ConfigurationError, match="not a path on the CIDX server"):
         generic_call("GET", path, None)
+
+
+def test_the_probe_goes_once_more_only_once() -> None:
+    """Another process may reopen the circuit meanwhile; the call must not loop on it."""
+    clock = FakeClock()
+    rules = policy(clock=clock)
+    make_half_open(rules, clock)
+    warms = 0
+
+    def another_process_reopens_it() -> None:
+        nonlocal warms
+        warms += 1
+        if warms == 2:
+            make_half_open(rules, clock)
+
+    first, second = CircuitOpen(0.0, 0.0), CircuitOpen(1.0, 1.0)
+    with pytest.raises(CircuitOpen) as caught:
+        drive(REPOS, rules, [Refused(first), Refused(second), Answer({})],
+              on_warm=another_process_reopens_it)
+    assert caught.value is second
+
+
+@pytest.mark.parametrize(("probing", "error"),
+                         [(False, CircuitOpen(0.0, 0.0)),
+                          (True, RefreshRejected("run `cidx-auth login`"))],
+                         ids=["blocked-outside-a-probe", "probe-refused-for-another-reason"])
+def test_the_token_layer_giving_up_is_final_unless_it_was_blocked_by_its_own_probe(
+    probing: bool, error: CidxAuthError
+) -> None:
+    clock = FakeClock()
+    rules = policy(clock=clock)
+    if probing:
+        make_half_open(rules, clock)
+    with pytest.raises(CidxAuthError) as caught:
+        drive(REPOS, rules, [Refused(error), Answer({})])
+    assert caught.value is error
+
+
+def test_a_503s_retry_after_holds_the_opened_circuit_that_long() -> None:
+    clock = FakeClock()
+    rules = policy(clock=clock)
+    for _ in range(4):
+        rules.breaker.record(True)
+    busy = ServerUnavailable("503", retry_after=45.0)  # longer than the first 30 s opening
+    with pytest.raises(CircuitOpen) as caught:  # the 5th failure opens it; the retry is held
+        drive(REPOS, rules, [Failure(busy)])
+    assert caught.value.retry_at == clock.now() + 45.0
+
+
+@pytest.mark.parametrize("text", ["x", QueryRequest("x")], ids=["text", "request"])
+def test_a_query_is_a_post_to_the_query_endpoint(text: str | QueryRequest) -> None:
+    assert query_call(text) == Call("POST", "/api/query", {"query_text": "x", "limit": 10})
+
+
+@pytest.mark.parametrize(("repo", "options"), [("docs", None), (None, {"fuzzy": True})])
+def test_a_request_object_with_separate_options_is_refused(
+    repo: str | None, options: dict[str, Any] | None
+) -> None:
+    message = "pass either a QueryRequest or the text and options, not both"
+    with pytest.raises(ConfigurationError, match=f"^{re.escape(message)}$"):
+        query_call(QueryRequest("x"), repo, options)
