@@ -129,8 +129,9 @@ def _b64decode(part: str) -> bytes:
 
 
 def _json_object(part: str, what: str) -> dict[str, Any]:
+    data = _b64decode(part)  # outside the try: its MalformedToken is a ValueError too
     try:
-        value = json.loads(_b64decode(part))
+        value = json.loads(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedToken(f"the access token's {what} is not JSON") from exc
     if not isinstance(value, dict):
