@@ -131,9 +131,10 @@ def step(
         return BreakerState(Circuit.OPEN, state.failures + 1, until, None, period)
     if target is Circuit.HALF_OPEN:
         probe_until = now + config.probe_timeout if signal is Signal.PROBE else None
-        return replace(state, circuit=Circuit.HALF_OPEN, probe_until=probe_until)
+        return replace(state, circuit=Circuit.HALF_OPEN, probe_until=probe_until,
+                       open_period=period)
     if signal is Signal.FAILURE:
-        return replace(state, failures=state.failures + 1)
+        return replace(state, failures=state.failures + 1, open_period=period)
     return BreakerState(open_period=period)
 
 

@@ -254,9 +254,13 @@ class Renewal:
         except (InvalidCredentials, PasswordExpired, MfaRequired) as error:
             # Every later command would be refused too, and 5 refusals lock the account:
             # forget them, so later commands stop at "run cidx-auth login" at once.
-            with contextlib.suppress(StorageError):
+            try:
                 self._credentials.clear()
-            raise type(error)(f"{error} (the stored password has been forgotten)") from None
+                after = "the stored password has been forgotten"
+            except StorageError:
+                after = ("the stored password could not be removed, so the next command "
+                         "sends it again: run `cidx-auth login` to replace it")
+            raise type(error)(f"{error} ({after})") from None
 
     def _log_in(self, credentials: Credentials, kind: EventKind) -> Session:
         """Log in once; a refusal is reported and never retried (errata #11)."""

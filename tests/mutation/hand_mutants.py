@@ -47,7 +47,6 @@ HAND_MUTANTS: tuple[HandMutant, ...] = (
     HandMutant(BREAKER, "PROBE_TIMEOUT = 90.0\n", "PROBE_TIMEOUT = 91.0\n"),
     HandMutant(BREAKER, "circuit: Circuit = Circuit.CLOSED", "circuit: Circuit = Circuit.OPEN"),
     HandMutant(BREAKER, "    failures: int = 0\n", "    failures: int = 1\n"),
-    HandMutant(BREAKER, "    open_until: float = 0.0\n", "    open_until: float = 1.0\n"),
     HandMutant(BREAKER, "    open_period: float = FIRST_OPEN_PERIOD\n",
                "    open_period: float = MAX_OPEN_PERIOD\n"),
     _row("(Circuit.CLOSED, Signal.FAILURE): (Circuit.CLOSED, Period.KEEP)",

@@ -262,9 +262,13 @@ def test_a_refused_login_is_reported_even_when_the_password_cannot_be_forgotten(
 
     world.credentials.clear = broken_clear  # type: ignore[method-assign]
     world.gateway.users["alice"] = "changed"
-    with pytest.raises(InvalidCredentials):
+    with pytest.raises(InvalidCredentials) as refused:
         world.provider.get_token()
     assert world.events[EventKind.LOGIN_REFUSED] == 1
+    assert str(refused.value) == (
+        "the server refused the username or password (the stored password could not be "
+        "removed, so the next command sends it again: run `cidx-auth login` to replace it)"
+    )
 
 
 def test_a_locked_account_keeps_the_stored_password_and_says_what_happens_next(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 
 import pytest
 from hypothesis import given
@@ -41,6 +42,9 @@ def test_ten_minute_token_states() -> None:
     # errata #1: unusable 30 s *before* exp, not after it.
     assert POLICY.state(t, NOW + 570) is TokenState.EXPIRED
     assert POLICY.state(t, NOW + 630) is TokenState.EXPIRED
+    # With no offset given, the client's clock is taken to agree with the server's.
+    assert POLICY.deadlines(t) == (NOW + 300, NOW + 570)
+    assert POLICY.seconds_left(t, NOW + 100) == 470
 
 
 def test_offset_moves_the_judgement_to_the_server_clock() -> None:
@@ -197,6 +201,13 @@ def test_an_opening_longer_than_any_rule_allows_has_ended() -> None:
     assert br.admit(lost, NOW, CONFIG)[0] is Admission.PROBE
 
 
+def test_an_opening_of_exactly_the_retry_after_cap_is_honoured_from_its_first_moment() -> None:
+    state = fail(BreakerState(failures=4), retry_after=3600)
+    assert br.admit(state, NOW, CONFIG)[0] is Admission.REJECT
+    assert br.admit(state, NOW + 3599.9, CONFIG)[0] is Admission.REJECT
+    assert br.admit(state, NOW + 3600, CONFIG)[0] is Admission.PROBE
+
+
 def test_a_planted_open_period_no_rule_could_make_starts_over() -> None:
     for bogus in (0.0, -1.0, 1e9, float("nan"), float("inf")):
         state = BreakerState(Circuit.HALF_OPEN, 5, NOW, None, bogus)
@@ -211,6 +222,7 @@ def test_late_answers_do_not_close_an_open_circuit() -> None:
 
 def test_next_probe_for_status() -> None:
     assert br.next_probe(BreakerState(), NOW, CONFIG) is None
+    assert br.retry_at(BreakerState()) == 0.0  # a closed circuit makes nobody wait
     state = tripped()
     assert br.next_probe(state, NOW, CONFIG) == NOW + 30
     assert br.next_probe(state, NOW + 45, CONFIG) == NOW + 45  # it may go now
@@ -218,11 +230,31 @@ def test_next_probe_for_status() -> None:
     assert br.next_probe(probing, NOW + 31, CONFIG) == NOW + 30 + 90
 
 
-def test_the_config_refuses_periods_out_of_order() -> None:
-    with pytest.raises(ValueError, match="first_open_period"):
-        BreakerConfig(first_open_period=600)
-    with pytest.raises(ValueError, match="first_open_period"):
-        BreakerConfig(first_open_period=0)
+# (first_open_period, max_open_period, max_retry_after)
+@pytest.mark.parametrize("periods", [
+    (600, 300, 3600), (0, 300, 3600), (-1, 300, 3600), (30, 3601, 3600), (40, 35, 3600),
+])
+def test_the_config_refuses_periods_out_of_order(periods: tuple[float, float, float]) -> None:
+    message = "need 0 < first_open_period <= max_open_period <= max_retry_after"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        BreakerConfig(5, *periods)
+
+
+@pytest.mark.parametrize("periods", [
+    (0.5, 300, 3600), (300, 300, 3600), (30, 3600, 3600), (60, 60, 60),
+])
+def test_the_config_accepts_periods_in_order_equal_ones_included(
+    periods: tuple[float, float, float],
+) -> None:
+    config = BreakerConfig(5, *periods)
+    assert (config.first_open_period, config.max_open_period, config.max_retry_after) == periods
+
+
+@pytest.mark.parametrize("retry_after", [None, 0.0, 0.25])
+def test_a_sub_second_first_open_period_is_not_rounded_up(retry_after: float | None) -> None:
+    quick = BreakerConfig(failure_threshold=1, first_open_period=0.5, max_open_period=2)
+    state = br.record(BreakerState(), True, NOW, quick, retry_after)
+    assert state.circuit is Circuit.OPEN and state.open_until == NOW + 0.5
 
 
 # Every (circuit, signal) pair, written out from the rules in the module docstring, not read
