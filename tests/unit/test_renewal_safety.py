@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
 
@@ -17,6 +19,7 @@ from adapters.events import CountingSink
 from adapters.memory import make_jwt
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
+    AccountLocked,
     InvalidCredentials,
     LockTimeout,
     LockUnavailable,
@@ -26,9 +29,11 @@ from cidx_auth.domain.errors import (
     StorageError,
     UnusableLifetime,
 )
-from cidx_auth.domain.events import EventKind
-from cidx_auth.domain.token import Grant, Session, TokenRules, parse_access_token
+from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.rules import Rules
+from cidx_auth.domain.token import Grant, Session, TokenRules, fingerprint_of, parse_access_token
 from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.renewal import Outcome, Renewal
 from tests.unit.conftest import World, make_world
 
 
@@ -39,6 +44,42 @@ def another_process(world: World, events: CountingSink | None = None) -> TokenPr
         gateway=world.gateway, breaker=world.container.breaker(),
         events=events or CountingSink(),
     )
+
+
+def the_event(world: World, kind: EventKind) -> AuthEvent:
+    """The one event of ``kind`` the provider emitted."""
+    found = [event for event in world.events.events if event.kind is kind]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def lock_waits(world: World) -> list[float]:
+    """From now on, record how long each caller is prepared to wait for the token lock."""
+    waits: list[float] = []
+    real_lock = world.store.lock
+
+    def lock(timeout: float) -> Iterator[None]:
+        waits.append(timeout)
+        with real_lock(timeout):
+            yield
+
+    world.store.lock = contextlib.contextmanager(lock)  # type: ignore[method-assign]
+    return waits
+
+
+def in_a_thread(call: Callable[[], str]) -> tuple[threading.Thread, list[str]]:
+    """Start ``call`` on a thread of its own; its result lands in the list."""
+    results: list[str] = []
+    thread = threading.Thread(target=lambda: results.append(call()))
+    thread.start()
+    return thread, results
+
+
+DISK_FULL = "No space left on device"
+LOCK_TIMED_OUT = (
+    "another cidx process has been renewing the token for 65 s; try again, or look for a "
+    "stuck cidx process"
+)
 
 
 def test_a_refresh_whose_answer_was_lost_is_not_sent_again(world: World) -> None:
@@ -82,9 +123,17 @@ def test_a_refused_refresh_token_is_not_sent_again(world: World) -> None:
 def test_a_refresh_that_never_left_is_retried(world: World) -> None:
     world.provider.get_token()
     world.clock.advance(600)
+    start = world.clock.now()
     world.gateway.fail_next(ServerUnavailable("connection refused", reached=False), times=2)
     world.provider.get_token()
     assert world.gateway.refreshes == 3 and world.gateway.logins == 1
+    first, second = world.clock.sleeps  # each retry says when it comes, before waiting
+    assert [e for e in world.events.events if e.kind is EventKind.RETRY] == [
+        AuthEvent(EventKind.RETRY, start, f"ServerUnavailable, next try in {first:.1f} s"),
+        AuthEvent(
+            EventKind.RETRY, start + first, f"ServerUnavailable, next try in {second:.1f} s"
+        ),
+    ]
 
 
 def test_a_grant_breaking_the_rules_keeps_its_rotated_refresh_token(world: World) -> None:
@@ -120,7 +169,10 @@ def test_a_failed_save_after_a_refresh_leaves_no_spent_token_behind(world: World
     later = CountingSink()
     another_process(world, later).get_token()
     assert world.gateway.refreshes == 1 and world.gateway.logins == 2
-    assert later[EventKind.REFRESH_ABANDONED] == 1
+    assert [e for e in later.events if e.kind is EventKind.REFRESH_ABANDONED] == [AuthEvent(
+        EventKind.REFRESH_ABANDONED, world.clock.now(),
+        "an earlier refresh never stored its answer; logging in", stored.token.fingerprint,
+    )]
 
 
 def test_no_refresh_leaves_without_its_intent_on_record(world: World) -> None:
@@ -231,12 +283,17 @@ def test_without_the_lock_the_stored_refresh_token_is_never_sent(world: World) -
 
 
 def test_a_lock_that_cannot_be_had_in_time_is_not_a_reason_to_send(world: World) -> None:
-    world.session()
+    stored = world.session()
     world.clock.advance(400)  # stale but valid: this caller does not wait for the lock
+    waits = lock_waits(world)
     world.store.lock_failure = LockTimeout("held elsewhere")
     token = world.provider.get_token()
-    assert world.gateway.calls == 0 and token == world.store.session.token.raw  # type: ignore[union-attr]
-    assert world.events[EventKind.LOCK_TIMEOUT] == 1
+    assert world.gateway.calls == 0 and token == stored.token.raw
+    assert waits == [0.0]
+    assert the_event(world, EventKind.LOCK_TIMEOUT) == AuthEvent(
+        EventKind.LOCK_TIMEOUT, world.clock.now(), "another process is renewing",
+        stored.token.fingerprint,
+    )
 
 
 def test_a_leader_interrupted_mid_refresh_leaves_no_flight_and_no_token_to_replay(
@@ -314,8 +371,213 @@ def test_a_refused_token_is_marked_in_the_store_and_no_process_hands_it_out(
 def test_a_refusal_is_recorded_without_waiting_for_a_held_lock(world: World) -> None:
     token = world.provider.get_token()
     with world.store.lock(1):  # another process is renewing right now
+        waits = lock_waits(world)
         done = threading.Thread(target=world.provider.invalidate, args=(token,))
         done.start()
         done.join(10)
         assert not done.is_alive()
+    assert waits == [0.0]
     assert world.store.session is not None and not world.store.session.refused
+
+
+@pytest.mark.parametrize("renewed_elsewhere", [True, False])
+def test_a_refusal_of_a_token_no_longer_stored_leaves_the_store_alone(
+    world: World, renewed_elsewhere: bool
+) -> None:
+    old = world.provider.get_token()
+    # Since then another process renewed the session, or logged out.
+    newer = world.session() if renewed_elsewhere else None
+    world.store.session = newer
+    world.provider.invalidate(old)
+    assert world.store.session == newer  # the newer session is not marked refused
+
+
+# ---- the lock-free peek, and the re-check under the lock ------------------------------
+
+
+def test_a_session_another_process_renewed_is_taken_without_the_lock_or_the_server(
+    world: World,
+) -> None:
+    world.provider.get_token()
+    world.clock.advance(400)  # stale here; another process has renewed meanwhile
+    renewed = world.session()
+    with world.store.lock(1):  # and still holds the lock: taking the store's session needs none
+        world.store.lock_wanted.clear()
+        assert world.provider.get_token() == renewed.token.raw
+    assert not world.store.lock_wanted.is_set()
+    assert world.gateway.calls == 1  # the first login only
+    assert the_event(world, EventKind.ACQUIRED) == AuthEvent(
+        EventKind.ACQUIRED, world.clock.now(), "token taken from the store",
+        renewed.token.fingerprint,
+    )
+    assert world.provider.session == replace(renewed, refresh_token=None)  # memory: none
+
+
+def test_a_process_that_waited_for_the_lock_takes_the_session_renewed_meanwhile(
+    world: World,
+) -> None:
+    world.provider.get_token()
+    world.clock.advance(600)  # expired: this process must wait for the renewing one
+    with world.store.lock(1):
+        world.store.lock_wanted.clear()
+        waiter, results = in_a_thread(world.provider.get_token)
+        assert world.store.lock_wanted.wait(10)  # it has looked, and waits for the lock
+        renewed = world.session()  # the holder stores its renewal, then lets go
+    waiter.join(10)
+    assert results == [renewed.token.raw]
+    assert (world.gateway.logins, world.gateway.refreshes) == (1, 0)  # not refreshed again
+    assert the_event(world, EventKind.ACQUIRED) == AuthEvent(
+        EventKind.ACQUIRED, world.clock.now(), "token taken from the store",
+        renewed.token.fingerprint,
+    )
+
+
+def test_a_clock_set_back_during_the_lock_wait_does_not_announce_the_held_token(
+    world: World,
+) -> None:
+    held = world.provider.get_token()
+    world.clock.advance(600)
+    with world.store.lock(1):
+        world.store.lock_wanted.clear()
+        waiter, results = in_a_thread(world.provider.get_token)
+        assert world.store.lock_wanted.wait(10)
+        world.clock.advance(-600)  # the system clock is set back: the token is fresh again
+    waiter.join(10)
+    assert results == [held] and world.gateway.calls == 1
+    assert world.events[EventKind.ACQUIRED] == 0  # nothing new came from the store
+
+
+def test_the_stored_session_the_caller_already_holds_is_not_announced_as_acquired(
+    world: World,
+) -> None:
+    renewal = Renewal(
+        clock=world.clock, store=world.store, credentials=world.credentials,
+        gateway=world.gateway, breaker=world.container.breaker(), emit=world.events.emit,
+        degrade=lambda detail: None, rules=Rules(), rng=lambda: 0.5,
+    )
+    held = replace(world.session(), refresh_token=None)
+    assert renewal.acquire(held, frozenset()) == Outcome(held)
+    assert world.events[EventKind.ACQUIRED] == 0 and world.gateway.calls == 0
+
+
+# ---- falling back to a still-valid token ----------------------------------------------
+
+
+@pytest.mark.parametrize(("offset", "left", "stored_wins"), [
+    (-300.0, 250.0, True),  # written by a host whose server clock reads 5 min behind ours
+    (200.0, 100.0, False),
+])
+def test_the_fallback_is_the_valid_token_that_lasts_longest_on_this_clock(
+    world: World, offset: float, left: float, stored_wins: bool
+) -> None:
+    held = world.provider.get_token()
+    world.clock.advance(450)  # 150 s left on the held token
+    now = world.clock.now()
+    exp = now + offset + left  # server time
+    raw = make_jwt({"username": "alice", "iat": exp - 600, "exp": exp})
+    token = parse_access_token(raw, TokenRules(), now + offset)
+    world.store.session = Session(token, "r-other", offset, "alice")
+    world.store.lock_failure = LockTimeout("held elsewhere")
+    assert world.provider.get_token() == (raw if stored_wins else held)
+    assert the_event(world, EventKind.LOCK_TIMEOUT).fingerprint == fingerprint_of(
+        raw if stored_wins else held
+    )
+
+
+def test_without_the_lock_a_valid_token_is_kept_rather_than_logging_in(world: World) -> None:
+    first = world.provider.get_token()
+    world.clock.advance(301)
+    world.store.lock_failure = LockUnavailable("immutable lock file")
+    assert world.provider.get_token() == first
+    assert world.gateway.calls == 1
+    assert the_event(world, EventKind.REFRESH_FAILED) == AuthEvent(
+        EventKind.REFRESH_FAILED, world.clock.now(),
+        "LockUnavailable: the token lock is unavailable; keeping the valid token",
+        fingerprint_of(first),
+    )
+    degraded = the_event(world, EventKind.STORAGE_DEGRADED)
+    assert degraded.detail == "token lock unavailable (immutable lock file)"
+
+
+# ---- storage trouble ------------------------------------------------------------------
+
+
+def test_an_unreadable_store_is_reported_and_a_token_still_obtained(world: World) -> None:
+    world.store.failure = StorageError("Input/output error")
+    assert world.provider.get_token()
+    degraded = the_event(world, EventKind.STORAGE_DEGRADED)  # the first failure: the read
+    assert degraded.detail == "token not loaded (StorageError: Input/output error)"
+
+
+def test_an_unsent_refresh_token_that_cannot_be_put_back_is_reported_and_not_sent(
+    world: World,
+) -> None:
+    world.session()
+    world.clock.advance(600)
+    real_save = world.store.save
+    saves: list[Session] = []
+
+    def put_back_fails(session: Session) -> None:
+        saves.append(session)
+        if len(saves) == 2:  # the intent is recorded; putting the token back fails
+            raise StorageError(DISK_FULL)
+        real_save(session)
+
+    world.store.save = put_back_fails  # type: ignore[method-assign]
+    world.gateway.fail_next(ServerUnavailable("connection refused", reached=False))
+    assert world.provider.get_token()
+    degraded = the_event(world, EventKind.STORAGE_DEGRADED)
+    assert degraded.detail == f"token not saved (StorageError: {DISK_FULL})"
+    # The retry finds the intent on record, so it logs in rather than refresh again.
+    assert (world.gateway.refreshes, world.gateway.logins, world.gateway.replays) == (1, 1, 0)
+
+
+# ---- login and logout -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(lambda provider: provider.login(Credentials("bob", "hunter2")), id="login"),
+    pytest.param(lambda provider: provider.logout(forget=True), id="logout --forget"),
+])
+def test_login_and_logout_stop_when_the_lock_wait_runs_out(
+    world: World, command: Callable[[TokenProvider], object]
+) -> None:
+    stored = world.session()
+    waits = lock_waits(world)
+    world.store.lock_failure = LockTimeout("token lock not acquired within 65 s")
+    with pytest.raises(LockTimeout) as timed_out:
+        command(world.provider)
+    assert str(timed_out.value) == LOCK_TIMED_OUT
+    assert waits == [Rules().lock_wait]
+    assert world.gateway.calls == 0
+    assert world.store.session == stored  # nothing changed
+    assert world.credentials.credentials == Credentials("alice", "secret")
+
+
+def test_login_waits_out_transport_trouble_and_says_when_it_tries_again(
+    world: World,
+) -> None:
+    world.credentials.credentials = None
+    start = world.clock.now()
+    world.gateway.fail_next(ServerUnavailable("connection refused", reached=False))
+    session = world.provider.login(Credentials("alice", "secret"))
+    assert world.gateway.logins == 2
+    [delay] = world.clock.sleeps
+    assert the_event(world, EventKind.RETRY) == AuthEvent(
+        EventKind.RETRY, start, f"ServerUnavailable, next try in {delay:.1f} s"
+    )
+    assert the_event(world, EventKind.LOGGED_IN) == AuthEvent(
+        EventKind.LOGGED_IN, start + delay, "user alice", session.token.fingerprint
+    )
+    assert world.credentials.credentials == Credentials("alice", "secret")
+
+
+def test_a_locked_account_at_login_says_to_log_in_again_once_it_ends(world: World) -> None:
+    world.credentials.credentials = None
+    world.gateway.fail_next(AccountLocked("the account is locked for 15 minutes"))
+    with pytest.raises(AccountLocked) as locked:
+        world.provider.login(Credentials("alice", "secret"))
+    assert str(locked.value) == (
+        "the account is locked for 15 minutes; then run `cidx-auth login` again"
+    )
+    assert world.credentials.credentials is None
