@@ -104,22 +104,24 @@ def refuse_foreign(path: Path, what: str) -> None:
 
 def info(message: str, *args: object) -> None:
     """Log an INFO line for the storage adapters (never with a secret in ``args``)."""
-    _say(20, message, args)
+    _say(_INFO, message, args)
 
 
 def warn(message: str, *args: object) -> None:
     """Log a WARNING for the storage adapters (never with a secret in ``args``)."""
-    _say(30, message, args)
+    _say(_WARNING, message, args)
 
 
+_INFO, _WARNING = 20, 30  # logging's levels, without importing logging
 _HEARD: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("heard", default=None)
 
 
 @contextlib.contextmanager
 def held_back() -> Iterator[list[str]]:
-    """Inside the block, what the storage adapters would log is kept in the list instead
-    (formatted), and nothing is logged: ``status``'s fast path leaves anything worth
-    saying to the full path, which says it in its own format."""
+    """Inside the block the storage adapters log nothing: a warning is kept in the list
+    instead (formatted), and an INFO line is dropped, as an unconfigured logging drops it.
+    ``status``'s fast path leaves any warning to the full path, which says it in its own
+    format."""
     heard: list[str] = []
     token = _HEARD.set(heard)
     try:
@@ -131,7 +133,8 @@ def held_back() -> Iterator[list[str]]:
 def _say(level: int, message: str, args: tuple[object, ...]) -> None:
     heard = _HEARD.get()
     if heard is not None:
-        heard.append(message % args if args else message)
+        if level >= _WARNING:
+            heard.append(message % args if args else message)
         return
     import logging  # on first use: a process that only reads a valid token logs nothing
 

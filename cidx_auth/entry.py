@@ -94,6 +94,7 @@ def fast_status(argv: list[str]) -> bool:
     from adapters.project_layout import check_project_dir
     from cidx_auth.status import collect, lines
 
+    logging_loaded = "logging" in sys.modules
     with held_back() as heard:
         try:
             root = _root(project)
@@ -101,7 +102,9 @@ def fast_status(argv: list[str]) -> bool:
             report = collect(root)
         except Exception:  # the full path reports it, with its exit code
             return False
-    if heard:  # a warning is the full path's to print, in its format
+    # A warning is the full path's to print, in its format: ours are held back; a library
+    # that loaded logging on the way (keyring, redis) may have said something unheard.
+    if heard or ("logging" in sys.modules and not logging_loaded):
         return False
     return _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
                   else "\n".join(lines(report, time.time())))
@@ -124,11 +127,11 @@ def _print(text: str) -> bool:
 
 
 class _Unused:
-    """A meta-path finder for this process: the frameworks dependency-injector looks for
-    when it is imported (YAML and pydantic configuration, FastAPI, Starlette, Flask and
-    FastDepends wiring) read as not installed. Each one it finds costs imports (YAML and
-    Starlette alone about 20 ms) for integrations the CLI never uses; the reference
-    server, which does use Starlette, always runs in a process of its own."""
+    """A meta-path finder: while dependency-injector is imported, the frameworks it looks
+    for (YAML and pydantic configuration, FastAPI, Starlette, Flask and FastDepends
+    wiring) read as not installed. Each one it finds costs imports (YAML and Starlette
+    alone about 20 ms) for integrations the CLI never uses. Only for that import: the
+    names are free again afterwards, for a keyring backend or anything else."""
 
     NAMES = frozenset({"yaml", "pydantic", "pydantic_settings", "fastapi", "fast_depends",
                        "starlette", "werkzeug", "flask"})
@@ -142,12 +145,18 @@ class _Unused:
 def _without_unused_imports() -> None:
     """``import httpx`` also imports httpx's own command line (click, rich, pygments)
     when they are installed, tens of milliseconds nobody here uses: mark it missing, and
-    httpx falls back to a stub that is never called. The same for dependency-injector's
-    optional integrations (:class:`_Unused`)."""
+    httpx falls back to a stub that is never called. dependency-injector is imported
+    here, without its optional integrations (:class:`_Unused`)."""
     if "httpx" not in sys.modules:
         sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
-    if _Unused not in sys.meta_path:
-        sys.meta_path.insert(0, _Unused)
+    if "dependency_injector" in sys.modules:
+        return
+    sys.meta_path.insert(0, _Unused)
+    try:
+        import dependency_injector.containers
+        import dependency_injector.providers  # noqa: F401
+    finally:
+        sys.meta_path.remove(_Unused)
 
 
 def main() -> None:

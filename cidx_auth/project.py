@@ -316,5 +316,3 @@ class Obtained:
     def emit(self, event: AuthEvent) -> None:
         if event.kind in self._KINDS and event.fingerprint is not None:
             self.fingerprints.add(event.fingerprint)
-
-

@@ -54,8 +54,11 @@ def equivalents() -> set[str]:
             if (m := LISTED.match(line))}
 
 
-def hand_verdict(mutant: HandMutant) -> bool:
-    """True when the unit tests fail with ``mutant`` applied to a copy of the tree."""
+def hand_verdict(mutant: HandMutant | None) -> bool:
+    """True when the unit tests fail with ``mutant`` applied to a copy of the tree
+    (pytest's exit 1, or 2 when the mutant breaks an import); None runs the copy as it
+    is. Any other exit (no tests, a usage or internal error) is no verdict: it stops the
+    report."""
     with tempfile.TemporaryDirectory(prefix="cidx-hand-mutant-") as scratch:
         tree = Path(scratch)
         for name in COPIED:
@@ -65,16 +68,27 @@ def hand_verdict(mutant: HandMutant) -> bool:
                     "__pycache__", "mutation"))
             else:
                 shutil.copy2(source, tree / name)
-        target = tree / mutant.path
-        text = target.read_text()
-        if text.count(mutant.before) != 1:
-            raise SystemExit(f"hand mutant no longer applies (edit hand_mutants.py): "
-                             f"{mutant.name}")
-        target.write_text(text.replace(mutant.before, mutant.after))
+        if mutant is not None:
+            target = tree / mutant.path
+            target.write_text(target.read_text().replace(mutant.before, mutant.after))
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "tests/unit", "-x", "-q", "-p", "no:cacheprovider",
              "-p", "no:xdist", "--no-cov"], cwd=tree, capture_output=True, text=True)
+        if run.returncode not in (0, 1, 2):
+            raise SystemExit(f"no verdict for {mutant.name if mutant else 'the unmutated copy'}"
+                             f" (pytest exit {run.returncode}):\n{run.stdout[-2000:]}")
         return run.returncode != 0
+
+
+def check_hand_mutants() -> None:
+    """Every hand mutant still applies (its text occurs once), and the unmutated copy
+    passes: otherwise every mutant would look killed."""
+    for mutant in HAND_MUTANTS:
+        if (ROOT / mutant.path).read_text().count(mutant.before) != 1:
+            raise SystemExit(f"hand mutant no longer applies (edit hand_mutants.py): "
+                             f"{mutant.name}")
+    if hand_verdict(None):
+        raise SystemExit("the unit tests fail on an unmutated copy of the tree")
 
 
 def main() -> int:
@@ -91,7 +105,7 @@ def main() -> int:
     unkilled: list[str] = []
     for name, status in sorted(found.items()):
         path = module_file(name)
-        if name in listed and status != "killed":
+        if name in listed and status == "survived":
             tally[path]["equivalent"] += 1
             continue
         tally[path]["total"] += 1
@@ -100,6 +114,7 @@ def main() -> int:
         else:
             unkilled.append(f"{status:12} {name}")
 
+    check_hand_mutants()
     with ThreadPoolExecutor(max_workers=2) as pool:
         hand = list(zip(HAND_MUTANTS, pool.map(hand_verdict, HAND_MUTANTS), strict=True))
     for mutant, killed in hand:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.file_io import held_back, info, warn
 from tests.unit.test_one_expiry_decision import plant_project, session_with
 
 REPORT = """
@@ -128,3 +129,38 @@ def test_neither_cold_path_loads_a_second_openssl_or_logging(
         done, loaded = cold_run(tmp_path, *argv)
         assert done.returncode == 0, done.stderr
         assert loaded & {"hashlib", "_hashlib", "hmac", "logging", "cidx_auth.project"} == set()
+
+
+LIBRARY_WARNS = """
+import json, sys
+import cidx_auth.status as status
+from cidx_auth.entry import fast_status
+
+real = status.collect
+
+def collect_and_warn(root):
+    import logging  # as keyring or redis do, on their own logger
+    logging.getLogger("keyring").warning("Keyring config file contains incorrect values")
+    return real(root)
+
+status.collect = collect_and_warn
+print(json.dumps(fast_status(json.loads(sys.argv[1]))))
+"""
+
+
+def test_status_leaves_a_library_warning_to_the_full_path(tmp_path: Path, project: str) -> None:
+    """A library that logs on its own logger (keyring, redis) is not heard by the fast
+    path's own hold-back, so it takes the full path, which prints warnings its own way."""
+    argv = json.dumps(["--project", str(tmp_path / "project"), "status"])
+    env = {**os.environ, "CIDX_CONFIG_DIR": str(tmp_path / "config")}
+    done = subprocess.run([sys.executable, "-c", LIBRARY_WARNS, argv], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stdout.strip()) == (0, "false"), done.stderr
+    assert "fresh" not in done.stdout
+
+
+def test_storage_warnings_are_held_back_and_info_lines_dropped() -> None:
+    with held_back() as heard:
+        info("%s is cidx-auth's own file", "/p/.creds")
+        warn("%s had mode %03o; setting it to %03o", "/p/.code-indexer", 0o770, 0o700)
+    assert heard == ["/p/.code-indexer had mode 770; setting it to 700"]
