@@ -40,11 +40,18 @@ NEVER_COLD = {"httpx", "click", "dependency_injector", "rich", "pygments", "redi
 the container, and the stores' optional backends."""
 
 
+def uncovered_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for a command under test, without coverage, which `make test`
+    starts in subprocesses: it loads modules of its own (hashlib among them)."""
+    env = {name: value for name, value in os.environ.items()
+           if name not in ("COVERAGE_PROCESS_START", "COVERAGE_PROCESS_CONFIG")}
+    return {**env, "CIDX_CONFIG_DIR": str(tmp_path / "config"), **extra}
+
+
 def cold_run(tmp_path: Path, *argv: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     modules = tmp_path / "modules.json"
-    env = {**os.environ, "CIDX_CONFIG_DIR": str(tmp_path / "config"),
-           "COLD_ARGV": json.dumps(["--project", str(tmp_path / "project"), *argv]),
-           "COLD_MODULES": str(modules)}
+    env = uncovered_env(tmp_path, COLD_MODULES=str(modules),
+                        COLD_ARGV=json.dumps(["--project", str(tmp_path / "project"), *argv]))
     done = subprocess.run([sys.executable, "-c", REPORT], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60, check=False)
     return done, set(json.loads(modules.read_text()))
@@ -152,9 +159,9 @@ def test_status_leaves_a_library_warning_to_the_full_path(tmp_path: Path, projec
     """A library that logs on its own logger (keyring, redis) is not heard by the fast
     path's own hold-back, so it takes the full path, which prints warnings its own way."""
     argv = json.dumps(["--project", str(tmp_path / "project"), "status"])
-    env = {**os.environ, "CIDX_CONFIG_DIR": str(tmp_path / "config")}
-    done = subprocess.run([sys.executable, "-c", LIBRARY_WARNS, argv], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run([sys.executable, "-c", LIBRARY_WARNS, argv], cwd=tmp_path,
+                          env=uncovered_env(tmp_path), capture_output=True, text=True,
+                          timeout=60, check=False)
     assert (done.returncode, done.stdout.strip()) == (0, "false"), done.stderr
     assert "fresh" not in done.stdout
 
