@@ -394,3 +394,17 @@ def test_backoff_properties(failures: int, draw: float) -> None:
     delay = policy.backoff(failures, draw)
     assert 0 <= delay <= policy.cap
     assert delay <= policy.base * policy.factor ** (failures - 1) + 1e-9
+
+
+@pytest.mark.parametrize("stored_period", [3600.0, 0.5, float("nan")])
+def test_an_open_period_no_rule_could_make_starts_over_when_the_cool_down_ends(
+    stored_period: float,
+) -> None:
+    """A state file may hold an open period the doubling never makes (up to the
+    Retry-After cap, or damaged): the half-open step sets it to the first one, so the
+    failed probe that follows opens for twice that, 60 s, like any first failed probe."""
+    stored = BreakerState(Circuit.OPEN, 5, NOW - 1, None, stored_period)
+    decision, probing = br.admit(stored, NOW, CONFIG)
+    assert decision is Admission.PROBE and probing.open_period == CONFIG.first_open_period
+    reopened = br.record(probing, True, NOW, CONFIG)
+    assert (reopened.circuit, reopened.open_until) == (Circuit.OPEN, NOW + 60.0)
