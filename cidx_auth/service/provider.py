@@ -103,10 +103,15 @@ class TokenProvider:
             return early
         if flight is None:
             return self._lead_sync()
-        if flight.is_async and flight.thread == threading.get_ident():
+        if flight.thread == threading.get_ident():  # it would wait for itself forever
+            if flight.is_async:
+                raise RuntimeError(
+                    "get_token() was called on an event loop thread while aget_token() "
+                    "renews the token on it; use `await aget_token()` inside async code"
+                )
             raise RuntimeError(
-                "get_token() was called on an event loop thread while aget_token() renews "
-                "the token on it; use `await aget_token()` inside async code"
+                "get_token() was called by the renewal it would wait for (from an event "
+                "sink?); an event sink must not ask for a token"
             )
         return flight.future.result().token.raw
 

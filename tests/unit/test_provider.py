@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
@@ -19,10 +20,22 @@ from cidx_auth.domain.errors import (
     ServerUnavailable,
     StorageError,
 )
-from cidx_auth.domain.events import EventKind
+from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.expiry import TokenState
-from cidx_auth.domain.token import Grant
+from cidx_auth.domain.rules import Rules
+from cidx_auth.domain.token import Grant, fingerprint_of
 from tests.unit.conftest import World, make_world
+
+
+def events_of(world: World, kind: EventKind) -> list[AuthEvent]:
+    return [event for event in world.events.events if event.kind is kind]
+
+
+def deadlines(world: World) -> tuple[float, float]:
+    """(stale_at, expired_at) of the provider's token, on the client clock."""
+    session = world.provider.session
+    assert session is not None
+    return Rules().expiry.deadlines(session.token, session.clock_offset)
 
 
 def test_first_call_logs_in_and_stores_the_session(world: World) -> None:
@@ -409,3 +422,88 @@ def test_simulated_hours_of_use_fail_nothing() -> None:
     report, counts = simulate(hours=3)
     assert report.ok and report.operations > 1000
     assert counts["refreshed"] > 10 and counts["relogged_in"] >= 1
+
+
+@pytest.mark.parametrize("style", ["get_token", "aget_token"])
+def test_a_token_is_renewed_at_its_stale_moment_exactly(world: World, style: str) -> None:
+    def call() -> str:
+        if style == "aget_token":
+            return asyncio.run(world.provider.aget_token())
+        return world.provider.get_token()
+
+    first = call()
+    stale_at, _ = deadlines(world)
+    world.clock.advance(stale_at - 0.5 - world.clock.now())
+    assert call() == first and world.gateway.refreshes == 0
+    world.clock.advance(0.5)
+    assert world.clock.now() == stale_at
+    assert call() != first and world.gateway.refreshes == 1
+
+
+def test_a_token_reaching_its_expiry_during_the_back_off_is_renewed_not_handed_out(
+        world: World) -> None:
+    first = world.provider.get_token()
+    _, expired_at = deadlines(world)
+    world.clock.advance(expired_at - 10 - world.clock.now())  # stale, 10 s left
+    world.gateway.fail_next(ServerUnavailable("refused", reached=False))
+    assert world.provider.get_token() == first  # kept; the back-off runs past its expiry
+    world.clock.advance(10)
+    assert world.clock.now() == expired_at
+    assert world.provider.get_token() != first and world.gateway.refreshes == 2
+
+
+def test_invalidating_the_current_token_reports_it_by_fingerprint(world: World) -> None:
+    first = world.provider.get_token()
+    world.clock.advance(42)
+    world.provider.invalidate(first)
+    assert events_of(world, EventKind.INVALIDATED) == [
+        AuthEvent(EventKind.INVALIDATED, world.clock.now(), "", fingerprint_of(first))
+    ]
+
+
+def test_the_last_32_refused_tokens_are_remembered_and_older_ones_forgotten(
+        world: World) -> None:
+    refused = [f"refused.token.{n}" for n in range(33)]
+    for token in refused:
+        world.provider.invalidate(token)
+    loads = world.store.loads
+    world.provider.invalidate(refused[1])  # the oldest still remembered: no store visit
+    assert world.store.loads == loads
+    world.provider.invalidate(refused[0])  # forgotten: marked in the store again
+    assert world.store.loads == loads + 1
+
+
+def test_storage_degradation_is_reported_once_with_its_cause_and_time(world: World) -> None:
+    world.clock.advance(7)
+    world.store.failure = StorageError("disk full")
+    world.provider.get_token()
+    degraded = AuthEvent(
+        EventKind.STORAGE_DEGRADED, world.clock.now(), "token not loaded (StorageError: disk full)"
+    )
+    assert events_of(world, EventKind.STORAGE_DEGRADED) == [degraded]
+    world.clock.advance(600)
+    world.provider.get_token()  # still failing: no second warning
+    assert events_of(world, EventKind.STORAGE_DEGRADED) == [degraded]
+
+
+def test_a_failing_event_sink_is_logged_with_the_event_kind(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from adapters.memory import MemoryStateStore, memory_ports
+    from cidx_auth.service.breaker import CircuitBreaker
+    from cidx_auth.service.provider import TokenProvider
+
+    class BrokenSink:
+        def emit(self, event: AuthEvent) -> None:
+            raise RuntimeError("observer bug")
+
+    ports = memory_ports()
+    provider = TokenProvider(
+        clock=ports.clock, store=ports.token_store, credentials=ports.credential_store,
+        gateway=ports.gateway, events=BrokenSink(),
+        breaker=CircuitBreaker(MemoryStateStore(), ports.clock, BrokenSink()),
+    )
+    with caplog.at_level("ERROR", logger="cidx_auth.service.provider"):
+        assert provider.get_token()
+    failures = [r for r in caplog.records if r.name == "cidx_auth.service.provider"]
+    assert [r.getMessage() for r in failures] == ["event sink failed on logged_in"]
+    assert failures[0].exc_info is not None and failures[0].exc_info[0] is RuntimeError
