@@ -146,17 +146,23 @@ def test_a_session_that_cannot_be_saved_is_used_and_the_failure_reported(
 # ---- the write-ahead intent -----------------------------------------------------------
 
 
+def stored_at_each(world: World, call: str) -> list[Session | None]:
+    """What the store holds each time the server's ``call`` (refresh, login) is made."""
+    real = getattr(world.gateway, call)
+    seen: list[Session | None] = []
+
+    def watched(*args: Any) -> Grant:
+        seen.append(world.store.session)
+        return real(*args)
+
+    setattr(world.gateway, call, watched)
+    return seen
+
+
 def test_the_intent_is_stored_before_the_refresh_token_leaves(world: World) -> None:
     first = world.session()
     world.clock.advance(600)
-    real_refresh = world.gateway.refresh
-    on_record: list[Session | None] = []
-
-    def refresh(refresh_token: str) -> Grant:
-        on_record.append(world.store.session)
-        return real_refresh(refresh_token)
-
-    world.gateway.refresh = refresh  # type: ignore[method-assign]
+    on_record = stored_at_each(world, "refresh")
     world.provider.get_token()
     assert on_record == [replace(first, refresh_token=None, refresh_in_flight=True)]
     assert stored(world).refresh_token and not stored(world).refresh_in_flight
@@ -167,14 +173,7 @@ def test_a_refresh_whose_answer_is_lost_leaves_the_intent_and_says_so(world: Wor
     world.clock.advance(600)
     now = world.clock.now()
     world.gateway.lose_answers = 1
-    real_login = world.gateway.login
-    at_login: list[Session | None] = []
-
-    def login(credentials: Any) -> Grant:
-        at_login.append(world.store.session)
-        return real_login(credentials)
-
-    world.gateway.login = login  # type: ignore[method-assign]
+    at_login = stored_at_each(world, "login")
     world.provider.get_token()
     assert at_login == [replace(first, refresh_token=None, refresh_in_flight=True)]
     failed = the_event(world, EventKind.REFRESH_FAILED)
