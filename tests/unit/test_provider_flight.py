@@ -70,6 +70,30 @@ async def test_an_async_renewal_runs_on_a_named_daemon_thread(world: World) -> N
     assert renewing[0].daemon  # a renewal stuck on the network never holds up exit
 
 
+async def test_the_renewal_thread_runs_this_flights_renewal(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread is handed the renewal and its flight. Run here, in place of a thread,
+    so that a thread given nothing to run fails this test instead of leaving it waiting."""
+    expired_in_store(world)
+    provider = world.provider
+    made: list[dict[str, object]] = []
+
+    class InPlace:
+        def __init__(self, **how: object) -> None:
+            made.append(how)
+
+        def start(self) -> None:
+            target, args = made[-1]["target"], made[-1]["args"]
+            target(*args)  # type: ignore[operator]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(provider_module, "threading",
+                      SimpleNamespace(Thread=InPlace, get_ident=threading.get_ident))
+        token = await provider.aget_token()
+    assert token == world.store.session.token.raw  # type: ignore[union-attr]
+    assert world.gateway.refreshes == 1 and len(made) == 1
+
+
 async def test_a_sync_call_on_the_loop_thread_is_refused_and_the_renewal_goes_on(
         world: World) -> None:
     expired_in_store(world)
