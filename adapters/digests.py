@@ -19,18 +19,20 @@ def sha256(data: bytes) -> bytes:
     return digest.finalize()
 
 
-def hmac_sha256(key: bytes, data: bytes) -> bytes:
+def _hmac(key: bytes, data: bytes) -> hmac.HMAC:
     mac = hmac.HMAC(key, hashes.SHA256())
     mac.update(data)
-    return mac.finalize()
+    return mac
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    return _hmac(key, data).finalize()
 
 
 def hmac_matches(key: bytes, data: bytes, expected: bytes) -> bool:
     """Whether ``expected`` is the HMAC-SHA256 of ``data``, compared in constant time."""
-    mac = hmac.HMAC(key, hashes.SHA256())
-    mac.update(data)
     try:
-        mac.verify(expected)
+        _hmac(key, data).verify(expected)
     except InvalidSignature:
         return False
     return True
