@@ -35,6 +35,10 @@ pytestmark = [pytest.mark.posix, pytest.mark.slow]
 SPAWN = multiprocessing.get_context("spawn")
 OTHER_UID = 2002
 BASHRC = b"export PATH=$HOME/bin:$PATH\n"
+NEEDS_ROOT = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs root, to make a file owned by another uid",
+)
 
 
 def refuse_flock(*args: object) -> None:
@@ -168,6 +172,7 @@ def test_a_lock_path_that_is_not_a_regular_file_is_refused(lock_path: Path, kind
     assert stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISDIR(mode)
 
 
+@NEEDS_ROOT
 def test_a_lock_file_of_another_user_is_refused_and_left_untouched(lock_path: Path) -> None:
     lock_path.write_bytes(b"theirs")
     os.chown(lock_path, OTHER_UID, OTHER_UID)
@@ -178,6 +183,7 @@ def test_a_lock_file_of_another_user_is_refused_and_left_untouched(lock_path: Pa
     assert snapshot(lock_path) == before
 
 
+@NEEDS_ROOT
 def test_an_unusable_lock_file_of_another_user_is_refused_not_bypassed(
     lock_path: Path, immutable: Immutable
 ) -> None:
