@@ -51,8 +51,7 @@ def settings_key(secret: bytes, root: Path) -> bytes:
 def seal(document: Mapping[str, Any], root: Path, secret: bytes) -> dict[str, Any]:
     """``document`` with its ``"mac"`` field for the project at ``root`` (an old one is
     replaced)."""
-    fields = _fields(document)
-    return {**fields, MAC_FIELD: _mac(fields, settings_key(secret, root))}
+    return seal_with(document, settings_key(secret, root))
 
 
 def check(
@@ -60,13 +59,25 @@ def check(
 ) -> None:
     """Refuse ``document`` (read from ``path``) unless its MAC matches every other field.
     ``secret`` is only asked for when there is a MAC to check."""
-    mac = document.get(MAC_FIELD)
-    if mac is None:
+    if document.get(MAC_FIELD) is None:
         raise _unsigned(path)
-    if not isinstance(mac, str) or not _hex(mac) or not hmac_matches(
-        settings_key(secret(), root), _canonical(_fields(document)), bytes.fromhex(mac)
-    ):
+    if not verifies(document, settings_key(secret(), root)):
         raise _changed(path)
+
+
+def seal_with(document: Mapping[str, Any], key: bytes) -> dict[str, Any]:
+    """``document`` with its ``"mac"`` field under ``key``: the same seal for a file that
+    belongs to no project (the list of approved servers)."""
+    fields = _fields(document)
+    return {**fields, MAC_FIELD: _mac(fields, key)}
+
+
+def verifies(document: Mapping[str, Any], key: bytes) -> bool:
+    """Whether ``document`` carries a MAC under ``key`` that matches every other field."""
+    mac = document.get(MAC_FIELD)
+    return isinstance(mac, str) and _hex(mac) and hmac_matches(
+        key, _canonical(_fields(document)), bytes.fromhex(mac)
+    )
 
 
 def _fields(document: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cidx_auth import __version__
-from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
+from cidx_auth.domain.errors import CidxAuthError, ConfigurationError, StorageError
 from cidx_auth.domain.query import ACCURACIES, CHUNK_TYPES, BadQuery, QueryRequest
 from cidx_auth.domain.token import JWS_ALGORITHMS
 
 if TYPE_CHECKING:
+    from adapters.approved_servers import ApprovedServers
     from adapters.cidx_client_files import RemoteConfig
     from adapters.project_layout import ProjectLayout, ProjectSettings
     from cidx_auth.domain.credentials import Credentials
@@ -184,13 +185,23 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--migrate", is_flag=True,
               help="In a project the CIDX client set up: log in with its saved login, then "
                    "remove its weakly encrypted copies of the password (`cidx` asks again).")
+@click.option("--yes", "-y", is_flag=True,
+              help="Use the server the CIDX client's .remote-config names without asking, "
+                   "even if you have not approved it (the non-interactive form).")
 @handled
 def login(server: str | None, username: str | None, password_stdin: bool,
           ca_bundle: Path | None, allow_alg: tuple[str, ...], store_url: str | None,
-          allow_plain_http: bool, migrate: bool) -> None:
-    """Log in, and store the credentials, settings and token for this project."""
+          allow_plain_http: bool, migrate: bool, yes: bool) -> None:
+    """Log in, and store the credentials, settings and token for this project.
+
+    Every login approves its server and user: a project the CIDX client set up for them
+    is then used with no question. Taken from the project's .remote-config instead of
+    --server, they are shown before the password is asked for, and confirmed at a
+    terminal unless approved already."""
+    from adapters.approved_servers import ApprovedServers
     from adapters.cidx_client_files import read_remote_config
     from adapters.project_layout import ProjectLayout, ProjectSettings, save_settings
+    from adapters.secret_sources import secret_source
     from cidx_auth.domain.credentials import Credentials, trimmed_username
     from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.domain.moments import local_text
@@ -198,6 +209,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
 
     if username is not None:  # stored and sent as the server reads it: trimmed
         username = trimmed_username(username)
+    explicit_server = server is not None
     root = _options().root
     layout = ProjectLayout(root)
     if migrate and password_stdin:
@@ -222,6 +234,9 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     if not server or not username:
         raise ConfigurationError("--server and --username are required (no CIDX client "
                                  "settings to take them from in this project)")
+    approved = ApprovedServers()
+    if remote is not None and not explicit_server:  # the project chose the server
+        _confirm_project_server(layout, remote, username, approved, yes)
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
     if store_url is not None:  # checked before the password is asked for
@@ -239,6 +254,9 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     if settings.plain_http:
         logger.warning("%s is plain http: your password and tokens cross the network in "
                        "clear text (you chose --allow-plain-http)", settings.server_url)
+    # Local checks before the password is asked for, let alone sent: the per-user secret
+    # (created by a first login) must be one nobody else could have chosen.
+    secret_source().value()
     if migrate:
         assert remote is not None
         credentials = _migrated_login(layout, remote, settings)
@@ -258,19 +276,23 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         save_settings(project.layout, settings)
     finally:
         project.close()
+    try:
+        approved.add(settings.server_url, username)
+    except StorageError as error:  # logged in all the same: only a later question costs
+        logger.warning("this server was not added to your approved servers (%s)", error)
     if migrate:
         from adapters.cidx_client_files import remove_weak_copies
 
         for removed in remove_weak_copies(layout.directory):
-            click.echo(f"Removed {removed}")
-        click.echo("`cidx` will ask for your password again the next time it needs it.")
+            _say(f"Removed {removed}")
+        _say("`cidx` will ask for your password again the next time it needs it.")
     until = local_text(session.token.exp - session.clock_offset, time.time())
     pin = ", ".join(project.settings.algorithms)
-    click.echo(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
+    _say(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
                f"tokens must be signed {pin})")
     # Which directory holds the login: a surprise here (an ancestor's) is worth seeing.
     kept = "Settings and credentials" if project.shared_store else "Settings, credentials, token"
-    click.echo(f"{kept} stored in {project.layout.directory}")
+    _say(f"{kept} stored in {project.layout.directory}")
 
 
 @cli.command()
@@ -437,14 +459,55 @@ def logout(forget: bool) -> None:
 
     root = _options().root
     if load_settings(ProjectLayout(root)) is None:
-        click.echo("Not logged in: nothing to remove")
+        _say("Not logged in: nothing to remove")
         return
     project = open_project(root, offline=True)
     try:
         project.provider.logout(forget=forget)
     finally:
         project.close()
-    click.echo("Logged out" + (" and credentials forgotten" if forget else ""))
+    _say("Logged out" + (" and credentials forgotten" if forget else ""))
+
+
+@cli.command()
+@click.option("--yes", "-y", is_flag=True, help="Approve without asking (for scripts).")
+@handled
+def approve(yes: bool) -> None:
+    """Approve the server and user this project's CIDX client settings name.
+
+    A project the CIDX client set up (.code-indexer/.remote-config) is used only once
+    its server and user are approved, since a cloned repository can name any server.
+    Shows both and, at a terminal, asks first. Sends nothing."""
+    from adapters.approved_servers import ApprovedServers, approval
+    from adapters.cidx_client_files import read_remote_config
+    from adapters.project_layout import ProjectLayout
+    from cidx_auth.domain.credentials import trimmed_username
+    from cidx_auth.project import check_plain_http
+
+    layout = ProjectLayout(_options().root)
+    remote = read_remote_config(layout.directory)
+    if remote is None:
+        raise ConfigurationError(
+            f"nothing to approve: {layout.remote_config} is not there (only a project the "
+            "CIDX client set up names a server); to log in elsewhere, run "
+            "`cidx-auth login --server URL --username NAME`")
+    check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
+    username = trimmed_username(remote.username)
+    approved = ApprovedServers()
+    named = f"the server {remote.server_url} and user {username}"
+    if approval(remote.server_url, username) in approved:
+        _say(f"Already approved: {named}")
+        return
+    if not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise ConfigurationError(
+                f"{layout.remote_config} names {named}: run `cidx-auth approve --yes` to "
+                "approve them without a question")
+        _tell(f"{layout.remote_config} names {named}.")
+        if not _ask("Send your queries, and the CIDX client's saved password, there? [y/N] "):
+            raise ConfigurationError(f"not approved: {named}")
+    approved.add(remote.server_url, username)
+    _say(f"Approved {named}: commands in {layout.root} now use them")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -511,12 +574,56 @@ def _migrated_login(
             f"({remote.username} at {remote.server_url}); leave out --server and --username"
         )
     credentials = read_client_credentials(layout.directory, layout.root, remote)
-    click.echo(
+    _say(
         f"Importing the CIDX client's login ({remote.username} at {remote.server_url}). "
         "Once it works, its weakly encrypted copies of your password (.creds, and "
         "encrypted_credentials in .remote-config) will be removed."
     )
     return credentials
+
+
+def _confirm_project_server(
+    layout: ProjectLayout, remote: RemoteConfig, username: str, approved: ApprovedServers,
+    yes: bool,
+) -> None:
+    """Before a password goes to a server the project's ``.remote-config`` chose: name the
+    server and user, and unless they are approved (or ``--yes``), ask at a terminal."""
+    from adapters.approved_servers import approval
+
+    _tell(f"Server {remote.server_url}, user {username} (from {layout.remote_config})")
+    if yes or approval(remote.server_url, username) in approved:
+        return
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        from cidx_auth.project import not_approved
+
+        raise ConfigurationError(not_approved(
+            layout, remote.server_url, username,
+            "run `cidx-auth login --yes` (or `--server URL`) to log in there"))
+    if not _ask("You have not used this server before. Send your password there? [y/N] "):
+        raise ConfigurationError("not logged in: you did not confirm the server")
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on stderr, answered on stdin; no (or end of input) is False.
+    Ctrl-C goes on up: the one `interrupted` line, exit 130."""
+    click.echo(question, err=True, nl=False)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def _say(message: str) -> None:
+    """A line for the user on stdout, unless ``-q``; terminal controls from a file,
+    the environment or a server removed."""
+    from cidx_auth.render import printable
+
+    if not _options().quiet:
+        click.echo(printable(message))
+
+
+def _tell(message: str) -> None:
+    """A line for the user on stderr (beside a question), made printable as :func:`_say`."""
+    from cidx_auth.render import printable
+
+    click.echo(printable(message), err=True)
 
 
 def _ca_pin(ca_bundle: Path | None) -> str | None:

@@ -58,13 +58,15 @@ SharedSession = Callable[[str, SecretSource, Clock, Rules], TokenStore]
 def build_project(project: Path, server_url: str, gateway: AuthGateway, *,
                   shared: SharedSession | None = None, clock: Clock | None = None,
                   extra_sinks: Sequence[EventSink] = (), rules: Rules | None = None,
-                  config_dir: Path | None = None) -> Container:
+                  config_dir: Path | None = None,
+                  secret: SecretSource | None = None) -> Container:
     """The CLI's wiring: the project's files (``.code-indexer/``), keyed by the per-user
-    secret in ``config_dir``; the session in ``.token``, or where ``shared`` keeps it
-    (:func:`in_redis`). Nothing is read until used."""
+    secret in ``config_dir`` (or ``secret``, a source the caller has already read); the
+    session in ``.token``, or where ``shared`` keeps it (:func:`in_redis`). Nothing is
+    read until used."""
     clock, rules = clock or SystemClock(), rules or Rules()
     layout = ProjectLayout(project)
-    secret = secret_source(config_dir)
+    secret = secret if secret is not None else secret_source(config_dir)
     cipher = project_cipher(project, server_url, secret)
     session = (shared(server_url, secret, clock, rules) if shared is not None
                else FileTokenStore(layout.token, layout.token_lock, cipher, clock=clock.now))

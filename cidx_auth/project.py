@@ -3,15 +3,23 @@
 This is composition-root code (it imports adapters); the core never sees it.
 
 **A project the CIDX client set up** (``.code-indexer/.remote-config``, no ``auth.json``)
-works with no ``cidx-auth login``: the first command that needs the server adopts it.
-It takes the server and user from ``.remote-config``, and the password from the client's
-``.creds`` (or ``encrypted_credentials``), which must decrypt under this project's
-absolute path (that shows the user's own client wrote them here, not a repository). The
-password goes under cidx-auth's own credential file and per-user secret, a still-valid
-access token from the client's ``.token`` becomes the session (no login at all), and
-``auth.json`` is written, so adoption happens once. The first login the renewal then
-makes verifies the password (a refused one is forgotten, as any stored password is) and
-pins the token algorithm. The client's files are only read.
+works with no ``cidx-auth login`` once its server and user are approved: the first
+command that needs the server adopts it. A repository can ship ``.remote-config`` (and a
+``.creds`` forged for a guessable clone path), so the server it names is used only when
+it is on the user's own list of approved servers (:mod:`adapters.approved_servers`:
+every ``cidx-auth login`` adds its server and user, ``cidx-auth approve`` a project's);
+otherwise the command stops with exit 2 before anything is read or sent, naming the
+server, the user and ``cidx-auth approve``. Adoption takes the server and user from
+``.remote-config`` and the password from the client's ``.creds`` (or
+``encrypted_credentials``). The password goes under cidx-auth's own credential file and
+per-user secret, a still-valid access token from the client's ``.token`` becomes the
+session (no login at all), and ``auth.json`` is written, so adoption happens once. The
+first login the renewal then makes verifies the password (a refused one is forgotten, as
+any stored password is) and pins the token algorithm. The client's files are only read.
+
+**Local checks first.** A command that will contact the server reads (or creates) the
+per-user secret and checks the lock files before anything is written or sent: a secret
+another user could have chosen stops it with exit 5 while the password is still unsent.
 """
 
 from __future__ import annotations
@@ -40,8 +48,15 @@ from adapters.project_layout import (
     save_settings,
     shared_store_url,
 )
+from adapters.secret_sources import secret_source
 from cidx_auth.domain.credentials import Credentials, trimmed_username
-from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, ServerUnavailable, StorageError
+from cidx_auth.domain.errors import (
+    ConfigurationError,
+    NotApproved,
+    NotLoggedIn,
+    ServerUnavailable,
+    StorageError,
+)
 from cidx_auth.domain.events import AuthEvent, EventKind
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Grant
@@ -129,7 +144,11 @@ def open_project(
         settings, adopting = _adoption(layout, remote)
     if not settings.plain_http and not offline:
         check_plain_http(settings.server_url, f"the server URL in {layout.settings}")
-    if not offline:  # a planted lock file stops a command that writes, before it starts
+    secret = secret_source()
+    if not offline:
+        # Local checks before anything is written or sent: the secret (read, or created
+        # for a first login) and the lock files another user could have planted.
+        secret.value()
         refuse_foreign_lock_files(layout)
     store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
@@ -152,7 +171,7 @@ def open_project(
     if store_url and settings.username:
         shared = in_redis(store_url, settings.username)
     container = build_project(root, settings.server_url, gateway, shared=shared,
-                              extra_sinks=sinks, rules=rules)
+                              extra_sinks=sinks, rules=rules, secret=secret)
     project = Project(root, settings, container, http, gateway, layout, store_url, obtained)
     if adopting is not None:
         adopting(project)
@@ -164,7 +183,7 @@ def _adoption(
 ) -> tuple[ProjectSettings, Callable[[Project], None]]:
     """The settings a CIDX client's project implies, and the step that adopts it."""
     check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
-    # Decrypting proves the user's own client wrote these here (the key needs this path).
+    require_approved(layout, remote)  # before anything else of the project's is used
     credentials = read_client_credentials(layout.directory, layout.root, remote)
     # Stored and sent as the server sees it (the server trims): so is a typed one.
     settings = ProjectSettings(remote.server_url, trimmed_username(remote.username))
@@ -184,6 +203,28 @@ def _adoption(
                     remote.username, remote.server_url, layout.remote_config)
 
     return settings, adopt
+
+
+def require_approved(layout: ProjectLayout, remote: RemoteConfig) -> None:
+    """Refuse (exit 2) a CIDX client's project whose server and user the user has not
+    approved: a cloned repository must not choose where queries and passwords go."""
+    from adapters.approved_servers import ApprovedServers, approval
+
+    username = trimmed_username(remote.username)
+    if approval(remote.server_url, username) in ApprovedServers():
+        return
+    raise NotApproved(not_approved(
+        layout, remote.server_url, username,
+        "run `cidx-auth approve` here (or `cidx-auth login`)"))
+
+
+def not_approved(layout: ProjectLayout, server_url: str, username: str, remedy: str) -> str:
+    """The one line that names the server and user a project asks for, and the way on."""
+    return (
+        f"{layout.remote_config} names the server {server_url} and user {username}, which "
+        f"you have not approved (a cloned repository can name any server); nothing was "
+        f"sent. If they are yours, {remedy}"
+    )
 
 
 def _take_client_token(project: Project, raw: str) -> None:

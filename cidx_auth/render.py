@@ -1,9 +1,10 @@
 """What the CLI prints that a server wrote: query results, answer bodies, error details.
 
 A server (or a file it indexed) chooses these strings, so they are shown as plain text
-and nothing else: :func:`printable` drops the characters a terminal acts on (ESC and
-the rest of C0 and C1, DEL, the bidirectional overrides that reorder what is shown),
-and the query table hands rich :class:`~rich.text.Text` objects, which it never reads
+and nothing else: :func:`printable` drops the characters a terminal acts on or that
+change what is shown unseen (Unicode's control and format characters and the line and
+paragraph separators: ESC and the rest of C0 and C1, DEL, the bidirectional overrides
+and marks), and the query table hands rich :class:`~rich.text.Text` objects, which it never reads
 as markup. ``pages/[id].tsx`` prints as itself, ``[link=...]`` stays text, ``[/x]``
 cannot break the table. rich is imported only to draw a table: an error message or a
 ``request`` body needs just :func:`printable`.
@@ -18,22 +19,31 @@ from cidx_auth.domain.errors import ProtocolError
 if TYPE_CHECKING:
     from rich.console import Console
 
-_BIDI_CONTROLS = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-_DROPPED: dict[int, str | None] = {
-    code: None for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), *_BIDI_CONTROLS)
-}
-_ONE_LINE = {**_DROPPED, ord("\t"): " ", ord("\n"): " "}
-_LINES = {**_DROPPED, ord("\t"): " ", ord("\n"): "\n"}
+DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+"""Control and format characters, line and paragraph separators: a terminal may act on
+them (ESC, C1 controls), or they change what is shown without being seen (the
+bidirectional overrides and marks U+200E, U+200F, U+061C; U+2028 breaks a line)."""
 
 
 def printable(text: object, *, keep_newlines: bool = False) -> str:
     """``text`` as a string a terminal shows and does not act on.
 
-    Control characters are removed (a carriage return could overwrite what was printed,
-    an ESC start a colour or a link); a tab becomes a space, and so does a newline
-    unless ``keep_newlines`` (a field shown on one line must not fake a second one).
+    Every character of the :data:`DROPPED_CATEGORIES` is removed (a carriage return
+    could overwrite what was printed, an ESC start a colour, a link, a clipboard write or
+    a new window title); a tab becomes a space, and so does a newline unless
+    ``keep_newlines`` (a field shown on one line must not fake a second one).
     """
-    return str(text).translate(_LINES if keep_newlines else _ONE_LINE)
+    shown = str(text)
+    if shown.isprintable():  # the common case: nothing to drop, and no unicodedata
+        return shown
+    import unicodedata
+
+    newline = "\n" if keep_newlines else " "
+    return "".join(
+        " " if char == "\t" else newline if char == "\n" else char
+        for char in shown
+        if char in "\t\n" or unicodedata.category(char) not in DROPPED_CATEGORIES
+    )
 
 
 def results_table(answer: dict[str, Any], console: Console | None = None, *,

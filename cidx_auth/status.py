@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from adapters.approved_servers import ApprovedServers, approval
 from adapters.cidx_client_files import read_remote_config
 from adapters.fernet_cipher import identity_cipher, project_cipher
 from adapters.file_io import FILE_MODE, is_foreign, read_only, read_regular
@@ -35,6 +36,7 @@ from adapters.secret_sources import SecretSource, secret_source
 from adapters.session_codec import decode_session
 from cidx_auth.domain.breaker import BreakerConfig, next_probe
 from cidx_auth.domain.client_state import ClientState
+from cidx_auth.domain.credentials import trimmed_username
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
@@ -141,14 +143,21 @@ def _not_logged_in(layout: ProjectLayout) -> dict[str, Any]:
     if remote is None:
         return {"logged_in": False, "token_state": "none",
                 "next_step": "cidx-auth login --server URL --username NAME"}
+    username = trimmed_username(remote.username)
+    approved = approval(remote.server_url, username) in ApprovedServers()
     return {  # the CIDX client's project, not adopted yet: read only
         "logged_in": False,
         "server": remote.server_url,
-        "username": remote.username,
+        "username": username,
+        "approved": approved,
         "settings_from": str(layout.remote_config),
         "token_state": "none",
         "next_step": "the next command (token, request, query) will try to take "
-                     "this login from the CIDX client's files; or run `cidx-auth login`",
+                     "this login from the CIDX client's files; or run `cidx-auth login`"
+                     if approved else
+                     "you have not approved this server and user (a cloned repository can "
+                     "name any server): if they are yours, run `cidx-auth approve` (or "
+                     "`cidx-auth login`); until then no command sends anything",
     }
 
 

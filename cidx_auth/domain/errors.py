@@ -4,6 +4,7 @@ The tree::
 
     CidxAuthError
     ├── ConfigurationError (ValueError)     bad setting or argument          exit 2
+    │   └── NotApproved                     a project names a server not approved
     ├── TokenRejected (ValueError)          a JWT the rules refuse           exit 3
     │   ├── MalformedToken                  not three base64url JSON parts
     │   ├── DisallowedAlgorithm             alg "none" or not the pinned one  exit 3
@@ -42,6 +43,11 @@ class ConfigurationError(CidxAuthError, ValueError):
     """A setting or argument is wrong."""
 
     exit_code = 2
+
+
+class NotApproved(ConfigurationError):
+    """A CIDX client's project names a server and user the user has not approved (a
+    cloned repository could name any): nothing is read, written or sent."""
 
 
 class TokenRejected(CidxAuthError, ValueError):

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from adapters.approved_servers import ApprovedServers
 from adapters.fernet_cipher import project_cipher
 from adapters.file_io import read_private, write_private
 from adapters.project_layout import ProjectLayout, load_settings
@@ -51,6 +52,12 @@ class Cli:
     def login(self, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.run("login", "--server", url, "--username", USER, "--password-stdin",
                         *extra, stdin=PASSWORD + "\n")
+
+    def approve(self, server_url: str, username: str = USER) -> None:
+        """Approve a server and user as an earlier ``cidx-auth login`` to them would have
+        (in this user's config directory, under their per-user secret)."""
+        ApprovedServers(self.config_dir, secret_source(self.config_dir, self.env)).add(
+            server_url, username)
 
     @property
     def token_file(self) -> Path:

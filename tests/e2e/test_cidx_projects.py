@@ -26,6 +26,13 @@ def client_files(cli: Cli) -> dict[str, bytes]:
             for name in (".remote-config", ".creds", ".token") if (directory / name).exists()}
 
 
+def untouched(server: RunningServer) -> bool:
+    """Whether nothing has reached ``server``: no login tried, no refresh, no API call."""
+    stats = server.stats()
+    return stats["users"] == {} and stats["requests"] == 0 and not any(
+        stats["totals"].values())
+
+
 def client_token(server: RunningServer) -> str:
     """A token the server issued, as the CIDX client would have stored it."""
     with httpx.Client(base_url=server.url, verify=server.ca_file or True) as http:
@@ -34,7 +41,7 @@ def client_token(server: RunningServer) -> str:
     return token
 
 
-def test_a_cidx_project_works_with_no_setup_and_one_login(
+def test_a_cidx_project_works_after_one_approval_and_one_login(
     cli: Cli, hs_server: RunningServer
 ) -> None:
     written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
@@ -42,9 +49,23 @@ def test_a_cidx_project_works_with_no_setup_and_one_login(
     status = cli.run("status", "--json")
     assert status.returncode == 0, status.stderr
     report = json.loads(status.stdout)
-    assert report["logged_in"] is False
+    assert report["logged_in"] is False and report["approved"] is False
     assert (report["server"], report["username"]) == (hs_server.url, USER)
+    assert "cidx-auth approve" in report["next_step"]
     assert not (cli.project / ".code-indexer" / "auth.json").exists()  # status wrote nothing
+
+    refused = cli.run("token")  # not approved yet: stops before anything is sent
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "`cidx-auth approve`" in refused.stderr
+    assert f"the server {hs_server.url} and user {USER}," in refused.stderr
+    assert untouched(hs_server)
+    unasked = cli.run("approve")  # no terminal: the explicit form is named
+    assert unasked.returncode == 2 and "cidx-auth approve --yes" in unasked.stderr
+    approved = cli.run("approve", "--yes")
+    assert approved.returncode == 0, approved.stderr
+    assert f"Approved the server {hs_server.url} and user {USER}" in approved.stdout
+    assert cli.run("approve", "--yes").stdout.startswith("Already approved")
+    assert json.loads(cli.run("status", "--json").stdout)["approved"] is True
 
     token = cli.run("token")
     assert token.returncode == 0, token.stderr
@@ -67,6 +88,7 @@ def test_a_valid_client_token_is_used_without_any_login(
     before = logins(hs_server)
     written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
                                    password=PASSWORD, token=issued)
+    cli.approve(hs_server.url)
     result = cli.run("token")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == issued
@@ -81,17 +103,29 @@ def test_an_explicit_login_leaves_the_client_files_alone(
 ) -> None:
     written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
                                    password=PASSWORD)
-    result = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")  # server, user: theirs
+    # The server and user are the project's: named before the password is read, and
+    # without a terminal to confirm them, only --yes goes on.
+    refused = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")
+    assert refused.returncode == 2, refused.stderr
+    shown, error = refused.stderr.splitlines()
+    assert shown == f"Server {hs_server.url}, user {USER} (from {cli.project}/.code-indexer/" \
+                    ".remote-config)"
+    assert error.startswith("cidx-auth: error: ") and "cidx-auth login --yes" in error
+    assert untouched(hs_server)
+
+    result = cli.run("login", "--password-stdin", "--yes", stdin=PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
     assert cli.run("token").returncode == 0
     assert client_files(cli) == written
     assert logins(hs_server) == 1
+    again = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")  # approved now
+    assert again.returncode == 0, again.stderr
 
 
 def test_migrate_removes_the_weak_copies_and_says_so(cli: Cli, hs_server: RunningServer) -> None:
     write_client_project(cli.project, server_url=hs_server.url, username=USER,
                          password=PASSWORD)
-    result = cli.run("login", "--migrate")
+    result = cli.run("login", "--migrate", "--yes")
     assert result.returncode == 0, result.stderr
     assert "will be removed" in result.stdout and "ask for your password again" in result.stdout
     directory = cli.project / ".code-indexer"
@@ -122,6 +156,7 @@ def test_a_client_project_that_cannot_be_adopted_is_a_clear_error_and_changes_no
         del document["username"]
         config.write_text(json.dumps(document))
     before = {p.name: p.read_bytes() for p in config.parent.iterdir()}
+    cli.approve(url)  # approved: what stops it is the problem itself
     result = cli.run("token")
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "cidx-auth login" in result.stderr
@@ -140,6 +175,7 @@ def test_a_refused_imported_password_costs_one_failed_login_then_none(
 ) -> None:
     written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
                                    password="an-old-password")
+    cli.approve(hs_server.url)
     first = cli.run("token")
     assert first.returncode == 3 and "forgotten" in first.stderr, first.stderr
     for _ in range(3):
@@ -153,6 +189,7 @@ def test_a_refused_imported_password_costs_one_failed_login_then_none(
 def test_adoption_keeps_what_cidx_auth_already_holds(cli: Cli, hs_server: RunningServer) -> None:
     write_client_project(cli.project, server_url=hs_server.url, username=USER,
                          password=PASSWORD)
+    cli.approve(hs_server.url)
     assert cli.run("token").returncode == 0
     settings = cli.project / ".code-indexer" / "auth.json"
     settings.unlink()  # lost; cidx-auth's own token and password are still there

@@ -143,6 +143,7 @@ def test_a_cidx_client_username_with_stray_spaces_is_stored_trimmed(
 ) -> None:
     write_client_project(cli.project, server_url=hs_server.url, username=f" {USER} ",
                          password=PASSWORD)
+    cli.approve(hs_server.url, USER)  # the server reads the name trimmed, and so does this
     done = cli.run("token")  # adopts the client's login
     assert done.returncode == 0, done.stderr
     settings = load_settings(ProjectLayout(cli.project), secret_source(cli.config_dir, cli.env))

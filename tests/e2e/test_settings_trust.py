@@ -203,6 +203,7 @@ def test_a_cidx_client_server_url_with_userinfo_is_not_adopted(
 def test_settings_written_at_adoption_are_signed(cli: Cli, hs_server: RunningServer) -> None:
     write_client_project(cli.project, server_url=hs_server.url, username=USER,
                          password=PASSWORD)
+    cli.approve(hs_server.url)
     assert cli.run("token").returncode == 0
     assert isinstance(json.loads(settings_file(cli).read_text())["mac"], str)
     assert cli.run("token").returncode == 0  # adopted settings verify

@@ -14,7 +14,8 @@ import pytest
 
 from cidx_auth.status import MOMENTS
 from refserver.harness import RunningServer
-from tests.e2e.conftest import Cli
+from tests.cidx_client_format import write_client_project
+from tests.e2e.conftest import PASSWORD, USER, Cli
 from tests.e2e.test_breaker_recovery import breaker, repos, status
 
 pytestmark = pytest.mark.slow
@@ -69,11 +70,16 @@ def documented_fields() -> set[str]:
 
 
 def test_readme_documents_exactly_the_fields_status_emits(
-    cli: Cli, server: RunningServer
+    cli: Cli, server: RunningServer, tmp_path: Path
 ) -> None:
     emitted = set(status(cli))  # not logged in: `next_step`
     assert cli.login(server.url).returncode == 0
     emitted |= set(status(cli))
+    client_project = Cli(tmp_path / "cidx-project", cli.env)  # not adopted: `approved`
+    client_project.project.mkdir()
+    write_client_project(client_project.project, server_url=server.url, username=USER,
+                         password=PASSWORD)
+    emitted |= set(status(client_project))
     assert documented_fields() == emitted
 
 

@@ -118,6 +118,29 @@ def test_printable_drops_what_a_terminal_acts_on() -> None:
     assert printable("a\tb\nc", keep_newlines=True) == "a b\nc"
 
 
+@pytest.mark.parametrize(("hidden", "left"), [
+    ("\u2028", ""), ("\u2029", ""),  # line and paragraph separators (Zl, Zp)
+    ("\u200e", ""), ("\u200f", ""), ("\u061c", ""),  # directional marks (Cf)
+    ("\u2066", ""), ("\u00ad", ""), ("\ufeff", ""),  # an isolate, soft hyphen, BOM (Cf)
+    ("\x85", ""),  # next line (C1, Cc)
+    ("\x1b]52;c;ZXZpbA==\x07", "]52;c;ZXZpbA=="),  # OSC 52, a clipboard write: ESC, BEL
+    ("\x1b]0;pwned\x1b\\", "]0;pwned\\"),  # a window title
+    ("\x1b[2J\x1b[H", "[2J[H"),  # clear the screen
+])
+def test_printable_drops_every_control_format_and_separator_character(
+    hidden: str, left: str
+) -> None:
+    shown = printable(f"alice{hidden}@host")
+    assert shown == f"alice{left}@host"
+    assert shown.isprintable()
+
+
+def test_printable_keeps_every_visible_character() -> None:
+    visible = "été 中文 ✓ 🙂 Ω pages/[id].tsx \u2018quotes\u2019"
+    assert printable(visible) == visible
+    assert printable(visible + "\t|", keep_newlines=True) == visible + " |"
+
+
 def test_an_error_message_quoting_a_server_is_printed_on_one_clean_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
