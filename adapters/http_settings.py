@@ -5,14 +5,22 @@ connections kept 30 s, HTTP/2, 10 requests in flight) and the server contract (p
 TLS verification cannot be switched off: there is a CA bundle setting for private
 CAs, and no ``verify=False`` anywhere. httpx's exceptions are translated here, once,
 into the project's errors (errata #8), with messages that name the server, never a token.
+
+The proxy is decided once per settings (:func:`cidx_auth.domain.proxy.choose_proxy`:
+never for a loopback server, never a remote one for a plain-http server without the
+opt-in) and given to every client explicitly, with ``trust_env=False`` so that httpx
+cannot add one of its own from the environment. TLS trust does not depend on
+``trust_env``: the context is ours, and OpenSSL itself reads ``SSL_CERT_FILE``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,6 +41,7 @@ from cidx_auth.domain.errors import (
     ProtocolError,
     ServerUnavailable,
 )
+from cidx_auth.domain.proxy import ProxyChoice, choose_proxy
 from cidx_auth.domain.retry import API_DEADLINE, AUTH_DEADLINE
 
 MAX_DETAIL = 300
@@ -76,6 +85,14 @@ class HttpSettings:
     """D: the most one login or refresh may take, connect to last byte (the gateway's)."""
     api_deadline: float = API_DEADLINE
     """The most one API call may take, connect to last byte (its 401 retry included)."""
+    plain_http: bool = False
+    """The user's consent to clear text beyond this machine (``login --allow-plain-http``);
+    here it lets a plain-http server's traffic cross a proxy that is not loopback."""
+    environ: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    """Where the ``*_PROXY`` variables are read (None: ``os.environ``, now)."""
+    proxy: ProxyChoice = field(init=False, repr=False, compare=False)
+    """The proxy every client of these settings uses (or none), decided once, here; a
+    refused one stops each client builder (:meth:`ProxyChoice.use`)."""
 
     def __post_init__(self) -> None:
         try:
@@ -95,11 +112,28 @@ class HttpSettings:
             raise ConfigurationError("HTTP timeouts must be positive numbers of seconds")
         if min(self.max_keepalive, self.max_connections, self.max_in_flight) < 1:
             raise ConfigurationError("connection and in-flight limits must be at least 1")
+        environ = os.environ if self.environ is None else self.environ
+        object.__setattr__(self, "proxy", choose_proxy(self.base_url, environ, self.plain_http))
 
     @property
     def server(self) -> str:
         """The base URL without a trailing slash, as messages name the server."""
         return self.base_url.rstrip("/")
+
+    def proxy_url(self) -> str | None:
+        """The proxy URL every client is given (None: straight to the server); a refused
+        one, or a SOCKS proxy without httpx's ``socks`` extra, is a
+        :class:`ConfigurationError` (exit 2) before any request."""
+        url = self.proxy.use()
+        if url is not None and url.lower().startswith("socks"):
+            from importlib.util import find_spec
+
+            if find_spec("socksio") is None:
+                raise ConfigurationError(
+                    f"the proxy {self.proxy.shown} (from {self.proxy.source}) is a SOCKS "
+                    "proxy, which needs httpx's socks extra (pip install 'httpx[socks]'); "
+                    f"install it, or unset {self.proxy.source}")
+        return url
 
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout,
@@ -140,6 +174,7 @@ def ssl_context(settings: HttpSettings) -> ssl.SSLContext:
 def _client_options(settings: HttpSettings, custom_transport: bool,
                     context: ssl.SSLContext | None,
                     limits: httpx.Limits | None = None) -> dict[str, Any]:
+    proxy = settings.proxy_url()  # a refused proxy: ConfigurationError, nothing sent
     options: dict[str, Any] = {
         "base_url": settings.server,
         "timeout": settings.timeout(),
@@ -148,7 +183,11 @@ def _client_options(settings: HttpSettings, custom_transport: bool,
         "headers": {"User-Agent": settings.user_agent, "Accept": "application/json",
                     "Accept-Encoding": ACCEPTED_ENCODINGS},
         "follow_redirects": False,
+        # The proxy is ours to decide (above), not the environment's behind our back.
+        "trust_env": False,
     }
+    if proxy is not None and not custom_transport:  # a test's transport is the route
+        options["proxy"] = proxy
     if not custom_transport:
         # Building a context reads the CA store (tens of ms), so it is skipped when a
         # test supplies its own transport, and a caller building two clients shares one.
@@ -196,8 +235,10 @@ def _untrusted(exc: BaseException) -> bool:
 
 
 def never_sent(exc: httpx.HTTPError) -> bool:
-    """True when the request certainly did not reach the server (safe to send again)."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    """True when the request certainly did not reach the server (safe to send again).
+    A ``ProxyError``: the proxy would not open the tunnel (or SOCKS connection) to it."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout
+                      | httpx.ProxyError)
 
 
 def dropped(exc: httpx.HTTPError) -> bool:
@@ -222,6 +263,20 @@ def transport_error(exc: httpx.HTTPError, settings: HttpSettings) -> CidxAuthErr
             f"the certificate of {server} is not trusted (or does not match its name); "
             "if the server uses a private CA, pass its certificate with --ca-bundle"
         )
+    proxy = settings.proxy
+    if proxy.url is not None and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout
+                                            | httpx.ProxyError):
+        # Through a proxy, the connection made (or refused) is the proxy's: naming the
+        # server would send the user looking at the wrong machine. Never its userinfo.
+        via = f"the proxy {proxy.shown} (from {proxy.source})"
+        if isinstance(exc, httpx.ProxyError):
+            return ServerUnavailable(f"{via} would not connect to {server} ({clean(_short(exc))}); "
+                                     f"check the proxy, or unset {proxy.source}",
+                                     reached=False)
+        failed = "timed out" if isinstance(exc, httpx.ConnectTimeout) else \
+            f"could not be reached ({_short(exc)})"
+        return ServerUnavailable(f"{via} {failed} on the way to {server}; check the proxy, "
+                                 f"or unset {proxy.source}", reached=False)
     if isinstance(exc, httpx.TimeoutException):
         phase = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "waiting for an answer",
                  httpx.WriteTimeout: "sending the request",

@@ -205,7 +205,8 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     from cidx_auth.domain.credentials import Credentials, trimmed_username
     from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.domain.moments import local_text
-    from cidx_auth.project import check_plain_http, is_remote_plain_http, open_project
+    from cidx_auth.domain.proxy import is_remote_plain_http
+    from cidx_auth.project import check_plain_http, open_project
 
     if username is not None:  # stored and sent as the server reads it: trimmed
         username = trimmed_username(username)

@@ -24,14 +24,13 @@ another user could have chosen stops it with exit 5 while the password is still 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from adapters.cidx_client_files import (
     RemoteConfig,
@@ -58,6 +57,7 @@ from cidx_auth.domain.errors import (
     StorageError,
 )
 from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.proxy import choose_proxy, is_remote_plain_http
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Grant
 
@@ -157,7 +157,10 @@ def open_project(
     from adapters.http_settings import HttpSettings, ssl_context
     from cidx_auth.container import build_project, in_redis
 
-    http = HttpSettings(settings.server_url, ca_bundle=ca_bundle, ca_bundle_sha256=pin)
+    http = HttpSettings(settings.server_url, ca_bundle=ca_bundle, ca_bundle_sha256=pin,
+                        plain_http=settings.plain_http)
+    if not offline:  # a proxy that may not carry this server's traffic: before any request
+        http.proxy_url()
     if ca_bundle is not None and not offline:
         # Checked now, not when the gateway is first built: that is inside a renewal,
         # after its intent has put the refresh token aside (one file: cheap).
@@ -263,30 +266,14 @@ def check_plain_http(url: str, where: str) -> None:
     refuse_userinfo(url, where)
     if not is_remote_plain_http(url):
         return
+    # The opt-in would let a proxy carry it too: the refusal names the proxy, if any.
+    proxy = choose_proxy(url, os.environ, plain_http_allowed=True)
+    via = f", through the proxy {proxy.shown} (from {proxy.source})" if proxy.url else ""
     raise ConfigurationError(
-        f"{where} names {url}, plain http to another host: cidx-auth will not send a "
+        f"{where} names {url}, plain http to another host{via}: cidx-auth will not send a "
         "password or token there in clear text. Use the server's https:// URL, or opt in "
         "with `cidx-auth login --server URL --allow-plain-http`"
     )
-
-
-def is_remote_plain_http(url: str) -> bool:
-    """Whether ``url`` is ``http://`` to a host other than localhost, 127/8 or ::1."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-    except ValueError:  # not a URL at all: the HTTP settings say so, with the reason
-        return False
-    return parts.scheme == "http" and not _loopback(host)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def pin_algorithm(project: Project) -> None:

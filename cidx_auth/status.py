@@ -40,6 +40,7 @@ from cidx_auth.domain.credentials import trimmed_username
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
+from cidx_auth.domain.proxy import choose_proxy
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 from cidx_auth.render import printable
@@ -108,7 +109,15 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
         "settings_from": str(layout.settings),
         "algorithms": list(settings.allowed_algorithms or []) or None,
         "plain_http": settings.plain_http,
+        # The proxy the next command's requests go through (the one decision the HTTP
+        # clients ask), without its user and password; None: straight to the server.
+        "proxy": None,
     }
+    proxy = choose_proxy(settings.server_url, os.environ, settings.plain_http)
+    if proxy.refusal is not None:
+        findings.append(f"the next command that contacts the server stops: {proxy.refusal}")
+    else:
+        report["proxy"] = proxy.shown
     if session is not None:
         rules = Rules.pinned(settings.algorithms)
         token, offset = session.token, session.clock_offset

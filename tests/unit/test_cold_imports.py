@@ -86,6 +86,21 @@ def test_status_loads_no_network_cli_or_container(
     assert "cidx_auth.status" in loaded
 
 
+def test_status_shows_the_proxy_without_loading_the_network(
+    tmp_path: Path, project: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy decision ``status`` shows is the clients' own, read without httpx; and
+    without NO_PROXY to match, without ``urllib.request`` either."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pa55@proxy.test:3128")
+    done, loaded = cold_run(tmp_path, "status", "--json")
+    assert done.returncode == 0 and done.stderr == "" and "pa55" not in done.stdout
+    assert json.loads(done.stdout)["proxy"] == "http://proxy.test:3128"
+    assert loaded & (NEVER_COLD | {"urllib.request"}) == set()
+
+
 class _Repos(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = b'{"repositories": [], "total": 0}'
