@@ -455,7 +455,9 @@ def logout(forget: bool) -> None:
 @click.option("--user", "users", multiple=True, help="NAME:PASSWORD (repeatable).")
 @click.option("--alg", type=click.Choice(["RS256", "HS256"]), default="RS256", show_default=True)
 @click.option("--tls", type=click.Path(file_okay=False, path_type=Path),
-              help="Generate a CA and certificate into DIR and serve HTTPS with HTTP/2.")
+              help="Serve HTTPS with HTTP/2, with a CA and certificate the server makes in "
+                   "DIR (a directory only you can write; made 0700 if missing) and reuses "
+                   "only when it made them.")
 def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg: str,
           tls: Path | None) -> None:
     """Run the CIDX-compatible reference server (for tests and demos)."""

@@ -34,6 +34,7 @@ from refserver.clock import Clock
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from refserver.netio import ConnectionRegistry, listen
+from refserver.private import Refused
 from refserver.tls import ensure_tls_material
 
 __all__ = ["RunningServer", "main", "serve", "serve_async"]
@@ -115,12 +116,26 @@ def _arrange_shutdown(stop: asyncio.Event, stop_on_stdin_eof: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m refserver`: parse flags, serve, and print the URL when ready."""
+    """`python -m refserver`: parse flags, serve, and print the URL when ready.
+
+    A `--tls` directory the server will not use (one another user could have planted
+    material in, or could read the key from) stops it before it listens: one line on
+    stderr, exit 2.
+    """
     args = parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         print(f"refserver: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.tls is not None:
+            ensure_tls_material(args.tls)
+    except Refused as exc:
+        print(f"refserver: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"refserver: cannot prepare its files: {exc}", file=sys.stderr)
         return 2
 
     def announce(url: str) -> None:
