@@ -519,9 +519,14 @@ def approve(yes: bool) -> None:
 @click.option("--user", "users", multiple=True, help="NAME:PASSWORD (repeatable).")
 @click.option("--alg", type=click.Choice(["RS256", "HS256"]), default="RS256", show_default=True)
 @click.option("--tls", type=click.Path(file_okay=False, path_type=Path),
-              help="Generate a CA and certificate into DIR and serve HTTPS with HTTP/2.")
+              help="Serve HTTPS with HTTP/2, with a CA and certificate the server makes in "
+                   "DIR (a directory only you can write; made 0700 if missing) and reuses "
+                   "only when it made them.")
+@click.option("--admin-token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the token /_admin wants (header X-Admin-Token) to this new file, "
+                   "0600 (default: printed on stderr).")
 def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg: str,
-          tls: Path | None) -> None:
+          tls: Path | None, admin_token_file: Path | None) -> None:
     """Run the CIDX-compatible reference server (for tests and demos)."""
     argv = [sys.executable, "-m", "refserver", "--host", host, "--port", str(port),
             "--token-lifetime", str(token_lifetime), "--alg", alg]
@@ -529,6 +534,8 @@ def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg
         argv += ["--user", user]
     if tls is not None:
         argv += ["--tls", str(tls)]
+    if admin_token_file is not None:
+        argv += ["--admin-token-file", str(admin_token_file)]
     # The client never imports the server: it runs as its own program.
     os.execv(sys.executable, argv)  # noqa: S606 - our own interpreter, fixed module
 

@@ -30,6 +30,9 @@ from rich.table import Table
 USER, PASSWORD = "demo", "demo-password-1"
 TOKEN_LIFETIME = 4
 REPO = "backend"
+ADMIN_HEADER = "X-Admin-Token"
+"""What the reference server's `/_admin` wants its token in (written out again: the
+client never imports the server)."""
 
 
 @dataclass
@@ -54,8 +57,10 @@ class Server:
     """The reference server as a child process (the client never imports it)."""
 
     def __init__(self, workdir: Path) -> None:
+        token_file = workdir / "admin-token"  # the server makes it 0600, in our private dir
         argv = [sys.executable, "-m", "refserver", "--port", "0", "--user", f"{USER}:{PASSWORD}",
                 "--token-lifetime", str(TOKEN_LIFETIME), "--login-delay", "0.3",
+                "--admin-token-file", str(token_file),
                 "--stop-on-stdin-eof"]  # the server dies with us, whatever happens
         self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our module
             argv, cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -68,7 +73,10 @@ class Server:
             self.stop()
             raise RuntimeError(f"the reference server did not start ({line!r})")
         self.url = line.removeprefix("serving on ")
-        self.admin = httpx.Client(base_url=self.url, trust_env=False, timeout=10)
+        # Written before the announcement; /_admin answers its owner only.
+        token = token_file.read_text().strip()
+        self.admin = httpx.Client(base_url=self.url, trust_env=False, timeout=10,
+                                  headers={ADMIN_HEADER: token})
 
     def stats(self) -> dict[str, Any]:
         totals: dict[str, Any] = self.admin.get("/_admin/stats").json()["totals"]

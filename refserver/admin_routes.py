@@ -5,14 +5,19 @@ the last query body a client sent.
 as soon as a counter reaches a value (say, `held` once a held refresh has
 rotated), or after `timeout` with `reached: false`.
 
-These exist only on the reference server. They need no token, which is
-safe only because they answer loopback clients alone: anything else gets a
-403 before the handler runs.
+These exist only on the reference server, and only for its owner: a request
+must come from loopback and carry the server's admin token (drawn at start, see
+`refserver.runner`) in the `ADMIN_TOKEN_HEADER` header. Anything else is
+answered before the handler runs (403 from elsewhere, 401 without the token,
+403 with a wrong one), so another user of the machine can neither read the
+last query nor revoke anyone's sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from ipaddress import ip_address
@@ -46,12 +51,23 @@ WAIT_FIELDS = (
     Field("at_least", int, required=False, ge=0, default=1),
     Field("timeout", float, required=False, ge=0.0, le=300.0, default=10.0),
 )
+ADMIN_TOKEN_HEADER = "X-Admin-Token"
+"""The header that carries the admin token (not `Authorization`, which the API's own
+bearer tokens use, so one test client can send both)."""
+
 WAIT_POLL_SECONDS = 0.005
 """How often a wait looks at the counter: the counters are plain integers, and a
 few milliseconds of lag on a cue is nothing next to the processes a test starts."""
 
 
-def _loopback_only(endpoint: Endpoint) -> Endpoint:
+def new_admin_token() -> str:
+    """A fresh random admin token."""
+    return secrets.token_urlsafe(32)
+
+
+def _guarded(endpoint: Endpoint, token: str) -> Endpoint:
+    expected = token.encode()
+
     async def guarded(request: Request) -> Response:
         host = request.client.host if request.client else ""
         try:
@@ -60,6 +76,12 @@ def _loopback_only(endpoint: Endpoint) -> Endpoint:
             allowed = host == "localhost"
         if not allowed:
             return JSONResponse({"detail": "Admin endpoints answer loopback clients only"}, 403)
+        given = request.headers.get(ADMIN_TOKEN_HEADER)
+        if given is None:
+            return JSONResponse({"detail": f"Admin endpoints need the {ADMIN_TOKEN_HEADER} "
+                                           "header"}, 401)
+        if not hmac.compare_digest(given.encode(), expected):
+            return JSONResponse({"detail": "Wrong admin token"}, 403)
         return await endpoint(request)
 
     return guarded
@@ -68,11 +90,14 @@ def _loopback_only(endpoint: Endpoint) -> Endpoint:
 class AdminEndpoints:
     """The `/_admin` routes, bound to one server's state."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, token: str) -> None:
+        if not token:
+            raise ValueError("the admin token cannot be empty")
         self.state = state
+        self.token = token
 
     def routes(self) -> list[Route]:
-        """Starlette routes for these endpoints, all loopback-only."""
+        """Starlette routes for these endpoints, all loopback-only and behind the token."""
         table: list[tuple[str, Endpoint, str]] = [
             ("/_admin/stats", self.stats, "GET"),
             ("/_admin/faults", self.list_faults, "GET"),
@@ -86,7 +111,7 @@ class AdminEndpoints:
             ("/_admin/wait", self.wait, "POST"),
             ("/_admin/last-query", self.last_query, "GET"),
         ]
-        return [Route(path, _loopback_only(endpoint), methods=[method])
+        return [Route(path, _guarded(endpoint, self.token), methods=[method])
                 for path, endpoint, method in table]
 
     async def stats(self, request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from refserver.admin_routes import AdminEndpoints
+from refserver.admin_routes import AdminEndpoints, new_admin_token
 from refserver.api_routes import ApiEndpoints
 from refserver.auth_routes import AuthEndpoints
 from refserver.clock import Clock
@@ -41,13 +41,18 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: ServerConfig, clock: Clock = time.time,
-               dropper: ConnectionDropper | None = None) -> Starlette:
-    """A fresh server app; its state is reachable with `server_state(app)`."""
+               dropper: ConnectionDropper | None = None, admin_token: str | None = None,
+               ) -> Starlette:
+    """A fresh server app; its state is reachable with `server_state(app)`.
+
+    `/_admin` wants `admin_token` (a random one when None: see `admin_token(app)`).
+    """
     state = ServerState.build(config, clock)
+    admin = AdminEndpoints(state, new_admin_token() if admin_token is None else admin_token)
     routes = [
         *AuthEndpoints(state).routes(),
         *ApiEndpoints(state).routes(),
-        *AdminEndpoints(state).routes(),
+        *admin.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -58,6 +63,7 @@ def create_app(config: ServerConfig, clock: Clock = time.time,
                             HTTPException: _on_http_error},
     )
     app.state.refserver = state
+    app.state.admin_token = admin.token
     return app
 
 
@@ -89,3 +95,10 @@ def server_state(app: Starlette) -> ServerState:
     state = app.state.refserver
     assert isinstance(state, ServerState)
     return state
+
+
+def admin_token(app: Starlette) -> str:
+    """The token `/_admin` wants from callers of an app made by `create_app`."""
+    token = app.state.admin_token
+    assert isinstance(token, str)
+    return token

@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--clock-offset", type=float, default=0.0, metavar="SECONDS",
         help="shift the server's clock from the start")
     add("--tls", type=Path, default=None, metavar="DIR",
-        help="serve HTTPS (and HTTP/2); CA, cert and key live in DIR, made if missing")
+        help="serve HTTPS (and HTTP/2); CA, cert and key live in DIR, a directory only "
+             "you can write (made 0700 if missing); the server makes them there and "
+             "reuses only what it made")
+    add("--admin-token-file", type=Path, default=None, metavar="PATH",
+        help="write the token /_admin wants (header X-Admin-Token) to PATH, a new file "
+             "made 0600 and removed at exit (default: print it on stderr)")
     add("--stop-on-stdin-eof", action="store_true",
         help="shut down when standard input closes (so a dead parent leaves no orphan)")
     return parser

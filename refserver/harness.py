@@ -5,6 +5,10 @@ gives: a real socket, a kill that looks like a crash, and a restart on the
 same port. The child is told to exit when its stdin closes, so even a test
 run killed outright leaves no server behind; `close()` and an `atexit`
 hook cover the ordinary paths.
+
+Each start draws a new admin token, which the child writes to a 0600 file in
+a private directory of the harness; the admin helpers send it, so tests call
+`stats()`, `revoke()` and the rest without knowing it exists.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from typing import Any, Self
 
 import httpx
 
+from refserver.admin_routes import ADMIN_TOKEN_HEADER
 from refserver.cli import DEFAULT_USERS, config_to_argv
 from refserver.config import ServerConfig
 from refserver.tls import client_context, ensure_tls_material
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _READY_PREFIX = "serving on "
+_TOKEN_FILE = "admin-token"
 _live: weakref.WeakSet[RunningServer] = weakref.WeakSet()
 
 
@@ -58,6 +64,8 @@ class RunningServer:
         self._process: subprocess.Popen[str] | None = None
         self._output: deque[str] = deque(maxlen=200)
         self._pump_thread: threading.Thread | None = None
+        self._admin_dir: Path | None = None
+        self._admin_token = ""
         _live.add(self)
 
     # Lifecycle -------------------------------------------------------------
@@ -85,6 +93,11 @@ class RunningServer:
         if self.running:
             raise RuntimeError("the reference server is already running")
         deadline = time.monotonic() + self.startup_timeout
+        if self._admin_dir is None:
+            self._admin_dir = Path(tempfile.mkdtemp(prefix="refserver-admin-"))
+        # The child makes its token file anew (O_EXCL): one left by a killed child goes.
+        (self._admin_dir / _TOKEN_FILE).unlink(missing_ok=True)
+        self._admin_token = ""
         announced: queue.Queue[str] = queue.Queue()
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -95,6 +108,8 @@ class RunningServer:
         self._pump_thread.start()
         try:
             self.url = self._await_announcement(announced, deadline)
+            # Written before the announcement, so it is there now.
+            self._admin_token = (self._admin_dir / _TOKEN_FILE).read_text().strip()
             self.port = int(self.url.rsplit(":", 1)[1])
             self._await_health(deadline)
         except BaseException:
@@ -131,12 +146,24 @@ class RunningServer:
         if self._own_tls_dir and self.tls_dir is not None:
             shutil.rmtree(self.tls_dir, ignore_errors=True)
             self._own_tls_dir = False
+        if self._admin_dir is not None:
+            shutil.rmtree(self._admin_dir, ignore_errors=True)
+            self._admin_dir = None
 
     def output(self) -> str:
         """The child's recent output (stdout and stderr), for failure messages."""
         return "".join(self._output)
 
     # Admin controls --------------------------------------------------------
+
+    @property
+    def admin_token(self) -> str:
+        """The token this start of the server wants on `/_admin` ("" before a start)."""
+        return self._admin_token
+
+    def admin_headers(self) -> dict[str, str]:
+        """The header that carries the admin token, for a hand-made admin request."""
+        return {ADMIN_TOKEN_HEADER: self._admin_token}
 
     def stats(self) -> dict[str, Any]:
         """`GET /_admin/stats`."""
@@ -210,14 +237,16 @@ class RunningServer:
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None,
                timeout: float = 10.0) -> Any:
-        with self.client(timeout=timeout) as http:
+        with self.client(timeout=timeout, headers=self.admin_headers()) as http:
             response = http.request(method, path, json=body)
         response.raise_for_status()
         return response.json()
 
     def _command(self) -> list[str]:
+        assert self._admin_dir is not None
         command = [sys.executable, "-m", "refserver", *config_to_argv(self.config),
-                   "--host", self.host, "--port", str(self.port), "--stop-on-stdin-eof"]
+                   "--host", self.host, "--port", str(self.port), "--stop-on-stdin-eof",
+                   "--admin-token-file", str(self._admin_dir / _TOKEN_FILE)]
         if self.tls_dir is not None:
             command += ["--tls", str(self.tls_dir)]
         return command

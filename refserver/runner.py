@@ -28,12 +28,14 @@ from hypercorn.config import Sockets
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 
+from refserver.admin_routes import ADMIN_TOKEN_HEADER, new_admin_token
 from refserver.app import create_app
 from refserver.cli import config_from_args, parse_args
 from refserver.clock import Clock
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from refserver.netio import ConnectionRegistry, listen
+from refserver.private import Made, Refused, write_new_private
 from refserver.tls import ensure_tls_material
 
 __all__ = ["RunningServer", "main", "serve", "serve_async"]
@@ -44,32 +46,36 @@ GRACEFUL_SECONDS = 1.0
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8090,
           tls_dir: Path | None = None, ready: Callable[[str], None] | None = None, *,
-          clock: Clock = time.time, stop_on_stdin_eof: bool = False) -> None:
+          clock: Clock = time.time, stop_on_stdin_eof: bool = False,
+          admin_token: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or stdin EOF when asked); blocks.
 
-    `ready` is called with the base URL once the socket is listening.
+    `ready` is called with the base URL once the socket is listening. `/_admin` wants
+    `admin_token` (None: a random one nobody knows, which closes `/_admin`).
     """
     asyncio.run(serve_async(config, host, port, tls_dir, ready, clock=clock,
-                            stop_on_stdin_eof=stop_on_stdin_eof))
+                            stop_on_stdin_eof=stop_on_stdin_eof, admin_token=admin_token))
 
 
 async def serve_async(config: ServerConfig, host: str = "127.0.0.1", port: int = 8090,
                       tls_dir: Path | None = None, ready: Callable[[str], None] | None = None,
                       *, clock: Clock = time.time, stop_on_stdin_eof: bool = False,
-                      stop: asyncio.Event | None = None) -> None:
+                      stop: asyncio.Event | None = None, admin_token: str | None = None,
+                      ) -> None:
     """The body of `serve`, for callers with a loop; setting `stop` shuts it down."""
     registry = ConnectionRegistry()
     listener = listen(host, port, registry)
     try:
         await _serve_on(listener, registry, config, tls_dir, ready, clock,
-                        stop or asyncio.Event(), stop_on_stdin_eof)
+                        stop or asyncio.Event(), stop_on_stdin_eof, admin_token)
     finally:
         listener.close()
 
 
 async def _serve_on(listener: socket.socket, registry: ConnectionRegistry, config: ServerConfig,
                     tls_dir: Path | None, ready: Callable[[str], None] | None, clock: Clock,
-                    stop: asyncio.Event, stop_on_stdin_eof: bool) -> None:
+                    stop: asyncio.Event, stop_on_stdin_eof: bool,
+                    admin_token: str | None) -> None:
     _arrange_shutdown(stop, stop_on_stdin_eof)
     settings = HypercornConfig()
     settings.graceful_timeout = GRACEFUL_SECONDS
@@ -83,7 +89,7 @@ async def _serve_on(listener: socket.socket, registry: ConnectionRegistry, confi
         scheme = "https"
     secure: list[socket.socket] = [listener] if tls_dir is not None else []
     plain: list[socket.socket] = [] if tls_dir is not None else [listener]
-    app = create_app(config, clock=clock, dropper=registry.drop)
+    app = create_app(config, clock=clock, dropper=registry.drop, admin_token=admin_token)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     if ready is not None:
@@ -115,21 +121,45 @@ def _arrange_shutdown(stop: asyncio.Event, stop_on_stdin_eof: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m refserver`: parse flags, serve, and print the URL when ready."""
+    """`python -m refserver`: parse flags, serve, and print the URL when ready.
+
+    Everything the server will not use (a `--tls` directory or file another user could
+    have planted or could read, an existing `--admin-token-file`) stops it before it
+    listens: one line on stderr, exit 2.
+    """
     args = parse_args(argv)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         print(f"refserver: {exc}", file=sys.stderr)
         return 2
+    token = new_admin_token()
+    made: Made | None = None
+    try:
+        if args.tls is not None:
+            ensure_tls_material(args.tls)
+        if args.admin_token_file is not None:
+            made = write_new_private(args.admin_token_file, f"{token}\n".encode())
+    except Refused as exc:
+        print(f"refserver: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"refserver: cannot prepare its files: {exc}", file=sys.stderr)
+        return 2
+    if made is None:
+        print(f"refserver: admin token (send it as {ADMIN_TOKEN_HEADER} to /_admin): {token}",
+              file=sys.stderr, flush=True)
 
     def announce(url: str) -> None:
         print(f"serving on {url}", flush=True)
 
     try:
         serve(config, args.host, args.port, args.tls, announce,
-              stop_on_stdin_eof=args.stop_on_stdin_eof)
+              stop_on_stdin_eof=args.stop_on_stdin_eof, admin_token=token)
     except OSError as exc:
         print(f"refserver: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if made is not None:
+            made.remove()
     return 0

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import ssl
+import stat
 import subprocess
 import sys
+from pathlib import Path
 
+import httpx
 import pytest
 
 from refserver.harness import RunningServer
@@ -52,6 +56,33 @@ def test_serve_then_login_with_the_password_from_the_environment(cli: Cli) -> No
         server.wait(10)
         if server.stdout:
             server.stdout.close()
+
+
+def test_serve_passes_tls_and_the_admin_token_file_through(cli: Cli, tmp_path: Path) -> None:
+    tls, token_file = tmp_path / "tls", tmp_path / "admin-token"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cidx_auth", "serve", "--port", "0", "--tls", str(tls),
+         "--admin-token-file", str(token_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=cli.env,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().strip()
+        assert line.startswith("serving on https://127.0.0.1:"), line
+        assert stat.S_IMODE(tls.stat().st_mode) == 0o700
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        verify = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+        with httpx.Client(base_url=line.removeprefix("serving on "), verify=verify,
+                          trust_env=False) as http:
+            assert http.get("/_admin/stats").status_code == 401
+            token = {"X-Admin-Token": token_file.read_text().strip()}
+            assert http.get("/_admin/stats", headers=token).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+        if server.stdout:
+            server.stdout.close()
+    assert not token_file.exists()  # the server removes the file it made
 
 
 def test_demo_passes_end_to_end(cli: Cli) -> None:
