@@ -9,7 +9,6 @@ into the project's errors (errata #8), with messages that name the server, never
 
 from __future__ import annotations
 
-import json
 import re
 import ssl
 from dataclasses import dataclass
@@ -267,8 +266,10 @@ def json_body(response: httpx.Response) -> Any:
     """The parsed JSON body, or None when the body is not JSON."""
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return None  # RecursionError: JSON nested deeper than the parser's stack
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, not UTF-8, or an integer of over 4,300 digits (which
+        # ``json`` refuses to read); RecursionError: nested deeper than the parser's stack.
+        return None
 
 
 def _problem(item: Any) -> str:
