@@ -88,6 +88,11 @@ class HttpSettings:
                 f"the server URL {self.base_url!r} is not an http(s) URL; "
                 "give one like https://cidx.example.com"
             )
+        from adapters.project_layout import server_url_problem
+
+        problem = server_url_problem(self.base_url)  # what httpx would refuse mid-command
+        if problem:
+            raise ConfigurationError(f"the server URL {problem}")
         timeouts = (self.connect_timeout, self.read_timeout, self.write_timeout,
                     self.pool_timeout, self.keepalive_expiry, self.auth_deadline, self.api_deadline)
         if min(timeouts) <= 0:
