@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from adapters.digests import pbkdf2_sha256
 from adapters.file_io import (
@@ -46,6 +45,7 @@ from adapters.file_io import (
     storage_error,
     write_private,
 )
+from adapters.project_layout import server_url_problem
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     ConfigurationError,
@@ -84,12 +84,11 @@ class RemoteConfig:
     """``server_url`` exactly as in the file: the client's key is derived from it."""
 
     def __post_init__(self) -> None:
-        url = urlsplit(self.server_url)
-        if url.scheme not in ("http", "https") or not url.hostname:
-            raise ConfigurationError("has a server_url that is not an http(s):// URL")
-        if "@" in url.netloc:  # never shown, stored or sent: see project_layout.refuse_userinfo
-            raise ConfigurationError("has a server_url holding a user name or password "
-                                     "(user:pass@host), which cidx-auth does not use")
+        # The one server-URL rule (project_layout.server_url_problem): a user:pass@ is
+        # never shown, stored or sent; a control character never reaches a request.
+        problem = server_url_problem(self.server_url)
+        if problem:
+            raise ConfigurationError(f"has a server_url that {problem}")
         if not self.username:
             raise ConfigurationError("has an empty username")
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import Counter
 
-from cidx_auth.domain.events import COUNTED, AuthEvent, EventKind
+from cidx_auth.domain.events import COUNTED, AuthEvent, EventKind, sink_failure
 from cidx_auth.ports import EventSink, StateStore
 
 _LEVELS = {
@@ -66,7 +66,8 @@ class StateCountingSink:
 
 
 class FanOutSink:
-    """Sends every event to several sinks; one failing sink does not silence the rest."""
+    """Sends every event to several sinks; one failing sink does not silence the rest,
+    nor stop the command: it costs one WARNING line, never a traceback."""
 
     def __init__(self, *sinks: EventSink) -> None:
         self._sinks = sinks
@@ -75,5 +76,5 @@ class FanOutSink:
         for sink in self._sinks:
             try:
                 sink.emit(event)
-            except Exception:
-                logging.getLogger("cidx_auth").exception("event sink %r failed", sink)
+            except Exception as error:  # an observer must never break the command
+                logging.getLogger("cidx_auth").warning("%s", sink_failure(event, sink, error))

@@ -12,9 +12,11 @@ Format (plain JSON, no secrets, written atomically with mode 0600)::
 after version 1 was first written; a file without it reads as 30 s, and an older
 cidx-auth ignores it, so the version stays 1.
 
-A time no clock can show (NaN, infinity, before 1970, after the year 9999) or an open
-period longer than any ``Retry-After`` is honoured makes the file damaged, read as the
-default state. A time ahead but possible needs no clamp here: the breaker treats an
+A time no clock can show (NaN, infinity, before 1970, after the year 9999), an open
+period longer than any ``Retry-After`` is honoured, or a count that is not a whole number
+from 0 to ``MAX_COUNT`` (:mod:`cidx_auth.domain.bounds`; a number of over 4,300 digits,
+which ``json`` refuses to read, included) makes the file damaged, read as the default
+state. A time ahead but possible needs no clamp here: the breaker treats an
 ``open_until`` beyond its own rules as ended (:mod:`cidx_auth.domain.breaker`).
 
 ``read`` is one ``stat`` when nothing changed since the last read, and takes no lock.
@@ -32,7 +34,6 @@ single WARNING says the state is no longer persisted.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -41,14 +42,13 @@ from typing import Any
 
 from adapters.file_io import Identity, read_private, stat_identity, warn, write_private
 from adapters.file_lock import file_lock
+from cidx_auth.domain.bounds import count, moment
 from cidx_auth.domain.breaker import FIRST_OPEN_PERIOD, MAX_RETRY_AFTER, BreakerState, Circuit
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, StorageError
 
 STATE_FORMAT_VERSION = 1
 STATE_LOCK_TIMEOUT = 0.5
-LATEST_TIME = 253402300799.0
-"""9999-12-31 23:59:59 UTC: the last moment every platform's clock functions can show."""
 
 
 class FileStateStore:
@@ -191,10 +191,10 @@ def state_from_dict(document: Any) -> ClientState:
     raw = document["breaker"]
     breaker = BreakerState(
         Circuit(raw["circuit"]),
-        _count(raw["failures"]),
-        _time(raw["open_until"]),
-        None if raw["probe_until"] is None else _time(raw["probe_until"]),
-        _time(raw.get("open_period", FIRST_OPEN_PERIOD), latest=MAX_RETRY_AFTER),
+        count(raw["failures"]),
+        moment(raw["open_until"]),
+        None if raw["probe_until"] is None else moment(raw["probe_until"]),
+        moment(raw.get("open_period", FIRST_OPEN_PERIOD), MAX_RETRY_AFTER),
     )
     counters = document["counters"]
     if not isinstance(counters, dict) or not all(isinstance(k, str) for k in counters):
@@ -202,21 +202,6 @@ def state_from_dict(document: Any) -> ClientState:
     last = document["last_refresh"]
     return ClientState(
         breaker,
-        {name: _count(value) for name, value in counters.items()},
-        None if last is None else _time(last),
+        {name: count(value) for name, value in counters.items()},
+        None if last is None else moment(last),
     )
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("bad count")
-    return value
-
-
-def _time(value: Any, latest: float = LATEST_TIME) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("bad time")
-    number = float(value)  # an int beyond any float raises OverflowError, an ArithmeticError
-    if not (math.isfinite(number) and 0 <= number <= latest):
-        raise ValueError("impossible time")
-    return number

@@ -14,7 +14,8 @@ Answers are decompressed here, not by httpx, so that no answer grows past its ca
 memory: httpx inflates each chunk whole (64 KiB of gzip can be 64 MiB) and chains
 encodings (``gzip, gzip`` turns kilobytes into gigabytes). A client made by
 ``make_client`` runs :func:`guard` on every answer, the answers to a refused token
-included: gzip or deflate only, one layer, inflated at most to the cap plus one byte.
+included: gzip or deflate only, one layer, inflated at most :data:`INFLATE_STEP` bytes at a
+time, and never past the cap plus one byte.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ MAX_AUTH_ANSWER = 64 * 1024
 MAX_API_ANSWER = 16 * 1024 * 1024
 """The most an API answer may hold after decompression (decisions.md)."""
 ACCEPTED_ENCODINGS = "gzip, deflate"
+INFLATE_STEP = 64 * 1024
+"""The most one inflate step may produce: the memory a compressed answer costs at once,
+beyond the body kept so far (64 KiB, as httpcore reads from the socket)."""
 ATTEMPT = "cidx_auth.attempt"
 """The request extension that carries its :class:`Attempt` to :func:`guard`."""
 _WBITS = {"": 0, "identity": 0, "gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS,
@@ -168,22 +172,40 @@ class Attempt:
 
 
 class _Meter:
-    """Inflates and counts one answer's body, chunk by chunk, and checks the deadline."""
+    """Inflates and counts one answer's body, chunk by chunk, and checks the deadline.
+
+    Each inflate step yields at most :data:`INFLATE_STEP` bytes, whatever the chunk and
+    the cap: the rest of the chunk waits in the inflater's ``unconsumed_tail`` for the
+    next step, so 64 KiB of gzip that would inflate to 64 MiB never stands in memory
+    whole, not even below a 16 MiB cap. The count is checked after every step."""
 
     def __init__(self, encoding: str, cap: int, attempt: Attempt | None) -> None:
         wbits = _WBITS[encoding]
         self._inflater = zlib.decompressobj(wbits) if wbits else None
         self._room, self._cap, self._attempt = cap, cap, attempt
 
-    def feed(self, raw: bytes) -> bytes:
+    def feed(self, raw: bytes) -> Iterator[bytes]:
+        """The body bytes ``raw`` stands for, in pieces of at most :data:`INFLATE_STEP`
+        (a raw chunk of an uncompressed answer is passed on whole: it is in memory
+        already); :class:`Oversized` as soon as the count passes the cap."""
         if self._attempt is not None:
             self._attempt.check()
-        data = raw
-        if self._inflater is not None:
-            try:  # never more than one byte past the cap, however small ``raw`` is
-                data = self._inflater.decompress(raw, self._room + 1)
+        if self._inflater is None:
+            yield self._count(raw)
+            return
+        pending = raw
+        while pending:
+            try:  # never more than a step, nor more than one byte past the cap
+                data = self._inflater.decompress(pending, min(INFLATE_STEP, self._room + 1))
             except zlib.error as exc:
                 raise Corrupt(f"is not valid compressed data ({exc})") from None
+            pending = self._inflater.unconsumed_tail
+            if data:
+                yield self._count(data)
+            elif pending:  # no output from input that is still there: cannot happen
+                raise Corrupt("is not valid compressed data (no progress)")
+
+    def _count(self, data: bytes) -> bytes:
         self._room -= len(data)
         if self._room < 0:
             raise Oversized(self._cap)
@@ -198,13 +220,13 @@ class _Guarded(httpx.SyncByteStream, httpx.AsyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._raw:
-            if data := self._meter.feed(chunk):
-                yield data
+            yield from (data for data in self._meter.feed(chunk) if data)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self._raw:
-            if data := self._meter.feed(chunk):
-                yield data
+            for data in self._meter.feed(chunk):
+                if data:
+                    yield data
 
     def close(self) -> None:
         self._raw.close()

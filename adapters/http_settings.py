@@ -15,7 +15,6 @@ cannot add one of its own from the environment. TLS trust does not depend on
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import ssl
@@ -106,6 +105,11 @@ class HttpSettings:
                 f"the server URL {self.base_url!r} is not an http(s) URL; "
                 "give one like https://cidx.example.com"
             )
+        from adapters.project_layout import server_url_problem
+
+        problem = server_url_problem(self.base_url)  # what httpx would refuse mid-command
+        if problem:
+            raise ConfigurationError(f"the server URL {problem}")
         timeouts = (self.connect_timeout, self.read_timeout, self.write_timeout,
                     self.pool_timeout, self.keepalive_expiry, self.auth_deadline, self.api_deadline)
         if min(timeouts) <= 0:
@@ -322,8 +326,10 @@ def json_body(response: httpx.Response) -> Any:
     """The parsed JSON body, or None when the body is not JSON."""
     try:
         return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return None  # RecursionError: JSON nested deeper than the parser's stack
+    except (ValueError, RecursionError):
+        # ValueError: not JSON, not UTF-8, or an integer of over 4,300 digits (which
+        # ``json`` refuses to read); RecursionError: nested deeper than the parser's stack.
+        return None
 
 
 def _problem(item: Any) -> str:

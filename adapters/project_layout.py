@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,11 +161,7 @@ class ProjectSettings:
     """The SHA-256 of ``ca_bundle``'s content at login: the bundle is trusted by content."""
 
     def __post_init__(self) -> None:
-        refuse_userinfo(self.server_url, "the server URL")
-        if not self.server_url.startswith(("https://", "http://")):
-            raise ConfigurationError(
-                "the server URL must start with https:// (or http:// for a local server)"
-            )
+        check_server_url(self.server_url, "the server URL")
         if (self.ca_bundle is None) != (self.ca_bundle_sha256 is None):
             raise ConfigurationError(
                 "a CA bundle is recorded with the SHA-256 of its content: run "
@@ -202,6 +199,80 @@ def shared_store_url(settings: ProjectSettings) -> str | None:
             "`cidx-auth login --server URL --username NAME --store URL`"
         )
     return check_store_url(url)
+
+
+def check_server_url(url: str, where: str) -> None:
+    """The one check of a server URL, wherever it enters (``--server``, ``auth.json``
+    through :class:`ProjectSettings`, the CIDX client's ``.remote-config``):
+    :class:`ConfigurationError` (exit 2), before any request, naming ``where`` and what
+    is wrong but not the URL when printing it would be unsafe."""
+    refuse_userinfo(url, where)
+    if not url.startswith(("https://", "http://")):
+        raise ConfigurationError(
+            f"{where} must start with https:// (or http:// for a local server)"
+        )
+    problem = server_url_problem(url)
+    if problem:
+        raise ConfigurationError(
+            f"{where} {problem}; give it as https://host[:port][/path]"
+        )
+
+
+_UNSAFE = re.compile("[\x00-\x20\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+"""Controls, spaces and bidirectional marks: no URL holds them (httpx refuses the C0
+ones mid-command), and a terminal acts on some, so such a URL is never printed."""
+_IPV4_SHAPED = re.compile(r"[0-9]+(\.[0-9]+){3}")
+
+
+def server_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a server URL, as a phrase ("has no host"); None if
+    nothing does. What httpx would refuse only when a request is built (a control
+    character, a port that is not one, an IPv4 address or international domain name that
+    is not valid) is found here, before any request."""
+    unsafe = _UNSAFE.search(url)
+    if unsafe:
+        return (f"holds a control character, a space or a bidirectional mark (at "
+                f"character {unsafe.start() + 1})")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "cannot be read as a URL (its host or port is not valid)"
+    if parts.scheme not in ("http", "https"):
+        return "is not an http(s):// URL"
+    if "@" in parts.netloc:
+        return "holds a user name or password (user:pass@host), which cidx-auth does not use"
+    if not host:
+        return "has no host"
+    if port == 0:
+        return "has port 0"
+    return _host_problem(host)
+
+
+def _host_problem(host: str) -> str | None:
+    if _IPV4_SHAPED.fullmatch(host):
+        import ipaddress
+
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "has a host that looks like an IPv4 address but is not one"
+        return None
+    if host.isascii() and not any(label.startswith("xn--") for label in host.split(".")):
+        return None
+    try:  # an international name: httpx encodes (or decodes) it with idna
+        import idna
+    except ImportError:  # pragma: no cover - httpx depends on it
+        return None
+    try:
+        if host.isascii():
+            idna.decode(host)
+        else:
+            idna.encode(host)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return "has a host that is not a valid international domain name"
+    return None
 
 
 def refuse_userinfo(url: str, where: str) -> None:

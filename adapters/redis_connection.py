@@ -23,12 +23,14 @@ it cannot use before the setting is saved.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 from adapters.file_io import POSIX, check_trusted, read_regular
 from cidx_auth.domain.errors import ConfigurationError, StorageError
@@ -44,9 +46,36 @@ HEALTH_CHECK_INTERVAL = 10
 _MAX_PASSWORD_FILE = 4096
 
 
+MAX_DATABASE = 2**31 - 1
+"""The largest database index Redis's ``SELECT`` takes."""
+MAX_STORE_TIMEOUT = 60.0
+"""The longest socket timeout a store URL may ask for: a CLI call must fail fast."""
+MAX_HEALTH_CHECK_INTERVAL = 3600
+
+STORE_PARAMETERS = ("db", "socket_timeout", "socket_connect_timeout", "health_check_interval")
+"""The only query parameters a store URL may carry (besides ``password``, which only
+``CIDX_STORE_URL`` may hold): the ones of redis-py's ``from_url`` that change nothing
+but where the session lives and how long a call waits. The rest are refused by name: an
+``ssl_*`` one would weaken (or bend) TLS verification of the store, and the others are
+unknown here, or redis-py would fail on them mid-command."""
+
+_UNSAFE = re.compile("[\x00-\x20\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                     "\u2066-\u2069]")
+"""Controls, spaces and bidirectional marks: no URL holds them, and a terminal acts on some."""
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
 def check_store_url(url: str) -> str:
-    """``url`` stripped, if it is a usable Redis URL; else :class:`ConfigurationError`."""
+    """``url`` stripped, if it is a usable Redis URL; else :class:`ConfigurationError`
+    (exit 2). Its query may hold only :data:`STORE_PARAMETERS` (and ``password``, which
+    :func:`refuse_password` refuses where the URL is shown or stored), each once, with a
+    value in range."""
     url = url.strip()
+    if _UNSAFE.search(url):  # not printed: a terminal would act on it
+        raise ConfigurationError(
+            "the token store URL holds a control character or a space; give it as "
+            "redis://[user@]host:port/db"
+        )
     parts = _split(url)
     if parts is None or parts[0] not in SCHEMES or not parts[1]:
         raise ConfigurationError(
@@ -54,9 +83,61 @@ def check_store_url(url: str) -> str:
             f"redis://redis.internal:6379/0, not {redact_url(url)!r}"
         )
     database = parts[3].strip("/")
-    if database and not database.isdigit():
-        raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number")
+    if database and not (database.isascii() and database.isdigit()
+                         and int(database) <= MAX_DATABASE):
+        raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number "
+                                 f"from 0 to {MAX_DATABASE}")
+    _check_parameters(url, has_database=bool(database))
     return url
+
+
+def _check_parameters(url: str, *, has_database: bool) -> None:
+    """Every query parameter known, harmless, given once and in range."""
+    try:
+        pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except ValueError:
+        pairs = [("", "")]
+    where = f"the token store URL {redact_url(url)}"
+    seen: set[str] = set()
+    for name, value in pairs:
+        shown = name if _NAME.fullmatch(name) else "a parameter"
+        if name == "password":
+            continue  # CIDX_STORE_URL may carry it; refuse_password stops it elsewhere
+        if name.startswith("ssl"):
+            raise ConfigurationError(
+                f"{where} sets {shown}, which would weaken or change the TLS verification "
+                "of the store; rediss:// always verifies the certificate and the host name"
+            )
+        if name not in STORE_PARAMETERS:
+            raise ConfigurationError(
+                f"{where} sets {shown}, which cidx-auth does not accept; a store URL may "
+                f"set only {', '.join(STORE_PARAMETERS)}"
+            )
+        if name in seen or (name == "db" and has_database):
+            raise ConfigurationError(f"{where} sets {shown} twice")
+        seen.add(name)
+        problem = _parameter_problem(name, value)
+        if problem:
+            raise ConfigurationError(f"{where} sets {shown} to {problem}")
+
+
+def _parameter_problem(name: str, value: str) -> str | None:
+    """What is wrong with ``value`` for the parameter ``name``; None if nothing."""
+    if name == "db":
+        fine = value.isascii() and value.isdigit() and int(value) <= MAX_DATABASE
+        return None if fine else f"something other than a number from 0 to {MAX_DATABASE}"
+    if name == "health_check_interval":
+        fine = value.isascii() and value.isdigit() and int(value) <= MAX_HEALTH_CHECK_INTERVAL
+        return None if fine else (
+            f"something other than a whole number of seconds from 0 to "
+            f"{MAX_HEALTH_CHECK_INTERVAL}")
+    try:  # socket_timeout, socket_connect_timeout
+        seconds = float(value) if len(value) <= 20 else math.nan
+    except ValueError:
+        seconds = math.nan
+    if 0 < seconds <= MAX_STORE_TIMEOUT:  # NaN and infinity fail it
+        return None
+    return f"something other than a number of seconds above 0 and at most {MAX_STORE_TIMEOUT:g}"
 
 
 def refuse_password(url: str, where: str) -> None:

@@ -177,8 +177,10 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--store", "store_url", metavar="URL",
               help="Keep the token in Redis (redis://[USER@]HOST:PORT/DB or rediss://...), "
                    "shared by every host logged in as this user (env CIDX_STORE_URL "
-                   "overrides). The password: env CIDX_STORE_PASSWORD or a 0600 file named "
-                   "by CIDX_STORE_PASSWORD_FILE, never in the URL.")
+                   "overrides). Query parameters: db, socket_timeout, "
+                   "socket_connect_timeout, health_check_interval only. The password: env "
+                   "CIDX_STORE_PASSWORD or a 0600 file named by CIDX_STORE_PASSWORD_FILE, "
+                   "never in the URL.")
 @click.option("--allow-plain-http", is_flag=True,
               help="Send the password and tokens to a non-loopback http:// server in clear "
                    "text (recorded in auth.json; anyone on the network can read them).")
@@ -200,7 +202,12 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     terminal unless approved already."""
     from adapters.approved_servers import ApprovedServers
     from adapters.cidx_client_files import read_remote_config
-    from adapters.project_layout import ProjectLayout, ProjectSettings, save_settings
+    from adapters.project_layout import (
+        ProjectLayout,
+        ProjectSettings,
+        check_server_url,
+        save_settings,
+    )
     from adapters.secret_sources import secret_source
     from cidx_auth.domain.credentials import Credentials, trimmed_username
     from cidx_auth.domain.errors import DisallowedAlgorithm
@@ -211,6 +218,8 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     if username is not None:  # stored and sent as the server reads it: trimmed
         username = trimmed_username(username)
     explicit_server = server is not None
+    if server:  # before anything prints it or reaches a server (a store included)
+        check_server_url(server, "--server")
     root = _options().root
     layout = ProjectLayout(root)
     if migrate and password_stdin:

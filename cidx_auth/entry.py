@@ -8,6 +8,9 @@ error or log line along the way goes to ``cidx_auth.cli``, which does it again w
 messages and exit codes: both paths only read, so doing it twice changes nothing.
 ``tests/unit/test_cold_imports.py`` checks what each path leaves unloaded.
 
+Core dumps are turned off here first (:func:`no_core_dumps`): a crash during ``login``
+once left a core holding the typed password in the project directory.
+
 Interruption is handled here, around both paths, so it holds wherever it lands:
 Ctrl-C (``KeyboardInterrupt``) exits 130 and SIGTERM exits 143, each with one line on
 stderr and no traceback. SIGTERM is turned into :class:`Terminated`, an exception,
@@ -18,6 +21,7 @@ a refresh token it had just sent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -159,11 +163,45 @@ def _without_unused_imports() -> None:
         sys.meta_path.remove(_Unused)
 
 
+PR_SET_DUMPABLE = 4
+"""Linux's ``prctl`` option (``<linux/prctl.h>``); ``PR_GET_DUMPABLE`` is 3."""
+
+
+def no_core_dumps(*, not_dumpable: bool) -> None:
+    """Keep this process's memory (a typed password, a decrypted session, the key of
+    the per-user secret) out of core files: a soft ``RLIMIT_CORE`` of 0, so no core
+    file is written beside the project. With ``not_dumpable``, on Linux, also
+    ``PR_SET_DUMPABLE`` 0: no core at all, not even to a ``core_pattern`` pipe
+    (systemd-coredump, apport) that ignores ``RLIMIT_CORE``, and no ptrace attach by
+    other processes of the user. That needs ``ctypes`` (a few ms), so the cold paths,
+    which only read the session, take the limit alone (``resource``: under 0.5 ms).
+    Where neither exists (Windows), nothing is done; a refusal is not an error."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    with contextlib.suppress(ValueError, OSError):  # the soft limit is the one applied;
+        # the hard one stays, so a server that `serve` starts may still enable its own
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    if not_dumpable and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl.argtypes = [ctypes.c_int, *[ctypes.c_ulong] * 4]
+            prctl.restype = ctypes.c_int
+            prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        except (ImportError, OSError, AttributeError):
+            pass
+
+
 def main() -> None:
     """Console-script entry point."""
     signal.signal(signal.SIGTERM, _on_sigterm)
+    no_core_dumps(not_dumpable=False)  # the cold paths hold the session and its key
     try:
         if not (fast_token(sys.argv[1:]) or fast_status(sys.argv[1:])):
+            no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
             _without_unused_imports()
             from cidx_auth.cli import main as full
 

@@ -31,6 +31,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 
+from cidx_auth.domain.bounds import counted
+
 FAILURE_THRESHOLD = 5
 FIRST_OPEN_PERIOD = 30.0
 MAX_OPEN_PERIOD = 300.0
@@ -128,13 +130,13 @@ def step(
     if target is Circuit.OPEN:
         asked = min(max(retry_after or 0.0, 0.0), config.max_retry_after)
         until = now + max(period, asked)
-        return BreakerState(Circuit.OPEN, state.failures + 1, until, None, period)
+        return BreakerState(Circuit.OPEN, counted(state.failures), until, None, period)
     if target is Circuit.HALF_OPEN:
         probe_until = now + config.probe_timeout if signal is Signal.PROBE else None
         return replace(state, circuit=Circuit.HALF_OPEN, probe_until=probe_until,
                        open_period=period)
     if signal is Signal.FAILURE:
-        return replace(state, failures=state.failures + 1, open_period=period)
+        return replace(state, failures=counted(state.failures), open_period=period)
     return BreakerState(open_period=period)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cidx_auth.domain.bounds import counted
 from cidx_auth.domain.breaker import BreakerState
 from cidx_auth.domain.events import COUNTED, AuthEvent, EventKind
 
@@ -21,11 +22,12 @@ class ClientState:
     last_refresh: float | None = None
 
     def counted(self, event: AuthEvent) -> ClientState:
-        """This state with ``event`` added to the counters."""
+        """This state with ``event`` added to the counters (each stops at ``MAX_COUNT``,
+        :mod:`cidx_auth.domain.bounds`)."""
         name = COUNTED.get(event.kind)
         if name is None:
             return self
         counters = dict(self.counters)
-        counters[name] = counters.get(name, 0) + 1
+        counters[name] = counted(counters.get(name, 0))  # stays at MAX_COUNT
         last = event.at if event.kind is EventKind.REFRESHED else self.last_refresh
         return ClientState(self.breaker, counters, last)

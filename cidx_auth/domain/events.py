@@ -51,3 +51,21 @@ COUNTED = {
 }
 """Which events the persistent counters (shown by ``cidx-auth status``) count."""
 
+
+
+MAX_SINK_ERROR = 200
+"""How much of a failing sink's error is shown: its first line, cut here."""
+
+
+def sink_failure(event: AuthEvent, sink: object, error: BaseException) -> str:
+    """The one log line for a sink that raised on ``event``: what was not recorded, by
+    which sink, and why (the error's type and first line). Never a traceback: reporting
+    an event is not worth a command, and the user cannot act on a stack."""
+    try:
+        text = str(error)
+    except Exception:  # a __str__ that fails still leaves the type to name
+        text = ""
+    lines = text.strip().splitlines()
+    why = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return (f"could not record the event {event.kind.value} ({type(sink).__name__}): "
+            f"{why[:MAX_SINK_ERROR]}")

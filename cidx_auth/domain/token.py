@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cidx_auth.domain.bounds import LATEST_TIME, moment
 from cidx_auth.domain.errors import DisallowedAlgorithm, MalformedToken, UnusableLifetime
 
 MAX_LIFETIME = 24 * 3600.0
@@ -222,19 +223,30 @@ def session_to_dict(session: Session, stored_at: float) -> dict[str, Any]:
     }
 
 
+def _stored_time(value: Any, problem: str, earliest: float = 0.0) -> float:
+    """A time read back from a store: 1970 to 9999 (an offset: within that span either
+    way), a number, never a bool, NaN or infinity (:mod:`cidx_auth.domain.bounds`);
+    :class:`MalformedToken` saying ``problem`` otherwise."""
+    try:
+        return moment(value, LATEST_TIME, earliest)
+    except ValueError:
+        raise MalformedToken(problem) from None
+
+
 def session_from_dict(data: Any) -> Session:
     """Rebuild a stored session; raises :class:`MalformedToken` if anything is off."""
     if not isinstance(data, dict) or data.get("version") != SESSION_FORMAT_VERSION:
         raise MalformedToken("the stored session has an unknown format")
     raw = data.get("access_token")
-    exp = _number(data.get("expires_at"))
-    iat = data.get("issued_at")
-    offset = _number(data.get("clock_offset"))
-    if not isinstance(raw, str) or exp is None or offset is None:
-        raise MalformedToken("the stored session is missing its token or expiry")
+    missing = "the stored session is missing its token or expiry"
+    exp = _stored_time(data.get("expires_at"), missing)
+    offset = _stored_time(data.get("clock_offset"), missing, earliest=-LATEST_TIME)
+    if not isinstance(raw, str):
+        raise MalformedToken(missing)
     check_jwt_shape(raw)  # a stored token is printed by `token`: the same rule as a new one
-    if iat is not None and _number(iat) is None:
-        raise MalformedToken("the stored session has a bad issue time")
+    iat = data.get("issued_at")
+    if iat is not None:
+        iat = _stored_time(iat, "the stored session has a bad issue time")
 
     def text(key: str) -> str | None:
         value = data.get(key)
@@ -248,5 +260,5 @@ def session_from_dict(data: Any) -> Session:
     in_flight, refused = data.get("refresh_in_flight", False), data.get("refused", False)
     if not isinstance(in_flight, bool) or not isinstance(refused, bool):
         raise MalformedToken("the stored session has a bad flag")
-    token = AccessToken(raw, alg, exp, _number(iat), text("jti"), text("token_username"))
+    token = AccessToken(raw, alg, exp, iat, text("jti"), text("token_username"))
     return Session(token, text("refresh_token"), offset, text("username"), in_flight, refused)

@@ -6,14 +6,17 @@ process see an open circuit (errata #12) instead of starting closed every time.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from cidx_auth.domain import breaker as table
 from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CircuitOpen
-from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.events import AuthEvent, EventKind, sink_failure
 from cidx_auth.ports import Clock, EventSink, StateStore
+
+logger = logging.getLogger(__name__)
 
 
 class CircuitBreaker:
@@ -80,5 +83,9 @@ class CircuitBreaker:
         after = self._state.update(change).breaker
         if before.circuit is not after.circuit:
             detail = f"{before.circuit.value} -> {after.circuit.value}"
-            self._events.emit(AuthEvent(EventKind.BREAKER, now, detail))
+            event = AuthEvent(EventKind.BREAKER, now, detail)
+            try:
+                self._events.emit(event)
+            except Exception as error:  # an observer must never break a call
+                logger.warning("%s", sink_failure(event, self._events, error))
         return after

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ServerUnavailable, TransportError
-from cidx_auth.domain.events import AuthEvent, EventKind
+from cidx_auth.domain.events import AuthEvent, EventKind, sink_failure
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session, fingerprint_of
@@ -249,8 +249,8 @@ class TokenProvider:
     def _emit(self, event: AuthEvent) -> None:
         try:
             self._events.emit(event)
-        except Exception:  # an observer must never break token handling
-            logger.exception("event sink failed on %s", event.kind.value)
+        except Exception as error:  # an observer must never break token handling
+            logger.warning("%s", sink_failure(event, self._events, error))
 
     def _degrade(self, detail: str) -> None:
         if not self._degraded:

@@ -90,6 +90,19 @@ def test_an_endless_api_answer_is_cut_at_16_mib_and_not_asked_again(
     assert server.paths().count("/api/big") == 1  # a cap hit is not retried
 
 
+def test_a_gzip_bomb_answering_an_api_call_in_one_piece_is_refused_in_bounded_memory(
+    cli: Cli, hostile: dict[str, HostileServer]
+) -> None:
+    """100 MiB of zeros in about 100 KB, written at once: inflated a step at a time."""
+    bomb = respond(200, gzip_bomb(100 * 2**20), Content_Encoding="gzip")
+    server = serve(hostile, api_bomb=bomb)
+    assert login(cli, server).returncode == 0
+    done = run_limited(cli, "request", "GET", "/api/bomb")
+    clean_failure(done, 4, f"the answer from {server.url} is larger than 16 MiB")
+    assert len(done.stderr.splitlines()) == 1
+    assert server.paths().count("/api/bomb") == 1
+
+
 def test_a_refused_token_with_an_endless_body_is_cut_too(
     cli: Cli, hostile: dict[str, HostileServer]
 ) -> None:

@@ -110,3 +110,65 @@ def test_an_answer_cidx_auth_cannot_inflate_safely_is_refused(
         repos(stack)
     assert str(caught.value).startswith(f"the answer from {server.url} {words}")
     assert caught.value.exit_code == 4 and server.paths().count("/api/repos") == 1
+
+
+class _InflateSpy:
+    """Stands in for ``zlib`` in :mod:`adapters.http_limits`: its inflaters report the
+    size of what each step was given and of what it produced."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, int]] = []  # (input, output) of each decompress call
+        self.error = zlib.error
+
+    def decompressobj(self, wbits: int) -> Any:
+        real, steps = zlib.decompressobj(wbits), self.steps
+
+        class Inflater:
+            def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+                out = real.decompress(data, max_length)
+                steps.append((len(data), len(out)))
+                return out
+
+            @property
+            def unconsumed_tail(self) -> bytes:
+                return real.unconsumed_tail
+
+        return Inflater()
+
+
+@pytest.mark.parametrize(("route", "cap"), [("/api/repos", 16 * 2**20),
+                                            ("/auth/login", 64 * 2**10)], ids=["api", "login"])
+def test_a_bomb_sent_in_one_piece_inflates_a_bounded_step_at_a_time(
+    hostile: dict[str, HostileServer], monkeypatch: pytest.MonkeyPatch, route: str, cap: int,
+) -> None:
+    """100 MiB of zeros in about 100 KB of gzip, written to the socket at once: each
+    inflate step yields at most INFLATE_STEP (64 KiB), though one 64 KiB read of it
+    would inflate to about 64 MiB; the answer stops at its cap with the clean error."""
+    from adapters import http_limits
+    from adapters.http_limits import INFLATE_STEP
+    from adapters.httpx_gateway import HttpxGateway
+    from cidx_auth.domain.credentials import Credentials
+    from tests.integration.hostile_server import gzip_bomb
+
+    bomb = gzip_bomb(100 * 2**20)
+    assert len(bomb) < 200_000
+    spy = _InflateSpy()
+    monkeypatch.setattr(http_limits, "zlib", spy)
+    answer = respond(200, bomb, Content_Encoding="gzip")
+    server = HostileServer({"/auth/login": grant, "/api/auth/refresh": grant, route: answer})
+    hostile["server"] = server
+    stack = build(SimpleNamespace(url=server.url, ca_file=None),  # type: ignore[arg-type]
+                  api_deadline=30.0)
+    ask = (lambda: repos_sync(stack)) if route == "/api/repos" else \
+        (lambda: HttpxGateway(stack.settings).login(Credentials("alice", "secret")))
+    with pytest.raises(UnusableAnswer) as caught:
+        ask()
+    size = "16 MiB" if cap > INFLATE_STEP else "64 KiB"
+    assert str(caught.value).startswith(f"the answer from {server.url} ")
+    assert f" is larger than {size}" in str(caught.value)
+    assert caught.value.exit_code == 4 and server.paths().count(route) == 1
+    largest = max(out for _, out in spy.steps)
+    assert largest <= INFLATE_STEP, largest
+    assert sum(out for _, out in spy.steps) <= cap + 1  # never past the cap plus one byte
+    # The bound did the work: some single read held more than one step's worth inflated.
+    assert max(given for given, _ in spy.steps) * 1000 > INFLATE_STEP
