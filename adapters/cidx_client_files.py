@@ -7,7 +7,10 @@ format (issue 14; none of its code is used here)::
                           "encrypted_credentials": base64 of the .creds bytes, ...}
     .creds          salt (32) || iv (16) || AES-256-CBC(PKCS7(JSON)), JSON
                     {"username", "password", "server_url", "created_at"}
-    .token          the same scheme, JSON {"token", "expires_at", "created_at", "version"}
+    .token          the same scheme and the same record as .creds, with the token record
+                    as the *text* of its "password": json.dumps({"token", "expires_at",
+                    "created_at", "version"}) (the client stores its token through its
+                    credential encryption; code-indexer 11.79's PersistentTokenManager)
 
 with the key ``PBKDF2-HMAC-SHA256(f"{username}:{repo_path}:{server_url}", salt,
 100000, 32)``. Everything in that key is public, so anyone who can read the files can
@@ -254,17 +257,48 @@ def _credentials(document: dict[str, Any] | None, username: str) -> Credentials 
 def read_client_token(directory: Path, project_root: Path, remote: RemoteConfig) -> str | None:
     """The access token in the client's ``.token``; None if absent or unreadable (INFO).
 
-    A ``.token`` in cidx-auth's own format is not the client's: None as well.
+    The client writes it as a credentials record (``username``, ``password``, ...) whose
+    ``password`` is the token record as JSON text; only that shape is read, for
+    ``remote.username``. A record with ``token`` at the top level is not read: no version
+    of the client writes one. A ``.token`` in cidx-auth's own format is not the client's.
     """
     path = directory / CLIENT_TOKEN
     data = _read_quietly(path)
-    document = None if data is None else _decrypt_for_project(data, project_root, remote)
-    token = None if document is None else document.get("token")
-    if isinstance(token, str) and token:
-        return token
-    if data is not None:
+    if data is None:
+        return None
+    document = _decrypt_for_project(data, project_root, remote)
+    if document is None:
         info("%s cannot be read for this project; the CIDX client's token is not used", path)
-    return None
+        return None
+    token, problem = _client_token(document, remote.username)
+    if token is None:
+        info("%s %s; the CIDX client's token is not used", path, problem)
+    return token
+
+
+MAX_TOKEN_RECORD = 16 * 1024
+"""The longest token record read from a ``password`` field (a JWT is well under 4 KiB)."""
+
+
+def _client_token(document: dict[str, Any], username: str) -> tuple[str | None, str]:
+    """The token in a decrypted ``.token`` record, or None and why (no secret in it)."""
+    if document.get("username") != username:
+        return None, "names another user (or none)"
+    text = document.get("password")
+    if not isinstance(text, str):
+        return None, "holds no token record (no password text)"
+    if len(text) > MAX_TOKEN_RECORD:
+        return None, "holds a token record over 16 KiB"
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        return None, "holds a token record that is not JSON"
+    if not isinstance(record, dict):
+        return None, "holds a token record that is not a JSON object"
+    token = record.get("token")
+    if not isinstance(token, str) or not token:
+        return None, "holds a token record without a token"
+    return token, ""
 
 
 def _decrypt_for_project(

@@ -22,6 +22,20 @@ later process removes once it proves that holder dead (filelock >= 4.2.1 swaps i
 with ``renameat2(RENAME_EXCHANGE)`` and puts it back if it was not the file judged
 stale). When that fails too, :class:`LockUnavailable` lets the core go on by its
 ownership rule. ``filelock`` is imported only then, and on Windows.
+
+filelock never breaks an *empty* marker (a holder from before filelock 3.22 keeps its
+marker empty for as long as it holds it), so one left empty by a crash would block every
+renewal for good. Ours is taken over (:func:`_clear_abandoned_marker`) when it is a
+regular file of the current user with one name, empty, and older than the longest
+anyone may hold the lock (the token lock's wait, 2D + 5 s): no live holder it could name
+has held it that long. The takeover swaps an empty placeholder of our own in with
+``renameat2(RENAME_EXCHANGE)`` and keeps what it took only if it is the very file judged
+(same inode, still empty, same mtime); otherwise it swaps it back, so a holder's fresh
+marker is never taken and the lock path never stands empty. Where the exchange is
+refused (NFS), the marker is renamed aside instead and, if it was not the one judged,
+linked back (never over a successor's). A marker that names a holder is left to
+filelock (a dead one on this host it takes over; a live one, or one on another host, it
+waits for), and a wait that runs out names the marker and how to remove it.
 """
 
 from __future__ import annotations
@@ -31,7 +45,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,25 +76,35 @@ _NO_FLOCK = frozenset(
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
+def file_lock(
+    path: Path,
+    timeout: float,
+    what: str,
+    *,
+    abandoned_after: float | None = None,
+    now: Callable[[], float] = time.time,
+) -> Iterator[None]:
     """Hold the lock on ``path`` for the ``with`` block.
 
     Raises :class:`LockTimeout` when another holder keeps it past ``timeout`` seconds,
     :class:`StorageError` when ``path`` is not our lock file (a link, not a regular file,
     another user's) or cannot be opened, and :class:`LockUnavailable` when neither flock
-    nor the ``O_EXCL`` fallback can be had here.
+    nor the ``O_EXCL`` fallback can be had here. An empty ``O_EXCL`` marker of ours whose
+    mtime is more than ``abandoned_after`` seconds (default: the token lock's wait,
+    2D + 5 s) before ``now()`` is taken over.
     """
     ensure_private_dir(path.parent)
     with contextlib.ExitStack() as held:
         if not POSIX:
-            _take_with_filelock(held, path, timeout, what, soft=False)
+            _take_with_filelock(held, path, timeout, what)
         elif (trouble := _take_flock(held, path, timeout, what)) is not None:
             excl = path.with_name(path.name + ".excl")
             # INFO: the O_EXCL lock keeps the rule, and no user can do better on that mount.
             info("cannot flock %s (%s); using %s instead", path, trouble, excl.name)
+            age = _longest_hold() if abandoned_after is None else abandoned_after
             try:
                 refuse_unless_ours(excl)
-                _take_with_filelock(held, excl, timeout, what, soft=True)
+                _take_marker(held, excl, timeout, what, lambda: now() - age)
             except LockUnavailable as error:
                 raise LockUnavailable(
                     f"no lock can be taken for {what} here: {path}: {trouble}; {error}"
@@ -139,14 +163,11 @@ def _open(path: Path) -> int:
             raise error from None
 
 
-def _take_with_filelock(
-    held: contextlib.ExitStack, path: Path, timeout: float, what: str, *, soft: bool
-) -> None:
-    """filelock's ``O_EXCL`` marker lock (``soft``), or its native lock on Windows."""
+def _take_with_filelock(held: contextlib.ExitStack, path: Path, timeout: float, what: str) -> None:
+    """filelock's native lock (Windows)."""
     import filelock
 
-    kind = filelock.SoftFileLock if soft else filelock.FileLock
-    lock = kind(str(path), timeout=timeout, mode=FILE_MODE, thread_local=False)
+    lock = filelock.FileLock(str(path), timeout=timeout, mode=FILE_MODE, thread_local=False)
     try:
         lock.acquire()
     except filelock.Timeout:  # before OSError: it is a TimeoutError
@@ -154,6 +175,205 @@ def _take_with_filelock(
     except OSError as error:
         raise LockUnavailable(f"{path}: {_reason(error)}") from error
     held.callback(_release, lock, what)
+
+
+def _take_marker(
+    held: contextlib.ExitStack, path: Path, timeout: float, what: str,
+    abandoned_before: Callable[[], float],
+) -> None:
+    """filelock's ``O_EXCL`` marker lock, polled here so that an empty marker that ages
+    past the threshold during the wait is taken over then; a timeout names the marker."""
+    import filelock
+
+    lock = filelock.SoftFileLock(str(path), timeout=timeout, mode=FILE_MODE,
+                                 thread_local=False)
+    deadline = time.monotonic() + timeout
+    while True:
+        if _clear_abandoned_marker(path, abandoned_before()):
+            info("took over %s: it was empty and older than anyone may hold %s", path, what)
+        try:
+            lock.acquire(timeout=0)  # one try; filelock still takes over a dead holder's
+            break
+        except filelock.Timeout:  # before OSError: it is a TimeoutError
+            if time.monotonic() >= deadline:
+                raise _marker_timeout(path, what, timeout) from None
+            time.sleep(POLL_INTERVAL)
+        except OSError as error:
+            raise LockUnavailable(f"{path}: {_reason(error)}") from error
+    held.callback(_release, lock, what)
+
+
+def _longest_hold() -> float:
+    """The longest a holder may legitimately hold any of our locks: the token lock's
+    wait (one refresh and one login, each bounded by D, plus a margin)."""
+    from cidx_auth.domain.rules import Rules
+
+    return Rules().lock_wait
+
+
+_MARKER_READ = _READ_FLAGS
+
+
+def _clear_abandoned_marker(path: Path, abandoned_before: float) -> bool:
+    """Remove the marker at ``path`` if it is abandoned: a regular file of this user with
+    one name, empty, last changed before ``abandoned_before``. True if it was removed.
+
+    Never follows a link (``O_NOFOLLOW`` open, renames of the name itself), never
+    touches another user's file, and takes only the very file it judged.
+    """
+    try:
+        fd = os.open(path, _MARKER_READ)  # pins the inode: its number cannot be reused
+    except OSError:  # gone, a link (ELOOP), unreadable: nothing to take over
+        return False
+    try:
+        judged = os.fstat(fd)
+        if not (_abandoned(judged, abandoned_before)
+                and os.path.samestat(os.lstat(path), judged)):
+            return False
+        return _swap_out(path, judged)
+    except FileNotFoundError:  # a peer took it first
+        return False
+    except OSError as error:
+        info("could not take over %s: %s", path, _reason(error))
+        return False
+    finally:
+        os.close(fd)
+
+
+def _abandoned(status: os.stat_result, abandoned_before: float) -> bool:
+    return (stat.S_ISREG(status.st_mode) and status.st_uid == os.geteuid()
+            and status.st_nlink == 1 and status.st_size == 0
+            and status.st_mtime < abandoned_before)
+
+
+def _same_marker(status: os.stat_result, judged: os.stat_result) -> bool:
+    return (os.path.samestat(status, judged) and status.st_size == 0
+            and status.st_mtime_ns == judged.st_mtime_ns)
+
+
+def _swap_out(path: Path, judged: os.stat_result) -> bool:
+    """Take the judged marker off ``path``: exchanged for an empty placeholder of ours
+    (which no one takes over: it is fresh), or, where the exchange is refused, renamed
+    aside. What was taken is kept only if it is the judged file; anything else goes
+    back."""
+    import secrets
+
+    aside = path.with_name(f"{path.name}.takeover.{os.getpid()}.{secrets.token_hex(8)}")
+    placeholder = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
+    mine = os.fstat(placeholder)
+    try:
+        if _exchange(aside, path):
+            if not _same_marker(os.lstat(aside), judged):
+                _exchange(aside, path)  # a holder's marker: back at once; ours stayed there
+                _unlink_if(aside, mine)
+                return False
+            os.unlink(aside)  # the abandoned marker
+            _unlink_if(path, mine)  # our placeholder: nobody else removes a fresh empty file
+            return True
+        os.unlink(aside)  # no exchange on this mount (NFS): rename the marker aside
+        os.rename(path, aside)
+        if _same_marker(os.lstat(aside), judged):
+            os.unlink(aside)
+            return True
+        with contextlib.suppress(FileExistsError):  # never over a successor's marker
+            os.link(aside, path, follow_symlinks=False)
+        os.unlink(aside)
+        return False
+    finally:
+        os.close(placeholder)
+        _unlink_if(aside, mine)  # our placeholder, if a step above failed
+
+
+def _unlink_if(path: Path, expected: os.stat_result) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samestat(os.lstat(path), expected):
+            os.unlink(path)
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(source: Path, target: Path) -> bool:
+    """Swap two names atomically (Linux ``renameat2``); False where that is refused
+    (NFS, an old kernel or C library, another system)."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    import ctypes
+
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target),
+                 _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(source))
+
+
+_RENAMEAT2: list[Callable[..., int] | None] = []
+
+
+def _renameat2() -> Callable[..., int] | None:
+    if not _RENAMEAT2:
+        found = None
+        import sys
+
+        if sys.platform == "linux":
+            import ctypes
+
+            with contextlib.suppress(AttributeError, OSError):
+                function = ctypes.CDLL(None, use_errno=True).renameat2
+                function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                                     ctypes.c_char_p, ctypes.c_uint]
+                function.restype = ctypes.c_int
+                found = function
+        _RENAMEAT2.append(found)
+    return _RENAMEAT2[0]
+
+
+def _marker_timeout(path: Path, what: str, timeout: float) -> LockTimeout:
+    holder = _holder_named(path)
+    remedy = (
+        f"the lock marker {path} is still there ({holder}); if no cidx process is "
+        f"running, remove it (rm -- {_quoted(path)}) and try again"
+    )
+    error = LockTimeout(
+        f"{what} is held by another cidx process; gave up after {timeout:.1f} s; {remedy}"
+    )
+    error.remedy = remedy
+    return error
+
+
+def _holder_named(path: Path) -> str:
+    """Who the marker says holds it, in words (no more than its first KiB is read)."""
+    try:
+        fd = os.open(path, _MARKER_READ)
+    except OSError:
+        return "gone now"
+    try:
+        content = os.read(fd, 1024).decode("utf-8", "replace")
+    except OSError:
+        return "unreadable"
+    finally:
+        os.close(fd)
+    lines = content.splitlines()
+    fields = dict(line.partition("=")[::2] for line in lines if "=" in line)
+    pid, host = fields.get("pid"), fields.get("host")
+    if pid is None and len(lines) >= 2:  # filelock's older record: pid, host[, start]
+        pid, host = lines[0], lines[1]
+    if not content:
+        return "empty: it names no holder"
+    if pid and pid.isdigit() and host:
+        return f"it names pid {pid} on host {host[:64]}"
+    return "it names no holder"
+
+
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def refuse_unless_ours(path: Path, status: os.stat_result | None = None) -> None:

@@ -4,7 +4,11 @@ Written from the format documented in issue 14, not from the client's code, and 
 ``cryptography``'s own PBKDF2 and padding (the adapter uses ``hashlib`` and unpads by
 hand), so a mistake in one is not copied into the other::
 
-    .creds / .token   salt (32) || iv (16) || AES-256-CBC(PKCS7(JSON))
+    .creds / .token   salt (32) || iv (16) || AES-256-CBC(PKCS7(JSON)), the JSON being
+                      {"username", "password", "server_url", "created_at"}; in .token the
+                      "password" is the token record as JSON text: json.dumps({"token",
+                      "expires_at", "created_at", "version"}) (the client stores its token
+                      through its credential encryption)
     key               PBKDF2-HMAC-SHA256(f"{username}:{repo_path}:{server_url}",
                                          salt, 100000 iterations, 32 bytes)
     .remote-config    JSON {"mode", "server_url", "username",
@@ -99,14 +103,27 @@ def write_client_project(
     if creds_file:
         files[".creds"] = creds
     if token is not None:
-        document = {"token": token, "expires_at": _expiry(token), "created_at": now,
-                    "version": "1.0"}
-        files[".token"] = encrypt_client_blob(document, username, key_root, server_url)
+        files[".token"] = client_token_blob(token, username, key_root, server_url, now)
     directory = root / CLIENT_DIR
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for name, data in files.items():
         _write_private(directory / name, data)
     return files
+
+
+def client_token_blob(
+    token: str, username: str, key_root: Path, server_url: str, now: str | None = None
+) -> bytes:
+    """``.token`` as the client writes it: its token record, as JSON text, is the
+    ``password`` of a credentials record encrypted like ``.creds``."""
+    now = datetime.now(UTC).isoformat() if now is None else now
+    record = {"token": token, "expires_at": _expiry(token), "created_at": now,
+              "version": "1.0"}
+    return encrypt_client_blob(
+        {"username": username, "password": json.dumps(record), "server_url": server_url,
+         "created_at": now},
+        username, key_root, server_url,
+    )
 
 
 def _expiry(token: str) -> str:

@@ -166,6 +166,9 @@ class LockTimeout(CidxAuthError, TimeoutError):
     """
 
     exit_code = 4
+    remedy: str = ""
+    """What the user can do about the holder, when the lock can name it (the ``O_EXCL``
+    marker it left: which file, and how to remove it); empty otherwise."""
 
 
 class LockUnavailable(StorageError):

@@ -190,11 +190,14 @@ class Renewal:
             except LockUnavailable as error:
                 self._degrade(f"token lock unavailable ({error})")
                 held = False
-            except LockTimeout:
-                raise LockTimeout(
+            except LockTimeout as error:
+                remedy = error.remedy or "try again, or look for a stuck cidx process"
+                timeout = LockTimeout(
                     f"another cidx process has been renewing the token for {wait:.0f} s; "
-                    "try again, or look for a stuck cidx process"
-                ) from None
+                    f"{remedy}"
+                )
+                timeout.remedy = error.remedy
+                raise timeout from None
             yield held
 
     def _refresh(self, stored: Session) -> Session | None:

@@ -92,10 +92,36 @@ def test_a_valid_client_token_is_used_without_any_login(
     result = cli.run("token")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == issued
+    assert logins(hs_server) == before  # 0 logins: the client's token was enough
+    assert cli.run("request", "GET", "/api/repos").returncode == 0  # the server takes it
     assert logins(hs_server) == before
     assert client_files(cli) == written
     settings = json.loads((cli.project / ".code-indexer" / "auth.json").read_text())
     assert settings["allowed_algorithms"] is None  # a token from a file pins nothing
+
+
+@pytest.mark.parametrize("command", [("token",), ("request", "GET", "/api/repos")])
+def test_an_expired_client_token_costs_exactly_one_login(
+    cli: Cli, hs_server: RunningServer, command: tuple[str, ...]
+) -> None:
+    hs_server.set_clock_offset(-3600)  # issued an hour ago: expired 50 minutes ago
+    try:
+        issued = client_token(hs_server)
+    finally:
+        hs_server.set_clock_offset(0)
+    before = logins(hs_server)
+    written = write_client_project(cli.project, server_url=hs_server.url, username=USER,
+                                   password=PASSWORD, token=issued)
+    cli.approve(hs_server.url)
+    result = cli.run(*command)
+    assert result.returncode == 0, result.stderr
+    assert issued not in result.stdout  # the expired token is never handed out
+    assert logins(hs_server) - before == 1
+    stats = hs_server.stats()
+    assert stats["totals"]["refreshes"] == 0  # it had none to present
+    assert stats["auth_401"] == 0  # the expired token was never sent
+    assert cli.run("token").returncode == 0 and logins(hs_server) - before == 1
+    assert client_files(cli) == written
 
 
 def test_an_explicit_login_leaves_the_client_files_alone(

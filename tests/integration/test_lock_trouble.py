@@ -20,13 +20,15 @@ import logging
 import multiprocessing
 import os
 import stat
+import time
 from collections.abc import Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
 
-from adapters.file_lock import file_lock
+import adapters.file_lock as file_lock_module
+from adapters.file_lock import _clear_abandoned_marker, file_lock
 from cidx_auth.domain.errors import CidxAuthError, LockTimeout, LockUnavailable, StorageError
 from tests.integration.immutable_files import Immutable
 
@@ -339,3 +341,270 @@ def test_no_lock_at_all_is_lock_unavailable(
     assert str(lock_path) in message and "Operation not permitted" in message
     assert caught.value.exit_code == 5
     assert sorted(store.iterdir()) == ([lock_path] if lock_file_exists else [])
+
+
+# d. A marker left behind (issue 21, item 2) --------------------------------------------
+#
+# filelock never breaks an empty marker; ours is taken over once it is older than anyone
+# may hold the lock. Ages are set with os.utime, never waited for.
+
+LONG_AGO = 1000.0  # seconds: far past the 65 s anyone may hold the lock
+
+
+def marker_of(lock_path: Path) -> Path:
+    return lock_path.with_name(lock_path.name + ".excl")
+
+
+def empty_marker(lock_path: Path, age: float) -> Path:
+    excl = marker_of(lock_path)
+    excl.touch(mode=0o600)
+    past = time.time() - age
+    os.utime(excl, (past, past))
+    return excl
+
+
+def leftovers(store: Path) -> list[str]:
+    """Files a takeover could leave behind (placeholders, markers set aside)."""
+    return sorted(p.name for p in store.iterdir() if ".takeover." in p.name)
+
+
+def test_an_empty_marker_older_than_the_lock_wait_is_taken_over_at_once(
+    store: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    own_lock_file(lock_path)
+    excl = empty_marker(lock_path, LONG_AGO)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+
+    # A wait of 0 s: taken at the first try, or this raises LockTimeout.
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"), \
+            file_lock(lock_path, 0, "the token lock"):
+        assert str(os.getpid()) in excl.read_text()  # our marker, with our record
+    assert "took over" in caplog.text and str(excl) in caplog.text
+    assert not excl.exists() and leftovers(store) == []
+    with file_lock(lock_path, 0, "the token lock"):  # and the lock works as before
+        pass
+
+
+def test_the_default_threshold_is_the_token_lock_wait(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+    empty_marker(lock_path, 55)  # younger than 2D + 5 = 65 s: a holder may still be there
+    with pytest.raises(LockTimeout), file_lock(lock_path, 0, "the token lock"):
+        pytest.fail("a marker younger than the lock wait was taken")
+    empty_marker(lock_path, 75)  # older: nobody holds a lock that long
+    with file_lock(lock_path, 0, "the token lock"):
+        pass
+
+
+def test_a_fresh_empty_marker_still_blocks_until_the_timeout_and_is_named(
+    store: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = empty_marker(lock_path, 0)
+    before = snapshot(excl)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+
+    started = time.monotonic()
+    with pytest.raises(LockTimeout) as caught, file_lock(lock_path, 0.3, "the token lock"):
+        pytest.fail("a fresh marker was taken")
+    assert time.monotonic() - started >= 0.3  # the wait was waited out
+    assert caught.value.exit_code == 4
+    message = str(caught.value)
+    assert message.startswith("the token lock is held by another cidx process; gave up "
+                              "after 0.3 s; the lock marker ")
+    assert f"{excl} is still there (empty: it names no holder)" in message
+    assert f"remove it (rm -- {excl})" in message and "if no cidx process is running" in message
+    assert caught.value.remedy in message
+    assert snapshot(excl) == before and leftovers(store) == []
+
+
+def test_a_marker_that_ages_past_the_threshold_during_the_wait_is_taken_then(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = empty_marker(lock_path, 0)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+    readings = iter([time.time()])  # the first look finds it fresh; later ones, old
+
+    def clock() -> float:
+        return next(readings, time.time() + LONG_AGO)
+
+    with file_lock(lock_path, 30, "the token lock", now=clock):
+        assert str(os.getpid()) in excl.read_text()
+    assert next(readings, None) is None  # it was judged fresh first
+
+
+def test_a_symlinked_old_marker_is_refused_and_never_followed(
+    tmp_path: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "empty-and-old"
+    target.touch(mode=0o600)
+    past = time.time() - LONG_AGO
+    os.utime(target, (past, past))
+    excl = marker_of(lock_path)
+    excl.symlink_to(target)
+    own_lock_file(lock_path)
+    before = snapshot(target)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+
+    with pytest.raises(StorageError, match="is a symbolic link"), \
+            file_lock(lock_path, 0, "the token lock"):
+        pytest.fail("the lock was taken")
+    assert excl.is_symlink() and os.readlink(excl) == str(target)
+    assert snapshot(target) == before
+    # Should the link appear after that check, the takeover itself does not follow it.
+    assert not _clear_abandoned_marker(excl, time.time())
+    assert excl.is_symlink() and snapshot(target) == before
+
+
+@NEEDS_ROOT
+def test_an_old_empty_marker_of_another_user_is_never_taken(
+    store: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = empty_marker(lock_path, LONG_AGO)
+    os.chown(excl, OTHER_UID, OTHER_UID)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    before = snapshot(excl)
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+
+    with pytest.raises(StorageError, match=f"owned by another user .uid {OTHER_UID}.") as caught, \
+            file_lock(lock_path, 0, "the token lock"):
+        pytest.fail("another user's marker was taken")
+    assert caught.value.exit_code == 5
+    assert not _clear_abandoned_marker(excl, time.time())  # nor by the takeover itself
+    assert snapshot(excl) == before and leftovers(store) == []
+
+
+def test_only_an_empty_regular_marker_with_one_name_is_taken(store: Path, tmp_path: Path) -> None:
+    excl = store / "marker"
+    excl.write_bytes(b"1234\nsomehost\n")  # it names a holder: filelock's to judge
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    assert not _clear_abandoned_marker(excl, time.time())
+    excl.write_bytes(b"")
+    os.link(excl, tmp_path / "second-name")
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    assert not _clear_abandoned_marker(excl, time.time())  # a second name: not ours alone
+    (tmp_path / "second-name").unlink()
+    assert not _clear_abandoned_marker(excl, time.time() - 2 * LONG_AGO)  # young enough
+    assert _clear_abandoned_marker(excl, time.time())
+    assert not excl.exists() and leftovers(store) == []
+
+
+def test_a_live_holders_marker_is_never_taken_even_when_old(
+    store: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = marker_of(lock_path)
+    with held_elsewhere(lock_path, without_flock=True) as holder:
+        os.utime(excl, (time.time() - LONG_AGO,) * 2)  # old, but it names a live holder
+        before = snapshot(excl)
+        assert exit_code_of_taking(lock_path, 0.3, without_flock=True) == LockTimeout.exit_code
+        monkeypatch.setattr(fcntl, "flock", refuse_flock)
+        with pytest.raises(LockTimeout) as caught, file_lock(lock_path, 0.2, "the token lock"):
+            pytest.fail("a live holder's marker was taken")
+        assert f"it names pid {holder.pid} on host " in str(caught.value)
+        assert snapshot(excl) == before and leftovers(store) == []
+    assert not excl.exists()  # the holder let it go itself
+
+
+def test_a_fallback_marker_of_a_killed_holder_is_taken_at_once(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own_lock_file(lock_path)
+    excl = marker_of(lock_path)
+    with held_elsewhere(lock_path, without_flock=True) as holder:
+        holder.kill()
+        holder.join()
+        monkeypatch.setattr(fcntl, "flock", refuse_flock)
+        with file_lock(lock_path, 0, "the token lock"):  # a wait of 0 s: the first try
+            assert str(os.getpid()) in excl.read_text()
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-aside"])
+def test_a_marker_replaced_after_it_was_judged_is_put_back(
+    store: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    """Two takers judged the same abandoned marker; the other won and a holder made a
+    fresh marker: this one's takeover must hand that marker back, not remove it."""
+    if not exchange:  # as on NFS, where renameat2 cannot exchange
+        monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
+    excl = store / ".token.lock.excl"
+    excl.touch(mode=0o600)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    judged = os.lstat(excl)
+    fd = os.open(excl, os.O_RDONLY)  # keeps the judged inode's number from being reused
+    try:
+        excl.unlink()  # the other taker removed it...
+        excl.write_bytes(b"filelock/2\npid=1\nhost=h\nmode=exclusive\n")  # ...a holder's now
+        holders = snapshot(excl)
+        assert not file_lock_module._swap_out(excl, judged)
+    finally:
+        os.close(fd)
+    assert snapshot(excl) == holders and leftovers(store) == []
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-aside"])
+def test_the_takeover_without_exchange_still_takes_the_judged_marker(
+    store: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
+) -> None:
+    if not exchange:
+        monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
+    excl = store / ".token.lock.excl"
+    excl.touch(mode=0o600)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    assert _clear_abandoned_marker(excl, time.time())
+    assert sorted(p.name for p in store.iterdir()) == []
+
+
+def race_to_take_over(marker: str, start: Event) -> None:
+    """Child process: take over ``marker`` when told; exit 0 if this one won."""
+    start.wait(60)
+    raise SystemExit(0 if _clear_abandoned_marker(Path(marker), time.time()) else 3)
+
+
+def test_of_takers_racing_for_one_abandoned_marker_one_wins(store: Path) -> None:
+    excl = store / ".token.lock.excl"
+    excl.touch(mode=0o600)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    start = SPAWN.Event()
+    takers = [SPAWN.Process(target=race_to_take_over, args=(str(excl), start))
+              for _ in range(4)]
+    for taker in takers:
+        taker.start()
+    start.set()
+    for taker in takers:
+        taker.join(120)
+    assert sorted(taker.exitcode for taker in takers) == [0, 3, 3, 3]
+    assert sorted(p.name for p in store.iterdir()) == []
+
+
+def hold_counting(lock_path: str, inside: str, start: Event) -> None:
+    """Child process: take the lock (flock failing) and prove no one else is inside."""
+    no_flock()
+    start.wait(60)
+    with file_lock(Path(lock_path), 60, "the test lock"):
+        fd = os.open(inside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # fails if shared
+        os.close(fd)
+        os.unlink(inside)
+
+
+def test_processes_racing_through_an_abandoned_marker_still_exclude_each_other(
+    store: Path, lock_path: Path
+) -> None:
+    own_lock_file(lock_path)
+    excl = empty_marker(lock_path, LONG_AGO)
+    start = SPAWN.Event()
+    inside = store / "inside"
+    takers = [SPAWN.Process(target=hold_counting, args=(str(lock_path), str(inside), start))
+              for _ in range(4)]
+    for taker in takers:
+        taker.start()
+    start.set()
+    for taker in takers:
+        taker.join(120)
+    assert [taker.exitcode for taker in takers] == [0, 0, 0, 0]
+    assert not excl.exists() and not inside.exists() and leftovers(store) == []

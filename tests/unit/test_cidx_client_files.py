@@ -300,6 +300,80 @@ def test_the_clients_token_is_read(tmp_path: Path) -> None:
     assert read_client_token(tmp_path / ".code-indexer", tmp_path, remote(tmp_path)) == JWT
 
 
+def test_the_clients_token_is_its_record_inside_the_password_field(tmp_path: Path) -> None:
+    """As the client writes it: its credentials record, the token record as JSON text in
+    ``password`` (what the fixture writes, spelled out here once by hand)."""
+    written = project(tmp_path, token=JWT)
+    document = decrypt_client_blob(written[".token"], USER, tmp_path, URL)
+    assert set(document) == {"username", "password", "server_url", "created_at"}
+    assert document["username"] == USER and document["server_url"] == URL
+    record = json.loads(document["password"])
+    assert set(record) == {"token", "expires_at", "created_at", "version"}
+    assert record["token"] == JWT and record["version"] == "1.0"
+
+
+def write_token_record(root: Path, document: dict[str, object]) -> None:
+    """A ``.token`` holding ``document``, encrypted for this project as the client would."""
+    project(root)
+    blob = encrypt_client_blob(document, USER, root, URL)
+    (root / ".code-indexer" / ".token").write_bytes(blob)
+
+
+def record(**fields: object) -> str:
+    return json.dumps({"token": JWT, "expires_at": "2024-05-01T12:10:00+00:00",
+                       "created_at": "2024-05-01T12:00:00+00:00", "version": "1.0"} | fields)
+
+
+def credentials_record(password: object, **fields: object) -> dict[str, object]:
+    return {"username": USER, "password": password, "server_url": URL,
+            "created_at": "2024-05-01T12:00:00+00:00"} | fields
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"token": JWT, "expires_at": "2024-05-01T12:10:00+00:00",
+          "created_at": "2024-05-01T12:00:00+00:00", "version": "1.0"},
+         "names another user (or none)"),  # the record at the top level: nobody writes it
+        (credentials_record(record(), username="mallory"), "names another user (or none)"),
+        (credentials_record(None), "holds no token record (no password text)"),
+        (credentials_record({"token": JWT}), "holds no token record (no password text)"),
+        (credentials_record("not json {"), "holds a token record that is not JSON"),
+        (credentials_record(json.dumps("a" * 20_000)), "holds a token record over 16 KiB"),
+        (credentials_record("[" * 10_000 + "]" * 10_000), "holds a token record over 16 KiB"),
+        (credentials_record("[" * 5_000 + "]" * 5_000), "holds a token record that is not JSON"),
+        (credentials_record(json.dumps([JWT])), "not a JSON object"),
+        (credentials_record(json.dumps(JWT)), "not a JSON object"),
+        (credentials_record(record(token=None)), "holds a token record without a token"),
+        (credentials_record(record(token=12)), "holds a token record without a token"),
+        (credentials_record(record(token="")), "holds a token record without a token"),
+        (credentials_record(json.dumps({"expires_at": "x"})),
+         "holds a token record without a token"),
+    ],
+    ids=["top-level-record", "other-user", "no-password", "password-object", "not-json",
+         "oversized", "oversized-nesting", "deep-nesting", "list", "string", "null-token",
+         "number-token", "empty-token", "no-token"],
+)
+def test_a_token_record_that_is_not_the_clients_shape_is_not_used(
+    tmp_path: Path, document: dict[str, object], reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    write_token_record(tmp_path, document)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        found = read_client_token(tmp_path / ".code-indexer", tmp_path, remote(tmp_path))
+    assert found is None
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1 and reason in lines[0] and ".token" in lines[0], lines
+    assert "the CIDX client's token is not used" in lines[0]
+    assert JWT not in lines[0] and "Traceback" not in caplog.text
+    assert all(record.levelno == logging.INFO for record in caplog.records)
+
+
+def test_a_token_record_with_more_fields_is_read(tmp_path: Path) -> None:
+    write_token_record(tmp_path, credentials_record(record(refresh="x"), extra=1))
+    assert read_client_token(tmp_path / ".code-indexer", tmp_path, remote(tmp_path)) == JWT
+
+
 def test_no_token_is_none(tmp_path: Path) -> None:
     project(tmp_path)
     assert read_client_token(tmp_path / ".code-indexer", tmp_path, remote(tmp_path)) is None

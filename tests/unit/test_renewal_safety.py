@@ -554,6 +554,25 @@ def test_login_and_logout_stop_when_the_lock_wait_runs_out(
     assert world.credentials.credentials == Credentials("alice", "secret")
 
 
+def test_a_lock_timeout_that_names_its_marker_keeps_the_way_out(world: World) -> None:
+    """A timeout on an ``O_EXCL`` marker says which file and how to remove it; the
+    renewal's message keeps that instead of the generic advice."""
+    world.session()
+    world.clock.advance(600)  # nothing usable: the renewal waits for the lock
+    remedy = ("the lock marker /p/.token.lock.excl is still there (empty: it names no "
+              "holder); if no cidx process is running, remove it (rm -- /p/.token.lock.excl) "
+              "and try again")
+    failure = LockTimeout("the token lock is held by another cidx process; " + remedy)
+    failure.remedy = remedy
+    world.store.lock_failure = failure
+    with pytest.raises(LockTimeout) as timed_out:
+        world.provider.get_token()
+    assert str(timed_out.value) == (
+        "another cidx process has been renewing the token for 65 s; " + remedy)
+    assert timed_out.value.remedy == remedy and timed_out.value.exit_code == 4
+    assert world.gateway.calls == 0
+
+
 def test_login_waits_out_transport_trouble_and_says_when_it_tries_again(
     world: World,
 ) -> None:
