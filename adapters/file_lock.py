@@ -32,8 +32,10 @@ has held it that long. The takeover swaps an empty placeholder of our own in wit
 ``renameat2(RENAME_EXCHANGE)`` and keeps what it took only if it is the very file judged
 (same inode, still empty, same mtime); otherwise it swaps it back, so a holder's fresh
 marker is never taken and the lock path never stands empty. Where the exchange is
-refused (NFS), the marker is renamed aside instead and, if it was not the one judged,
-linked back (never over a successor's). A marker that names a holder is left to
+refused (NFS), the marker is renamed aside instead, one taker at a time (each holds the
+guard ``<marker>.takeover``, so no taker can move a marker made while another's rename
+left the path empty) and, if it was not the one judged, linked back (never over a
+successor's). A marker that names a holder is left to
 filelock (a dead one on this host it takes over; a live one, or one on another host, it
 waits for), and a wait that runs out names the marker and how to remove it.
 """
@@ -271,6 +273,31 @@ def _swap_out(path: Path, judged: os.stat_result) -> bool:
             _unlink_if(path, mine)  # our placeholder: nobody else removes a fresh empty file
             return True
         os.unlink(aside)  # no exchange on this mount (NFS): rename the marker aside
+        return _rename_aside(path, judged, aside)
+    finally:
+        os.close(placeholder)
+        _unlink_if(aside, mine)  # our placeholder, if a step above failed
+
+
+def _rename_aside(path: Path, judged: os.stat_result, aside: Path) -> bool:
+    """The takeover where names cannot be exchanged: the marker is renamed aside, which
+    leaves the path empty for a moment. Two takers doing that at once could move a marker
+    that a third process made in that moment, and two processes would hold the lock; so
+    takers go one at a time, each holding the guard ``<marker>.takeover`` (``O_EXCL``).
+    Under the guard nobody else removes an empty marker (filelock never breaks one, and a
+    holder never left one that old), so the judged marker, still at the path when checked
+    again here, is the file renamed. A guard left by a killed taker stops later takeovers
+    (never the lock itself): the timeout message names it."""
+    guard = _guard_of(path)
+    try:
+        fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
+    except FileExistsError:  # another taker is at it (or was killed at it)
+        return False
+    mine = os.fstat(fd)
+    os.close(fd)
+    try:
+        if not _same_marker(os.lstat(path), judged):  # taken over by another meanwhile
+            return False
         os.rename(path, aside)
         if _same_marker(os.lstat(aside), judged):
             os.unlink(aside)
@@ -280,8 +307,11 @@ def _swap_out(path: Path, judged: os.stat_result) -> bool:
         os.unlink(aside)
         return False
     finally:
-        os.close(placeholder)
-        _unlink_if(aside, mine)  # our placeholder, if a step above failed
+        _unlink_if(guard, mine)
+
+
+def _guard_of(path: Path) -> Path:
+    return path.with_name(path.name + ".takeover")
 
 
 def _unlink_if(path: Path, expected: os.stat_result) -> None:
@@ -335,9 +365,12 @@ def _renameat2() -> Callable[..., int] | None:
 
 def _marker_timeout(path: Path, what: str, timeout: float) -> LockTimeout:
     holder = _holder_named(path)
+    names = [path, *([_guard_of(path)] if os.path.lexists(_guard_of(path)) else [])]
+    left = "" if len(names) == 1 else f", and so is {names[1]} (left by an interrupted takeover)"
     remedy = (
-        f"the lock marker {path} is still there ({holder}); if no cidx process is "
-        f"running, remove it (rm -- {_quoted(path)}) and try again"
+        f"the lock marker {path} is still there ({holder}){left}; if no cidx process is "
+        f"running, remove {'it' if len(names) == 1 else 'them'} "
+        f"(rm -- {' '.join(_quoted(name) for name in names)}) and try again"
     )
     error = LockTimeout(
         f"{what} is held by another cidx process; gave up after {timeout:.1f} s; {remedy}"

@@ -608,3 +608,44 @@ def test_processes_racing_through_an_abandoned_marker_still_exclude_each_other(
         taker.join(120)
     assert [taker.exitcode for taker in takers] == [0, 0, 0, 0]
     assert not excl.exists() and not inside.exists() and leftovers(store) == []
+
+
+def test_without_exchange_a_takeover_in_progress_elsewhere_stops_this_one(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renaming aside leaves the path empty for a moment: a second taker then could move
+    away the marker a third process just made. Takers go one at a time, under a guard."""
+    monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
+    excl = store / ".token.lock.excl"
+    excl.touch(mode=0o600)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    guard = store / ".token.lock.excl.takeover"
+    guard.touch(mode=0o600)  # another taker holds it (its rename is under way)
+    before = snapshot(excl), snapshot(guard)
+
+    assert not _clear_abandoned_marker(excl, time.time())
+
+    assert (snapshot(excl), snapshot(guard)) == before  # neither moved nor removed
+    guard.unlink()  # that taker done: the next try takes the abandoned marker
+    assert _clear_abandoned_marker(excl, time.time())
+    assert sorted(p.name for p in store.iterdir()) == []
+
+
+def test_a_timeout_on_a_marker_names_a_guard_left_by_a_killed_taker(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fcntl, "flock", refuse_flock)
+    monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
+    excl = lock_path.with_name(lock_path.name + ".excl")
+    excl.touch(mode=0o600)
+    os.utime(excl, (time.time() - LONG_AGO,) * 2)
+    guard = excl.with_name(excl.name + ".takeover")
+    guard.touch(mode=0o600)
+
+    with pytest.raises(LockTimeout) as timeout, file_lock(lock_path, 0, "the token lock"):
+        pass
+
+    message = str(timeout.value)
+    assert f"and so is {guard} (left by an interrupted takeover)" in message
+    assert f"remove them (rm -- {excl} {guard})" in message
+    assert excl.exists() and guard.exists()
