@@ -456,7 +456,8 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
         return
     from cidx_auth.render import results_table
 
-    results_table(answer, spans=request.repository_alias is None)
+    results_table(answer, spans=request.repository_alias is None,
+                  repository=request.repository_alias)
 
 
 @cli.command()

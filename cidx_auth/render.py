@@ -12,6 +12,7 @@ cannot break the table. rich is imported only to draw a table: an error message 
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 from cidx_auth.domain.errors import ProtocolError
@@ -31,7 +32,9 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
     Every character of the :data:`DROPPED_CATEGORIES` is removed (a carriage return
     could overwrite what was printed, an ESC start a colour, a link, a clipboard write or
     a new window title); a tab becomes a space, and so does a newline unless
-    ``keep_newlines`` (a field shown on one line must not fake a second one).
+    ``keep_newlines`` (a field shown on one line must not fake a second one). A lone
+    surrogate (half of a UTF-16 pair, which JSON's ``\\ud800`` can make) is no character
+    and cannot be written out as UTF-8: it becomes U+FFFD, the replacement character.
     """
     shown = str(text)
     if shown.isprintable():  # the common case: nothing to drop, and no unicodedata
@@ -40,44 +43,104 @@ def printable(text: object, *, keep_newlines: bool = False) -> str:
 
     newline = "\n" if keep_newlines else " "
     return "".join(
-        " " if char == "\t" else newline if char == "\n" else char
+        " " if char == "\t" else newline if char == "\n" else
+        "\ufffd" if unicodedata.category(char) == "Cs" else char
         for char in shown
         if char in "\t\n" or unicodedata.category(char) not in DROPPED_CATEGORIES
     )
 
 
+QUERY_FIELDS = ("score", "repository", "location", "snippet")
+"""The fields of a hit, in order: one tab-separated line each into a pipe or a file."""
+MIN_SNIPPET_WIDTH = 20
+"""A terminal too narrow for the whole score, repository and location columns and this
+much snippet gets the hits one below the other instead of a table."""
+
+
+def query_fields(item: dict[str, Any], repository: str | None = None) -> tuple[str, ...]:
+    """One hit as its :data:`QUERY_FIELDS`, each :func:`printable` and on one line.
+
+    The score has three decimals (``0.873``); the repository is the hit's, else the one
+    asked for (``repository``), else ``?``; the location is ``file:line``; the snippet is
+    the whole snippet with every run of whitespace (newlines and tabs included) made one
+    space. No field holds a tab or a newline, so none can fake a column or a line.
+    """
+    score = item.get("similarity_score")
+    shown_score = f"{score:.3f}" if isinstance(score, float | int) and \
+        not isinstance(score, bool) else printable("?" if score is None else score)
+    alias = item.get("repository_alias")
+    where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"
+    snippet = item.get("code_snippet")
+    return (shown_score, printable(alias if alias is not None else repository or "?"),
+            printable(where), " ".join(printable("" if snippet is None else snippet).split()))
+
+
 def results_table(answer: dict[str, Any], console: Console | None = None, *,
-                  spans: bool | None = None) -> None:
-    """Print a query answer as a table: score, file:line, first line of the snippet, and
+                  spans: bool | None = None, repository: str | None = None) -> None:
+    """Print a query answer: tab-separated lines into a pipe or a file, a table at a terminal.
+
+    Not at a terminal (``console.is_terminal``; without a console, whether stdout is a
+    terminal): one line per hit, the four :data:`QUERY_FIELDS` separated by tabs, no
+    header, nothing cut or wrapped; the repository is always there, so the columns stay
+    put for ``cut`` and ``awk``. At a terminal: a table of score, file:line, snippet, and
     the repository when the query spans repositories (``spans``; by default, when the
-    hits come from more than one). An answer whose results are not a list of objects is
-    a :class:`ProtocolError`: nothing is printed."""
+    hits come from more than one). Score, repository and location are never cut: they
+    get their whole width and only the snippet wraps; a terminal too narrow for that
+    gets each hit as a line of them (long lines left to the terminal to wrap, never cut)
+    with its snippet below. ``repository`` is the one asked for, if any. An answer whose
+    results are not a list of objects is a :class:`ProtocolError`: nothing is printed.
+    """
+    results = _results(answer)
+    rows = [query_fields(item, repository) for item in results]
+    if not (console.is_terminal if console is not None else _stdout_is_terminal()):
+        out = console.file if console is not None else sys.stdout
+        out.write("".join("\t".join(row) + "\n" for row in rows))
+        out.flush()
+        return
+    from rich.cells import cell_len
     from rich.console import Console
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
-    results = _results(answer)
     if spans is None:
         spans = len({printable(item.get("repository_alias", "?")) for item in results}) > 1
     console = console or Console()
+    names = [name for name in QUERY_FIELDS if spans or name != "repository"]
+    shown = [[value for name, value in zip(QUERY_FIELDS, row, strict=True) if name in names]
+             for row in rows]
     total = printable(answer.get("total_results", len(results)))
-    table = Table(title=Text(f"{total} result(s)"))
-    # Score and location must stay whole at any width (a pipe or CI log is 80 columns);
-    # only the snippet gives way.
-    table.add_column("score", justify="right", no_wrap=True, min_width=5)
-    if spans:
-        table.add_column("repository", overflow="fold", min_width=10)
-    table.add_column("location", overflow="fold", min_width=20)
-    table.add_column("snippet", overflow="ellipsis", no_wrap=True, ratio=1)
-    for item in results:
-        score = item.get("similarity_score")
-        where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"
-        snippet = str(item.get("code_snippet", "")).strip().splitlines()
-        repository = [Text(printable(item.get("repository_alias", "?")))] if spans else []
-        table.add_row(Text(f"{score:.2f}" if isinstance(score, float) else printable(score)),
-                      *repository, Text(printable(where)),
-                      Text(printable(snippet[0] if snippet else "")))
-    console.print(table)
+    title = Text(f"{total} result(s)")
+    whole = {name: max([cell_len(name), *(cell_len(row[at]) for row in shown)])
+             for at, name in enumerate(names[:-1])}
+    # Each column has a space either side and a rule after it, and the table one more.
+    if sum(whole.values()) + MIN_SNIPPET_WIDTH + 3 * len(names) + 1 <= console.width:
+        table = Table(title=title)
+        for name in names[:-1]:
+            table.add_column(name, justify="right" if name == "score" else "left",
+                             no_wrap=True, min_width=whole[name])
+        table.add_column("snippet", overflow="fold")
+        for row in shown:
+            table.add_row(*(Text(value) for value in row))
+        console.print(table)
+        return
+    console.print(title)
+    pad = {name: max((cell_len(row[at]) for row in shown), default=0)
+           for at, name in enumerate(names[:-1])}
+    for *head, snippet in shown:
+        aligned = [" " * (pad[name] - cell_len(value)) + value if name == "score" else
+                   value + " " * (pad[name] - cell_len(value))
+                   for name, value in zip(names, head, strict=False)]
+        console.print(Text("  ".join(aligned).rstrip()), soft_wrap=True)
+        if snippet:
+            console.print(Padding(Text(snippet, overflow="fold"), (0, 0, 0, 4)))
+
+
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed
+        return False
 
 
 def _results(answer: dict[str, Any]) -> list[dict[str, Any]]:

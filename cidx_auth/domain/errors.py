@@ -134,15 +134,34 @@ class RateLimited(TransportError):
     """The server answered 429; ``retry_after`` says how long it wants us to wait."""
 
 
-class CircuitOpen(TransportError):
-    """The breaker is open: no call goes out until ``retry_at``."""
+RESET_BREAKER = "cidx-auth login"
+"""The command that closes the circuit at once: every ``login`` resets the breaker."""
 
-    def __init__(self, retry_at: float, now: float | None = None) -> None:
+
+class CircuitOpen(TransportError):
+    """The breaker is open: no call goes out until ``retry_at``.
+
+    The message says whose decision it is (this machine's breaker, not the server), after
+    how many ``failures`` in a row, when the next attempt (the probe) may go, or that
+    another command's probe is out (``probe_out``: the breaker is half-open), and the
+    command that resets it now.
+    """
+
+    def __init__(self, retry_at: float, now: float | None = None, *, failures: int = 0,
+                 probe_out: bool = False) -> None:
         from cidx_auth.domain.moments import local_text  # datetime: only when it is shown
 
         when = local_text(retry_at, now)  # with the date unless it is ``now``'s day
-        super().__init__(f"server unavailable, next attempt after {when}")
+        after = f" after {failures} failed call{'' if failures == 1 else 's'} in a row" \
+            if failures > 0 else ""
+        wait = (f"another command is probing the server now; next attempt after {when} at "
+                "the latest") if probe_out else \
+            f"next attempt after {when}, when the first command probes the server"
+        super().__init__(f"server unavailable: this machine's circuit breaker stopped the "
+                         f"call (nothing was sent){after}; {wait}; to try now, run "
+                         f"`{RESET_BREAKER}` (it resets the breaker)")
         self.retry_at = retry_at
+        self.failures = failures
 
 
 class ProtocolError(CidxAuthError):

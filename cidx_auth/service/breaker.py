@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from cidx_auth.domain import breaker as table
-from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState
+from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState, Circuit
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CircuitOpen
 from cidx_auth.domain.events import AuthEvent, EventKind, sink_failure
@@ -50,7 +50,8 @@ class CircuitBreaker:
 
         after = self._change(decide, now)
         if decision is Admission.REJECT:
-            raise CircuitOpen(table.retry_at(after), now)
+            raise CircuitOpen(table.retry_at(after), now, failures=after.failures,
+                              probe_out=after.circuit is Circuit.HALF_OPEN)
         return decision
 
     def record(self, failed: bool, retry_after: float | None = None) -> None:

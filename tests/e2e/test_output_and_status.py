@@ -71,6 +71,33 @@ def test_query_results_print_as_the_text_the_server_sent(cli: Cli, hostile: Host
     assert not any(char in done.stdout + done.stderr for char in TERMINAL_BYTES)
 
 
+LONG_PATH = "frontend/src/app/(dashboard)/settings/profile/pages/[id].tsx"  # 60 characters
+LONG_SNIPPET = "export default function Page() {\n\treturn\t<Profile />;\n}\n" + "word " * 40
+
+
+def test_query_into_a_pipe_prints_one_whole_line_per_hit(tmp_path: Path) -> None:
+    answer = {"total_results": 2, "results": [
+        {"file_path": LONG_PATH, "line_number": 42, "code_snippet": LONG_SNIPPET,
+         "similarity_score": 0.87345, "repository_alias": "frontend"},
+        {"file_path": "pages/[id].tsx", "line_number": 3, "code_snippet": "export default [/x]",
+         "similarity_score": 0.5, "repository_alias": "frontend"}]}
+    routes = {"/auth/login": grant, "/api/auth/refresh": grant,
+              "/api/query": respond(200, json.dumps(answer))}
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIDX_")}
+    cli = Cli(project, {**env, "CIDX_CONFIG_DIR": str(tmp_path / "config")})
+    with HostileServer(routes) as server:
+        logged_in(cli, server.url)
+        done = cli.run("query", "profile page", "--repo", "frontend",
+                       env_extra={"COLUMNS": "80"})  # what was seen: a pipe at 80 columns
+    assert done.returncode == 0, done.stderr
+    assert len(LONG_PATH) == 60
+    assert [line.split("\t") for line in done.stdout.splitlines()] == [
+        ["0.873", "frontend", f"{LONG_PATH}:42", " ".join(LONG_SNIPPET.split())],
+        ["0.500", "frontend", "pages/[id].tsx:3", "export default [/x]"]]
+
+
 def test_request_and_error_details_carry_no_control_characters(
     cli: Cli, hostile: HostileServer
 ) -> None:

@@ -78,3 +78,28 @@ def test_http2_can_be_turned_off(server: RunningServer) -> None:
     settings = HttpSettings(server.url, ca_bundle=server.ca_file, http2=False)
     with make_client(settings) as http:
         assert http.get("/health").http_version == "HTTP/1.1"
+
+
+def test_ssl_cert_file_is_trusted_when_no_ca_bundle_is_set(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # README: without --ca-bundle the context is OpenSSL's default, which reads the file
+    # SSL_CERT_FILE names in place of the system's CA file.
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))
+    before = server.stats()["totals"]["logins"]
+    gateway = HttpxGateway(HttpSettings(server.url))
+    gateway.login(ALICE)
+    gateway.close()
+    assert server.stats()["totals"]["logins"] == before + 1
+
+
+def test_a_ca_bundle_is_the_only_trust_and_ssl_cert_file_adds_nothing_to_it(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))  # the right CA, but ...
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    gateway = HttpxGateway(HttpSettings(server.url, ca_bundle=other))  # ... --ca-bundle wins
+    with pytest.raises(ConfigurationError, match="not trusted"):
+        gateway.login(ALICE)
+    gateway.close()

@@ -75,8 +75,11 @@ def test_a_refused_call_is_told_the_moment_of_the_next_attempt_without_today_s_d
     clock.advance(10)
     with pytest.raises(CircuitOpen) as refused:
         guard.admit()
-    assert refused.value.retry_at == NOON + 34
-    assert str(refused.value) == "server unavailable, next attempt after 12:00:34"
+    assert refused.value.retry_at == NOON + 34 and refused.value.failures == 5
+    assert str(refused.value) == (
+        "server unavailable: this machine's circuit breaker stopped the call (nothing was "
+        "sent) after 5 failed calls in a row; next attempt after 12:00:34, when the first "
+        "command probes the server; to try now, run `cidx-auth login` (it resets the breaker)")
 
 
 def test_a_refused_second_probe_is_told_when_the_first_is_presumed_lost() -> None:
@@ -86,8 +89,33 @@ def test_a_refused_second_probe_is_told_when_the_first_is_presumed_lost() -> Non
     assert guard.admit() is Admission.PROBE
     with pytest.raises(CircuitOpen) as refused:
         guard.admit()
-    assert refused.value.retry_at == NOON + 34 + 90
-    assert str(refused.value) == "server unavailable, next attempt after 12:02:04"
+    assert refused.value.retry_at == NOON + 34 + 90 and refused.value.failures == 5
+    assert str(refused.value) == (
+        "server unavailable: this machine's circuit breaker stopped the call (nothing was "
+        "sent) after 5 failed calls in a row; another command is probing the server now; "
+        "next attempt after 12:02:04 at the latest; to try now, run `cidx-auth login` "
+        "(it resets the breaker)")
+
+
+def test_a_failed_probe_counts_in_the_failures_the_message_gives() -> None:
+    guard, clock, _ = breaker()
+    trip(guard, clock)
+    clock.advance(30)
+    assert guard.admit() is Admission.PROBE
+    guard.record(True)  # open again, for 60 s
+    with pytest.raises(CircuitOpen) as refused:
+        guard.admit()
+    assert refused.value.failures == 6 and refused.value.retry_at == NOON + 34 + 60
+    assert "after 6 failed calls in a row; next attempt after 12:01:34, " in str(refused.value)
+
+
+def test_the_command_the_message_names_does_close_the_circuit() -> None:
+    guard, clock, _ = breaker()
+    trip(guard, clock)
+    with pytest.raises(CircuitOpen, match="run `cidx-auth login`"):
+        guard.admit()
+    guard.reset()  # what every `cidx-auth login` does first (cli.login)
+    assert guard.admit() is Admission.ALLOW
 
 
 def test_a_change_of_circuit_keeps_the_counters_and_the_last_refresh() -> None:

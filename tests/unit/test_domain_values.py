@@ -25,8 +25,19 @@ def test_only_text_without_lone_surrogates_is_utf8(text: str, sendable: bool) ->
 
 def test_an_open_circuit_keeps_the_moment_of_the_next_attempt() -> None:
     error = CircuitOpen(NOW + 30, NOW)
-    assert error.retry_at == NOW + 30
+    assert error.retry_at == NOW + 30 and error.failures == 0
     assert isinstance(error, TransportError) and error.exit_code == 4
+
+
+@pytest.mark.parametrize(("failures", "said"), [
+    (0, "stopped the call (nothing was sent); next attempt"),
+    (1, "stopped the call (nothing was sent) after 1 failed call in a row; next attempt"),
+    (2, "stopped the call (nothing was sent) after 2 failed calls in a row; next attempt"),
+])
+def test_an_open_circuit_says_how_many_failures_opened_it(failures: int, said: str) -> None:
+    text = str(CircuitOpen(NOW + 30, NOW, failures=failures))
+    assert text.startswith("server unavailable: this machine's circuit breaker " + said)
+    assert text.endswith("; to try now, run `cidx-auth login` (it resets the breaker)")
 
 
 def test_each_counted_event_adds_one_to_its_counter() -> None:

@@ -165,22 +165,36 @@ def test_log_lines_quoting_a_server_carry_no_control_characters() -> None:
     assert line == f"cidx-auth: WARNING: login refused: {printable(HOSTILE)}"
 
 
-def render(answer: dict[str, Any]) -> str:
+def render(answer: dict[str, Any], terminal: bool) -> str:
     out = io.StringIO()
-    results_table(answer, Console(file=out, width=200, color_system=None))
+    results_table(answer, Console(file=out, width=200, color_system=None,
+                                  force_terminal=terminal))
     return out.getvalue()
 
 
-def test_query_results_are_text_not_markup() -> None:
+@pytest.mark.parametrize("terminal", [True, False], ids=["table", "pipe"])
+def test_query_results_are_text_not_markup(terminal: bool) -> None:
     answer = {"total_results": "[bold]3[/bold]", "results": [
         {"file_path": "pages/[id].tsx", "line_number": 3, "code_snippet": "[/x]",
          "similarity_score": 0.9},
         {"file_path": "[link=https://evil]src/auth.py[/link]", "line_number": "[red]1",
          "code_snippet": HOSTILE + "\nsecond line", "similarity_score": "[blink]hi"},
+        {"file_path": "half\ud800pair.py", "line_number": 1, "code_snippet": "\udfff",
+         "similarity_score": 0.1},
     ]}
-    shown = render(answer)
+    shown = render(answer, terminal)
     for literal in ("pages/[id].tsx:3", "[/x]", "[link=https://evil]src/auth.py[/link]:[red]1",
-                    "[bold]3[/bold] result(s)", "[blink]hi"):
+                    "[blink]hi", "half\ufffdpair.py:1"):
         assert literal in shown
+    assert ("[bold]3[/bold] result(s)" in shown) is terminal  # a pipe gets the hits alone
     assert not any(char in shown for char in "\x1b\x07\r\x9b\u202e\x7f")
-    assert "second line" not in shown  # only the snippet's first line is shown
+    shown.encode()  # a lone surrogate would not encode: it is U+FFFD
+    # The whole snippet, its newline a space: it fakes no line of its own.
+    snippet = " ".join(printable(HOSTILE + "\nsecond line").split())
+    assert snippet.endswith(" second line")
+    assert not any(line.startswith("second line") for line in shown.splitlines())
+    if terminal:
+        assert snippet in " ".join(shown.split())
+    else:
+        assert shown.splitlines()[1].split("\t") == [
+            "[blink]hi", "?", "[link=https://evil]src/auth.py[/link]:[red]1", snippet]
