@@ -32,10 +32,10 @@ has held it that long. The takeover swaps an empty placeholder of our own in wit
 ``renameat2(RENAME_EXCHANGE)`` and keeps what it took only if it is the very file judged
 (same inode, still empty, same mtime); otherwise it swaps it back, so a holder's fresh
 marker is never taken and the lock path never stands empty. Where the exchange is
-refused (NFS), the marker is renamed aside instead, one taker at a time (each holds the
-guard ``<marker>.takeover``, so no taker can move a marker made while another's rename
-left the path empty) and, if it was not the one judged, linked back (never over a
-successor's). A marker that names a holder is left to
+refused (NFS), the marker is renamed aside instead and, if it was not the one judged,
+linked back (never over a successor's). Takers go one at a time, each holding the guard
+``<marker>.takeover``, and judge the marker again under it, its age on the file
+system's clock (the guard's mtime). A marker that names a holder is left to
 filelock (a dead one on this host it takes over; a live one, or one on another host, it
 waits for), and a wait that runs out names the marker and how to remove it.
 """
@@ -221,7 +221,10 @@ def _clear_abandoned_marker(path: Path, abandoned_before: float) -> bool:
     one name, empty, last changed before ``abandoned_before``. True if it was removed.
 
     Never follows a link (``O_NOFOLLOW`` open, renames of the name itself), never
-    touches another user's file, and takes only the very file it judged.
+    touches another user's file, and takes only the very file it judged. Takers go one
+    at a time (:func:`_guarded`), and judge the marker's age again under the guard on
+    the clock of the file system that holds it: the guard's own mtime says what time it
+    is there (an NFS server's clock, not this host's, stamps the marker).
     """
     try:
         fd = os.open(path, _MARKER_READ)  # pins the inode: its number cannot be reused
@@ -232,7 +235,14 @@ def _clear_abandoned_marker(path: Path, abandoned_before: float) -> bool:
         if not (_abandoned(judged, abandoned_before)
                 and os.path.samestat(os.lstat(path), judged)):
             return False
-        return _swap_out(path, judged)
+        with _guarded(path) as server_now:
+            if server_now is None:  # another taker is at it (or was killed at it)
+                return False
+            on_its_clock = abandoned_before + (server_now - time.time())
+            current = os.lstat(path)
+            if not (_same_marker(current, judged) and _abandoned(current, on_its_clock)):
+                return False  # taken over by another meanwhile, or not old there
+            return _swap_out(path, judged)
     except FileNotFoundError:  # a peer took it first
         return False
     except OSError as error:
@@ -240,6 +250,34 @@ def _clear_abandoned_marker(path: Path, abandoned_before: float) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _guarded(path: Path) -> Iterator[float | None]:
+    """Hold the takeover guard ``<marker>.takeover`` (``O_EXCL``) for the block; yields
+    the guard's mtime (the file system's time now), or None when another taker holds it.
+
+    One taker at a time: two that judged the same abandoned marker could otherwise each
+    take something off the path (the second, a marker or placeholder made after the first
+    one's step), and two processes would hold the lock, or a placeholder would be left on
+    the path. Under the guard nobody else removes an empty marker (filelock never breaks
+    one; only a takeover does), so the judged marker, found again at the path, is the
+    file taken. A guard left by a taker killed in those few system calls stops later
+    takeovers, never the lock itself: the timeout message names it."""
+    guard = _guard_of(path)
+    try:
+        fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
+    except FileExistsError:
+        yield None
+        return
+    try:
+        mine = os.fstat(fd)
+    finally:
+        os.close(fd)
+    try:
+        yield mine.st_mtime
+    finally:
+        _unlink_if(guard, mine)
 
 
 def _abandoned(status: os.stat_result, abandoned_before: float) -> bool:
@@ -254,10 +292,10 @@ def _same_marker(status: os.stat_result, judged: os.stat_result) -> bool:
 
 
 def _swap_out(path: Path, judged: os.stat_result) -> bool:
-    """Take the judged marker off ``path``: exchanged for an empty placeholder of ours
-    (which no one takes over: it is fresh), or, where the exchange is refused, renamed
-    aside. What was taken is kept only if it is the judged file; anything else goes
-    back."""
+    """Take the judged marker off ``path`` (the caller holds the guard): exchanged for an
+    empty placeholder of ours (which no one takes over: it is fresh), or, where the
+    exchange is refused, renamed aside. What was taken is kept only if it is the judged
+    file; anything else goes back."""
     import secrets
 
     aside = path.with_name(f"{path.name}.takeover.{os.getpid()}.{secrets.token_hex(8)}")
@@ -272,32 +310,9 @@ def _swap_out(path: Path, judged: os.stat_result) -> bool:
             os.unlink(aside)  # the abandoned marker
             _unlink_if(path, mine)  # our placeholder: nobody else removes a fresh empty file
             return True
-        os.unlink(aside)  # no exchange on this mount (NFS): rename the marker aside
-        return _rename_aside(path, judged, aside)
-    finally:
-        os.close(placeholder)
-        _unlink_if(aside, mine)  # our placeholder, if a step above failed
-
-
-def _rename_aside(path: Path, judged: os.stat_result, aside: Path) -> bool:
-    """The takeover where names cannot be exchanged: the marker is renamed aside, which
-    leaves the path empty for a moment. Two takers doing that at once could move a marker
-    that a third process made in that moment, and two processes would hold the lock; so
-    takers go one at a time, each holding the guard ``<marker>.takeover`` (``O_EXCL``).
-    Under the guard nobody else removes an empty marker (filelock never breaks one, and a
-    holder never left one that old), so the judged marker, still at the path when checked
-    again here, is the file renamed. A guard left by a killed taker stops later takeovers
-    (never the lock itself): the timeout message names it."""
-    guard = _guard_of(path)
-    try:
-        fd = os.open(guard, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, FILE_MODE)
-    except FileExistsError:  # another taker is at it (or was killed at it)
-        return False
-    mine = os.fstat(fd)
-    os.close(fd)
-    try:
-        if not _same_marker(os.lstat(path), judged):  # taken over by another meanwhile
-            return False
+        # No exchange on this mount (NFS): the marker is renamed aside, which leaves the
+        # path empty for a moment (safe only because takers go one at a time).
+        os.unlink(aside)
         os.rename(path, aside)
         if _same_marker(os.lstat(aside), judged):
             os.unlink(aside)
@@ -307,7 +322,8 @@ def _rename_aside(path: Path, judged: os.stat_result, aside: Path) -> bool:
         os.unlink(aside)
         return False
     finally:
-        _unlink_if(guard, mine)
+        os.close(placeholder)
+        _unlink_if(aside, mine)  # our placeholder, if a step above failed
 
 
 def _guard_of(path: Path) -> Path:

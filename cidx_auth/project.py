@@ -232,7 +232,10 @@ def not_approved(layout: ProjectLayout, server_url: str, username: str, remedy: 
 
 def _take_client_token(project: Project, raw: str) -> None:
     """Keep the client's access token as the session while it lasts (no refresh token:
-    the client never had one). A token our rules refuse is simply not used."""
+    the client never had one). A token our rules refuse is simply not used, and neither
+    is one issued to anyone but the project's user: the file's own record of the user
+    is no proof (its key is made of public values), so a repository could otherwise
+    plant its own account's token and have the user's queries run as that account."""
     import time
 
     from cidx_auth.domain.errors import TokenRejected
@@ -243,6 +246,12 @@ def _take_client_token(project: Project, raw: str) -> None:
         token = parse_access_token(raw, rules.tokens, time.time())
     except TokenRejected as why:
         logger.info("the CIDX client's token is not used (%s)", why)
+        return
+    if token.username is None or (
+        trimmed_username(token.username) != project.settings.username
+    ):
+        logger.info("the CIDX client's token is not used: it was not issued to %s",
+                    project.settings.username)
         return
     store = project.container.token_store()
     with store.lock(rules.lock_wait):

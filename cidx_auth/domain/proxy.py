@@ -149,13 +149,19 @@ def _bypassed(host: str, port: int | None, proxies: Mapping[str, str]) -> bool:
 
 def shown(url: str) -> str:
     """``url`` without ``user:password@``: how a proxy or server is named to people.
-    Cut by hand, not parsed, so that even a URL no parser accepts loses its secret."""
+    Cut by hand, not parsed, so that even a URL no parser accepts loses its secret. An
+    ``@`` after the first ``/``, ``?`` or ``#`` may end a password written unescaped
+    (``squid:s3cr#et@proxy``), or sit in a path: all up to the last ``@`` is then left
+    out, marked ``…@``, since which it is cannot be told."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     end = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
-    host = rest[:end].rpartition("@")[2]
-    return f"{scheme}{sep}{host}{rest[end:]}"
+    if "@" in rest[:end]:
+        return f"{scheme}{sep}{rest[:end].rpartition('@')[2]}{rest[end:]}"
+    if "@" in rest:
+        return f"{scheme}{sep}…@{rest.rpartition('@')[2]}"
+    return url
 
 
 def is_remote_plain_http(url: str) -> bool:

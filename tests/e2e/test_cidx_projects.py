@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project
 from tests.e2e.conftest import PASSWORD, USER, Cli, logins
@@ -98,6 +99,27 @@ def test_a_valid_client_token_is_used_without_any_login(
     assert client_files(cli) == written
     settings = json.loads((cli.project / ".code-indexer" / "auth.json").read_text())
     assert settings["allowed_algorithms"] is None  # a token from a file pins nothing
+
+
+def test_a_client_token_of_another_account_is_never_used(cli: Cli) -> None:
+    """A repository names an approved server and user, and plants a `.token` that holds
+    its own account's valid token (the file's record of the user is forged with it):
+    the user's commands never run as that account."""
+    config = ServerConfig(users={USER: PASSWORD, "mallory": "m-pass"}, alg="HS256")
+    with RunningServer(config) as server:
+        with httpx.Client(base_url=server.url) as http:
+            theirs = http.post("/auth/login", json={"username": "mallory",
+                                                    "password": "m-pass"}).json()
+        write_client_project(cli.project, server_url=server.url, username=USER,
+                             password=PASSWORD, token=theirs["access_token"])
+        cli.approve(server.url)
+        result = cli.run("token")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() != theirs["access_token"]
+        assert logins(server) == 1  # the user's own login, with the stored password
+        repos = cli.run("-v", "request", "GET", "/api/repos")
+        assert repos.returncode == 0
+        assert "not issued to alice" not in repos.stderr  # adopted once, not re-read
 
 
 @pytest.mark.parametrize("command", [("token",), ("request", "GET", "/api/repos")])

@@ -610,12 +610,16 @@ def test_processes_racing_through_an_abandoned_marker_still_exclude_each_other(
     assert not excl.exists() and not inside.exists() and leftovers(store) == []
 
 
-def test_without_exchange_a_takeover_in_progress_elsewhere_stops_this_one(
-    store: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "rename-aside"])
+def test_a_takeover_in_progress_elsewhere_stops_this_one(
+    store: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
-    """Renaming aside leaves the path empty for a moment: a second taker then could move
-    away the marker a third process just made. Takers go one at a time, under a guard."""
-    monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
+    """Renaming aside leaves the path empty for a moment, and a second exchange can swap
+    the first taker's placeholder back onto the path: a second taker could then move away
+    the marker a third process just made, or strand a placeholder that blocks everyone.
+    Takers go one at a time, under a guard."""
+    if not exchange:
+        monkeypatch.setattr(file_lock_module, "_exchange", lambda source, target: False)
     excl = store / ".token.lock.excl"
     excl.touch(mode=0o600)
     os.utime(excl, (time.time() - LONG_AGO,) * 2)
@@ -649,3 +653,33 @@ def test_a_timeout_on_a_marker_names_a_guard_left_by_a_killed_taker(
     assert f"and so is {guard} (left by an interrupted takeover)" in message
     assert f"remove them (rm -- {excl} {guard})" in message
     assert excl.exists() and guard.exists()
+
+
+class _ClockAhead:
+    """The ``time`` module as this host sees it, with its clock ``ahead`` seconds ahead of
+    the file system's (an NFS server's) clock."""
+
+    def __init__(self, ahead: float) -> None:
+        self.ahead = ahead
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+
+def test_a_marker_is_judged_old_on_the_clock_of_its_file_system(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host whose clock runs ahead of the file server's must not find a marker made
+    just now "older than anyone may hold the lock": it is stamped by the server."""
+    excl = store / ".token.lock.excl"
+    excl.touch(mode=0o600)  # made just now, on the file system's clock
+    monkeypatch.setattr(file_lock_module, "time", _ClockAhead(2 * LONG_AGO))
+    ahead = file_lock_module.time.time()
+
+    assert not _clear_abandoned_marker(excl, ahead - LONG_AGO)  # old only by this clock
+    assert excl.exists() and not (store / ".token.lock.excl.takeover").exists()
+    os.utime(excl, (time.time() - 2 * LONG_AGO,) * 2)  # old on the file system's clock too
+    assert _clear_abandoned_marker(excl, ahead - LONG_AGO)

@@ -140,7 +140,11 @@ def test_userinfo_is_never_in_a_message(environ: dict[str, str]) -> None:
     ("http://u@proxy.test:3128/", "http://proxy.test:3128/"),
     ("socks5://u:p:q@s.test:1080", "socks5://s.test:1080"),
     ("u:p@proxy.test:3128", "proxy.test:3128"),
-    ("http://proxy.test:3128/a@b", "http://proxy.test:3128/a@b"),
+    ("http://proxy.test:3128/a@b", "http://…@b"),  # a path, or a password: not shown
+    ("http://squid:s3cr#et@proxy.test:3128", "http://…@proxy.test:3128"),
+    ("http://squid:s3cr?et@proxy.test:3128", "http://…@proxy.test:3128"),
+    ("http://squid:s3/cr@et@proxy.test:3128", "http://…@proxy.test:3128"),
+    ("squid:a#b@proxy.test:3128", "…@proxy.test:3128"),
     ("http://proxy.test:3128", "http://proxy.test:3128"),
 ])
 def test_shown_drops_only_the_userinfo(url: str, expected: str) -> None:
