@@ -16,6 +16,8 @@ a new secret is made, written and read back (two processes making the first secr
 at the same instant could still disagree: the later write wins and the earlier
 process's first token will not open again; it logs in once more).
 
+Without the keyring package (the ``keyring`` extra), choosing ``keyring`` is a usage
+error (exit 2, :mod:`adapters.extras`): the secret is not put in the file in silence.
 When no usable backend exists (keyring's ``fail`` or ``null`` backend: a headless
 machine with no Secret Service) or the backend fails, the file is used, with one
 WARNING. A keyring that works only some of the time therefore splits the user into
@@ -66,8 +68,10 @@ class KeyringSecret(CachedSecret):
         if self._backend is None:
             try:
                 import keyring
-            except ImportError:
-                return None, "the keyring package is missing (pip install 'cidx-auth[keyring]')"
+            except ImportError:  # secret_source refuses this first (exit 2): a fallback
+                from adapters.extras import install_command
+
+                return None, f"the keyring package is missing ({install_command('keyring')})"
             self._backend = keyring.get_keyring()
         # keyring's fail and null backends have priority 0 and -1: they store nothing.
         if self._backend.priority > 0:

@@ -198,7 +198,15 @@ def shared_store_url(settings: ProjectSettings) -> str | None:
             "a shared token store is keyed by the username: run "
             "`cidx-auth login --server URL --username NAME --store URL`"
         )
-    return check_store_url(url)
+    url = check_store_url(url)
+    from adapters.extras import require
+
+    if os.environ.get("CIDX_STORE_URL"):
+        require("redis", "CIDX_STORE_URL (a token store in Redis)", "unset CIDX_STORE_URL")
+    else:
+        require("redis", "this project's token store in Redis (auth.json)",
+                "log in again without --store")
+    return url
 
 
 def check_server_url(url: str, where: str) -> None:

@@ -82,6 +82,10 @@ def secret_source(
         raise ConfigurationError(
             f"CIDX_SECRET_BACKEND must be one of {', '.join(BACKENDS)}, not {choice!r}"
         )
+    if choice == "keyring":  # chosen, so required: not a silent fall back to the file
+        from adapters.extras import require
+
+        require("keyring", "CIDX_SECRET_BACKEND=keyring", "set CIDX_SECRET_BACKEND=file")
     file_secret = UserSecret(config_dir)
     return KeyringSecret(file_secret) if choice == "keyring" else file_secret
 

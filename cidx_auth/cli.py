@@ -207,6 +207,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         ProjectSettings,
         check_server_url,
         save_settings,
+        shared_store_url,
     )
     from adapters.secret_sources import secret_source
     from cidx_auth.domain.credentials import Credentials, trimmed_username
@@ -254,6 +255,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
 
         store_url = check_store_url(store_url)
         refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
+        _require("redis", "login --store (a token store in Redis)")
         ping(store_url)
     settings = ProjectSettings(
         server.rstrip("/"), username, pinned,
@@ -265,7 +267,9 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         logger.warning("%s is plain http: your password and tokens cross the network in "
                        "clear text (you chose --allow-plain-http)", settings.server_url)
     # Local checks before the password is asked for, let alone sent: the per-user secret
-    # (created by a first login) must be one nobody else could have chosen.
+    # (created by a first login) must be one nobody else could have chosen; before it, the
+    # store CIDX_STORE_URL may name (its extra), so a refused login makes nothing.
+    shared_store_url(settings)
     secret_source().value()
     if migrate:
         assert remote is not None
@@ -535,9 +539,12 @@ def approve(yes: bool) -> None:
 @click.option("--admin-token-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the token /_admin wants (header X-Admin-Token) to this new file, "
                    "0600 (default: printed on stderr).")
+@handled
 def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg: str,
           tls: Path | None, admin_token_file: Path | None) -> None:
-    """Run the CIDX-compatible reference server (for tests and demos)."""
+    """Run the CIDX-compatible reference server (for tests and demos; needs the server
+    extra)."""
+    _require("server", "`cidx-auth serve` (the reference server)")
     argv = [sys.executable, "-m", "refserver", "--host", host, "--port", str(port),
             "--token-lifetime", str(token_lifetime), "--alg", alg]
     for user in users:
@@ -555,7 +562,9 @@ def serve(host: str, port: int, token_lifetime: int, users: tuple[str, ...], alg
 @click.option("--processes", type=click.IntRange(1, 50), default=4, show_default=True)
 @handled
 def demo(seconds: float, processes: int) -> None:
-    """Run the main job end to end against an embedded reference server."""
+    """Run the main job end to end against an embedded reference server (needs the server
+    extra)."""
+    _require("server", "`cidx-auth demo` (it runs the reference server)")
     from cidx_auth.demo import run_demo
 
     sys.exit(run_demo(seconds, processes))
@@ -642,6 +651,14 @@ def _tell(message: str) -> None:
     from cidx_auth.render import printable
 
     click.echo(printable(message), err=True)
+
+
+def _require(extra: str, what: str) -> None:
+    """Exit 2, on one line naming the extra and how to install it, unless it is installed
+    (the one table and the one question: :mod:`adapters.extras`)."""
+    from adapters.extras import require
+
+    require(extra, what)
 
 
 def _ca_pin(ca_bundle: Path | None) -> str | None:

@@ -144,13 +144,13 @@ def open_project(
         settings, adopting = _adoption(layout, remote)
     if not settings.plain_http and not offline:
         check_plain_http(settings.server_url, f"the server URL in {layout.settings}")
+    store_url = shared_store_url(settings)  # a missing redis extra: before anything is made
     secret = secret_source()
     if not offline:
         # Local checks before anything is written or sent: the secret (read, or created
         # for a first login) and the lock files another user could have planted.
         secret.value()
         refuse_foreign_lock_files(layout)
-    store_url = shared_store_url(settings)
     ca_bundle = Path(settings.ca_bundle) if settings.ca_bundle else None
     # Trusted by its content, not its path; a command that sends nothing checks nothing.
     pin = None if offline else settings.ca_bundle_sha256

@@ -90,6 +90,10 @@ def test_demo_passes_end_to_end(cli: Cli) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "demo passed" in done.stdout
     assert "failed: 0" in done.stdout and "0 replay detections" in done.stdout
+    # Without a terminal: the 5 s mark in words, and the faults explained (issue 22, item 9)
+    assert "   5 s: " in done.stdout and "['" not in done.stdout
+    assert "faults injected, and what the client did:" in done.stdout
+    assert "refresh tokens were revoked" in done.stdout and "503" in done.stdout
 
 
 def test_simulate_reports_zero_failures(cli: Cli) -> None:
