@@ -226,10 +226,22 @@ def check_server_url(url: str, where: str) -> None:
         )
 
 
-_UNSAFE = re.compile("[\x00-\x20\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
-                     "\u2066-\u2069]")
-"""Controls, spaces and bidirectional marks: no URL holds them (httpx refuses the C0
-ones mid-command), and a terminal acts on some, so such a URL is never printed."""
+_UNSAFE_ASCII = re.compile("[\x00-\x20\x7f]")
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
+"""Controls, format characters (bidirectional and zero-width marks), separators and
+spaces: no URL holds them (httpx refuses the C0 ones mid-command), a terminal acts on
+some, and the rest are invisible, so a URL shown for approval would not be the URL used."""
+
+
+def _unsafe_at(url: str) -> int | None:
+    """Where ``url`` holds its first character of :data:`_UNSAFE_CATEGORIES` (0-based)."""
+    if url.isascii():  # the usual case: no unicodedata
+        found = _UNSAFE_ASCII.search(url)
+        return None if found is None else found.start()
+    import unicodedata
+
+    return next((at for at, char in enumerate(url)
+                 if char <= " " or unicodedata.category(char) in _UNSAFE_CATEGORIES), None)
 _IPV4_SHAPED = re.compile(r"[0-9]+(\.[0-9]+){3}")
 
 
@@ -238,10 +250,10 @@ def server_url_problem(url: str) -> str | None:
     nothing does. What httpx would refuse only when a request is built (a control
     character, a port that is not one, an IPv4 address or international domain name that
     is not valid) is found here, before any request."""
-    unsafe = _UNSAFE.search(url)
-    if unsafe:
-        return (f"holds a control character, a space or a bidirectional mark (at "
-                f"character {unsafe.start() + 1})")
+    unsafe = _unsafe_at(url)
+    if unsafe is not None:
+        return (f"holds a control character, a space or an invisible or bidirectional mark "
+                f"(at character {unsafe + 1})")
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cidx_auth import __version__
-from cidx_auth.domain.errors import CidxAuthError, ConfigurationError, StorageError
+from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
 from cidx_auth.domain.query import ACCURACIES, CHUNK_TYPES, BadQuery, QueryRequest
 from cidx_auth.domain.token import JWS_ALGORITHMS
 
@@ -251,12 +251,11 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
     if store_url is not None:  # checked before the password is asked for
-        from adapters.redis_connection import check_store_url, ping, refuse_password
+        from adapters.redis_connection import check_store_url, refuse_password
 
         store_url = check_store_url(store_url)
         refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
         _require("redis", "login --store (a token store in Redis)")
-        ping(store_url)
     settings = ProjectSettings(
         server.rstrip("/"), username, pinned,
         str(ca_bundle.absolute()) if ca_bundle else None, store_url,
@@ -271,6 +270,10 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     # store CIDX_STORE_URL may name (its extra), so a refused login makes nothing.
     shared_store_url(settings)
     secret_source().value()
+    if store_url is not None:  # the first thing sent anywhere, once local checks passed
+        from adapters.redis_connection import ping
+
+        ping(store_url)
     if migrate:
         assert remote is not None
         credentials = _migrated_login(layout, remote, settings)
@@ -292,7 +295,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         project.close()
     try:
         approved.add(settings.server_url, username)
-    except StorageError as error:  # logged in all the same: only a later question costs
+    except CidxAuthError as error:  # logged in all the same: only a later question costs
         logger.warning("this server was not added to your approved servers (%s)", error)
     if migrate:
         from adapters.cidx_client_files import remove_weak_copies
@@ -366,6 +369,8 @@ def request(method: str, path: str, data: str | None) -> None:
             body = json.loads(data)
         except ValueError as error:
             raise ConfigurationError(f"--data is not valid JSON: {error}") from None
+        except RecursionError:  # nested deeper than Python parses
+            raise ConfigurationError("--data is nested too deeply to be read") from None
     if not path.startswith("/"):
         raise ConfigurationError("PATH must start with / (for example /api/repos)")
     project = open_project(_options().root)
@@ -497,7 +502,7 @@ def approve(yes: bool) -> None:
     from adapters.cidx_client_files import read_remote_config
     from adapters.project_layout import ProjectLayout
     from cidx_auth.domain.credentials import trimmed_username
-    from cidx_auth.project import check_plain_http
+    from cidx_auth.project import check_plain_http, server_named
 
     layout = ProjectLayout(_options().root)
     remote = read_remote_config(layout.directory)
@@ -509,7 +514,7 @@ def approve(yes: bool) -> None:
     check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
     username = trimmed_username(remote.username)
     approved = ApprovedServers()
-    named = f"the server {remote.server_url} and user {username}"
+    named = f"the server {server_named(remote.server_url)} and user {username}"
     if approval(remote.server_url, username) in approved:
         _say(f"Already approved: {named}")
         return
@@ -616,16 +621,21 @@ def _confirm_project_server(
     """Before a password goes to a server the project's ``.remote-config`` chose: name the
     server and user, and unless they are approved (or ``--yes``), ask at a terminal."""
     from adapters.approved_servers import approval
+    from cidx_auth.project import server_named
 
-    _tell(f"Server {remote.server_url}, user {username} (from {layout.remote_config})")
+    named = (f"Server {server_named(remote.server_url)}, user {username} "
+             f"(from {layout.remote_config})")
     if yes or approval(remote.server_url, username) in approved:
+        if not _options().quiet:
+            _tell(named)
         return
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         from cidx_auth.project import not_approved
 
-        raise ConfigurationError(not_approved(
+        raise ConfigurationError(not_approved(  # names them: one line, not two
             layout, remote.server_url, username,
             "run `cidx-auth login --yes` (or `--server URL`) to log in there"))
+    _tell(named)
     if not _ask("You have not used this server before. Send your password there? [y/N] "):
         raise ConfigurationError("not logged in: you did not confirm the server")
 

@@ -221,8 +221,26 @@ def require_approved(layout: ProjectLayout, remote: RemoteConfig) -> None:
         "run `cidx-auth approve` here (or `cidx-auth login`)"))
 
 
+def server_named(url: str) -> str:
+    """``url`` as shown for approval: with the host's ASCII (IDNA) form beside it when
+    it has letters outside ASCII, so a look-alike (a Cyrillic letter for a Latin one)
+    shows itself."""
+    if url.isascii():
+        return url
+    from urllib.parse import urlsplit
+
+    host = ""
+    try:
+        host = urlsplit(url).hostname or ""
+        ascii_host = host.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        ascii_host = ascii(host)
+    return f"{url} (host {ascii_host})"
+
+
 def not_approved(layout: ProjectLayout, server_url: str, username: str, remedy: str) -> str:
     """The one line that names the server and user a project asks for, and the way on."""
+    server_url = server_named(server_url)
     return (
         f"{layout.remote_config} names the server {server_url} and user {username}, which "
         f"you have not approved (a cloned repository can name any server); nothing was "

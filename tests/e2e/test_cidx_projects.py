@@ -155,14 +155,16 @@ def test_an_explicit_login_leaves_the_client_files_alone(
     # without a terminal to confirm them, only --yes goes on.
     refused = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")
     assert refused.returncode == 2, refused.stderr
-    shown, error = refused.stderr.splitlines()
-    assert shown == f"Server {hs_server.url}, user {USER} (from {cli.project}/.code-indexer/" \
-                    ".remote-config)"
+    (error,) = refused.stderr.splitlines()  # one line, naming both
     assert error.startswith("cidx-auth: error: ") and "cidx-auth login --yes" in error
+    assert f"the server {hs_server.url} and user {USER}," in error
     assert untouched(hs_server)
 
     result = cli.run("login", "--password-stdin", "--yes", stdin=PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[0] == (  # shown before the password is read
+        f"Server {hs_server.url}, user {USER} (from {cli.project}/.code-indexer/"
+        ".remote-config)")
     assert cli.run("token").returncode == 0
     assert client_files(cli) == written
     assert logins(hs_server) == 1

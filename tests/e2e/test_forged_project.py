@@ -213,3 +213,20 @@ def test_a_refused_per_user_secret_stops_before_anything_is_sent_or_written(
             assert tree(cli.project) == before
         finally:
             cli.config_dir.chmod(0o700)
+
+
+def test_a_look_alike_host_is_shown_with_its_ascii_form(cli: Cli) -> None:
+    """A Cyrillic letter for a Latin one: the approval names the host as DNS sees it."""
+    write_client_project(cli.project, server_url="https://c\u0456dx.example.com",
+                         username=USER, password=FORGED_PASSWORD)
+    refused = cli.run("token")
+    assert refused.returncode == 2, refused.stderr
+    assert "(host xn--cdx-jhd.example.com) and user alice" in refused.stderr
+    shown = cli.run("approve", "--yes")
+    assert "(host xn--cdx-jhd.example.com)" in shown.stdout, shown.stderr
+
+
+def test_data_nested_past_any_parser_is_a_usage_error(cli: Cli) -> None:
+    done = cli.run("request", "POST", "/api/query", "--data", "[" * 100_000)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "cidx-auth: error: --data is nested too deeply to be read\n"

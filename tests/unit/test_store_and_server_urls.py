@@ -84,12 +84,17 @@ def test_a_good_server_url_has_no_problem(url: str) -> None:
 
 
 BAD_SERVERS = [
-    ("https://h/a\x01b", "holds a control character, a space or a bidirectional mark"),
+    ("https://h/a\x01b", "holds a control character, a space or an invisible or bidirectional"),
     ("https://h/a\x7fb", "holds a control character"),
     ("https://h/a\x85b", "holds a control character"),
     ("https://h/a\nX-Injected: 1", "holds a control character"),
     ("https://h/a b", "holds a control character, a space"),
     ("https://h/\u202egnp", "bidirectional mark"),
+    ("https://cidx.example.com/\u200b", "invisible"),  # zero-width space (Cf)
+    ("https://cidx.example.com/\u2060", "invisible"),  # word joiner (Cf)
+    ("https://cidx.exa\u00admple.com/", "invisible"),  # soft hyphen (Cf)
+    ("https://h/\ufeff", "invisible"), ("https://h/\u061c", "invisible"),
+    ("https://h/a\u3000b", "a space"), ("https://h/a\u2028b", "invisible"),
     ("https://h?q=\x00", "holds a control character"),
     ("https://h:x/", "cannot be read as a URL"),
     ("https://h:99999/", "cannot be read as a URL"),
