@@ -460,23 +460,31 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
 
 
 @cli.command()
-@click.option("--forget", is_flag=True, help="Also remove the stored credentials.")
+@click.option("--forget", is_flag=True, hidden=True,
+              help="Accepted and ignored: logout always removes the stored password.")
 @handled
 def logout(forget: bool) -> None:
-    """Remove the stored token (and with --forget the credentials)."""
+    """Log out here: remove the stored token and password; keep the settings.
+
+    No command reaches the server until the next `cidx-auth login`, which then asks
+    only for the password. The server has no route that ends a CLI session: the refresh
+    token stays valid there until it expires (changing the password revokes them all).
+    --forget is accepted and changes nothing (logout always forgets the password)."""
     from adapters.project_layout import ProjectLayout, load_settings
     from cidx_auth.project import open_project
 
+    del forget  # the old "also forget the credentials": now what logout always does
     root = _options().root
     if load_settings(ProjectLayout(root)) is None:
         _say("Not logged in: nothing to remove")
         return
     project = open_project(root, offline=True)
     try:
-        project.provider.logout(forget=forget)
+        project.provider.logout()
     finally:
         project.close()
-    _say("Logged out" + (" and credentials forgotten" if forget else ""))
+    _say("Logged out: the stored token and password are removed; `cidx-auth login` asks "
+         "only for the password")
 
 
 @cli.command()

@@ -140,7 +140,18 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
     report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
     report["last_refresh"] = moment(state.last_refresh, "the last refresh")
     report["findings"] = findings
+    # Logged in: something is stored to go on with, a session (even one that cannot be
+    # read) or a password. After `logout` neither is: the settings stay, for `login`.
+    token_there = session is not None or (not store_url and os.path.lexists(layout.token))
+    if not (token_there or report["credentials_stored"]):
+        report["logged_in"] = False
+        report["next_step"] = LOG_IN_AGAIN
     return report
+
+
+LOG_IN_AGAIN = ("run `cidx-auth login`: it asks only for the password (the server, user "
+                "and other settings are kept)")
+"""What to do when the settings are there but nothing to renew with (after `logout`)."""
 
 
 def _not_logged_in(layout: ProjectLayout) -> dict[str, Any]:

@@ -283,7 +283,7 @@ def test_logout_removes_the_set_aside_copies_of_the_session(
     left = sorted(path.name for path in directory.iterdir())
     assert not [name for name in left if ".corrupt-" in name], left
     assert not layout.token.exists()
-    assert layout.creds.exists() is not forget
+    assert not layout.creds.exists()  # logout always removes the password (decisions.md)
     assert (directory / CIDX_CLIENT_MARK).exists() is beside_cidx_client
 
 
