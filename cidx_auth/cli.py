@@ -225,41 +225,62 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     if migrate and password_stdin:
         raise ConfigurationError("--migrate takes the password from the CIDX client's files; "
                                  "leave out --password-stdin")
+    # A bare login (no --server or no --username) reuses what the project's own signed
+    # auth.json records: it wins over the CIDX client's .remote-config and needs no
+    # confirmation (the user's own cidx-auth wrote it). An explicit login never reads it,
+    # so a file that no longer verifies cannot stand in the way of the login that fixes it.
+    stored = None
+    if not migrate and not (server and username):
+        stored = _stored_for_login(layout, server)
     # The CIDX client's settings are read only when they are needed: a damaged or
     # local-mode .remote-config must not stand in the way of an explicit login.
     remote = None
-    if migrate or not (server and username):
+    if migrate or (stored is None and not (server and username)):
         remote = read_remote_config(layout.directory)
     if migrate and remote is None:
         raise ConfigurationError(
             f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
             "is not there)"
         )
+    plain_http_kept = stored is not None and stored.plain_http
     if remote is not None and not server and not allow_plain_http:
         check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
-    if server and not allow_plain_http:
+    if server and not (allow_plain_http or plain_http_kept):
         check_plain_http(server, "--server")
+    if stored is not None:
+        server, username = server or stored.server_url, username or stored.username
     server = server or (remote.server_url if remote else None)
     username = username or (trimmed_username(remote.username) if remote else None)
     if not server or not username:
-        raise ConfigurationError("--server and --username are required (no CIDX client "
-                                 "settings to take them from in this project)")
+        raise ConfigurationError(
+            "nothing is stored in this project to log in with: run `cidx-auth login "
+            "--server URL --username NAME` (and --ca-bundle FILE, --store URL if you "
+            "use them)")
+    if stored is not None:  # shown before the password is asked for
+        _tell(f"Server {server}, user {username} (from {layout.settings})")
     approved = ApprovedServers()
     if remote is not None and not explicit_server:  # the project chose the server
         _confirm_project_server(layout, remote, username, approved, yes)
     canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
     pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
+    if store_url is None and stored is not None:  # kept: checked (pinged) all the same
+        store_url = stored.store_url
     if store_url is not None:  # checked before the password is asked for
         from adapters.redis_connection import check_store_url, ping, refuse_password
 
         store_url = check_store_url(store_url)
         refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
         ping(store_url)
+    # What a bare login keeps of the stored settings, unless given again: the CA bundle
+    # with the pin of its content (a changed file needs --ca-bundle again), the store and
+    # the plain-http opt-in. The algorithm is pinned again from the new token, as for any
+    # login without --allow-alg (decisions.md, "Algorithms").
+    ca_path = str(ca_bundle.absolute()) if ca_bundle else (stored.ca_bundle if stored else None)
+    ca_pin = _ca_pin(ca_bundle) if ca_bundle else (stored.ca_bundle_sha256 if stored else None)
     settings = ProjectSettings(
-        server.rstrip("/"), username, pinned,
-        str(ca_bundle.absolute()) if ca_bundle else None, store_url,
-        plain_http=allow_plain_http and is_remote_plain_http(server),
-        ca_bundle_sha256=_ca_pin(ca_bundle),
+        server.rstrip("/"), username, pinned, ca_path, store_url,
+        plain_http=(allow_plain_http and is_remote_plain_http(server)) or plain_http_kept,
+        ca_bundle_sha256=ca_pin,
     )
     if settings.plain_http:
         logger.warning("%s is plain http: your password and tokens cross the network in "
@@ -272,7 +293,10 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         credentials = _migrated_login(layout, remote, settings)
     else:
         credentials = Credentials(username, _read_password(password_stdin))
-    project = open_project(root, settings)
+    try:
+        project = open_project(root, settings)
+    except CidxAuthError as error:
+        raise _with_login_command(error, layout, settings) from None
     try:
         # Every login starts the circuit afresh: the user says the server is worth trying
         # now (it may be back, or a typo in the URL was fixed), so no old failure blocks it.
@@ -284,6 +308,8 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                 raise
             raise ConfigurationError(f"{refused} (given with --allow-alg)") from None
         save_settings(project.layout, settings)
+    except CidxAuthError as error:
+        raise _with_login_command(error, layout, settings) from None
     finally:
         project.close()
     try:
@@ -585,6 +611,54 @@ def simulate(hours: float, seed: int) -> None:
         f"replays: {report.replays}"
     )
     sys.exit(0 if report.ok else 1)
+
+
+def _stored_for_login(layout: ProjectLayout, server: str | None) -> ProjectSettings | None:
+    """The project's signed settings a bare ``login`` reuses: those in ``auth.json``, when
+    ``--server`` (if given) names the same server. A file that does not verify stops the
+    login (exit 2), saying to give ``--server`` and ``--username``."""
+    from adapters.project_layout import load_settings
+
+    stored = load_settings(layout)
+    if stored is None or not stored.username:
+        return None
+    if server is not None and server.rstrip("/") != stored.server_url:
+        return None
+    return stored
+
+
+BARE_LOGIN = "`cidx-auth login`"
+
+
+def _with_login_command(
+    error: CidxAuthError, layout: ProjectLayout, settings: ProjectSettings
+) -> CidxAuthError:
+    """``error`` as it is when a bare ``cidx-auth login`` would log in to the same server
+    and user; else its "run `cidx-auth login`" names the full command that would."""
+    text = str(error)
+    if BARE_LOGIN not in text or _bare_login_target(layout) == (settings.server_url,
+                                                                 settings.username):
+        return error
+    full = f"`cidx-auth login --server {settings.server_url} --username {settings.username}`"
+    reworded = type(error).__new__(type(error))
+    reworded.__dict__.update(error.__dict__)
+    reworded.args = (text.replace(BARE_LOGIN, full),)
+    return reworded
+
+
+def _bare_login_target(layout: ProjectLayout) -> tuple[str, str | None] | None:
+    """The server and user a bare ``login`` would use now, None if it would stop."""
+    from adapters.cidx_client_files import read_remote_config
+    from cidx_auth.domain.credentials import trimmed_username
+
+    try:
+        stored = _stored_for_login(layout, None)
+        if stored is not None:
+            return stored.server_url, stored.username
+        remote = read_remote_config(layout.directory)
+    except CidxAuthError:
+        return None
+    return None if remote is None else (remote.server_url, trimmed_username(remote.username))
 
 
 def _migrated_login(
