@@ -361,15 +361,30 @@ def token(refresh: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handled
 def status(as_json: bool) -> None:
-    """Show the stored session, breaker and counters (never a secret); changes nothing."""
-    from cidx_auth.status import collect, lines
+    """Show the stored session, breaker and counters (never a secret); changes nothing.
 
-    report = collect(_options().root)
+    \b
+    Its exit code is the answer for scripts:
+      0  the next command reaches the server without asking anything
+      3  not logged in, logged out, or nothing to renew the token with
+      4  the circuit breaker is open
+      5  local storage cannot be read
+    (2 when the settings or the per-user secret are not usable, as for any command.)"""
+    from cidx_auth.status import collect, exit_code, lines
+
+    try:
+        report = collect(_options().root)
+    except CidxAuthError as error:
+        if as_json:  # the object in every case: what stops status, and its code
+            click.echo(json.dumps({"logged_in": False, "token_state": "none",
+                                   "error": str(error)}, indent=2, sort_keys=True))
+        raise
     if as_json:  # every field is documented in README: a stable interface
         click.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    for line in lines(report, time.time()):
-        click.echo(line)
+    else:
+        for line in lines(report, time.time()):
+            click.echo(line)
+    sys.exit(exit_code(report))
 
 
 @cli.command()

@@ -86,17 +86,18 @@ def fast_token(argv: list[str]) -> bool:
     return _print(raw)
 
 
-def fast_status(argv: list[str]) -> bool:
-    """Print ``status [--json]`` without click; False to take the full path."""
+def fast_status(argv: list[str]) -> int | None:
+    """Print ``status [--json]`` without click; its exit code, or None to take the full
+    path (which decides the code with the same :func:`cidx_auth.status.exit_code`)."""
     project, command = _command(argv)
     if command not in (["status"], ["status", "--json"]):
-        return False
+        return None
     import json
     import time
 
     from adapters.file_io import held_back
     from adapters.project_layout import check_project_dir
-    from cidx_auth.status import collect, lines
+    from cidx_auth.status import collect, exit_code, lines
 
     logging_loaded = "logging" in sys.modules
     with held_back() as heard:
@@ -105,13 +106,14 @@ def fast_status(argv: list[str]) -> bool:
             check_project_dir(root)
             report = collect(root)
         except Exception:  # the full path reports it, with its exit code
-            return False
+            return None
     # A warning is the full path's to print, in its format: ours are held back; a library
     # that loaded logging on the way (keyring, redis) may have said something unheard.
     if heard or ("logging" in sys.modules and not logging_loaded):
-        return False
-    return _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
-                  else "\n".join(lines(report, time.time())))
+        return None
+    shown = _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
+                   else "\n".join(lines(report, time.time())))
+    return exit_code(report) if shown else None
 
 
 def _print(text: str) -> bool:
@@ -200,12 +202,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     no_core_dumps(not_dumpable=False)  # the cold paths hold the session and its key
     try:
-        if not (fast_token(sys.argv[1:]) or fast_status(sys.argv[1:])):
-            no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
-            _without_unused_imports()
-            from cidx_auth.cli import main as full
+        if fast_token(sys.argv[1:]):
+            return
+        code = fast_status(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
+        _without_unused_imports()
+        from cidx_auth.cli import main as full
 
-            full()
+        full()
     except KeyboardInterrupt:  # the CLI's commands say so themselves; this is the rest
         _stopped("interrupted", EXIT_INTERRUPTED)
     except Terminated:
