@@ -56,11 +56,36 @@ def _stopped(what: str, code: int) -> None:
     sys.exit(code)
 
 
+class _Parsed:
+    """What the cold paths understand of ``argv``: the global options ``--project DIR``
+    (or ``--project=DIR``) and ``-q``/``--quiet``, before or after the command, and the
+    rest in order. Anything else (``-v``, ``--help``, an unknown option) is left in the
+    rest, which the cold paths then do not recognise: the full CLI takes it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.project: Path | None = None
+        self.quiet = False
+        self.rest: list[str] = []
+        words = iter(argv)
+        for word in words:
+            if word == "--project":
+                value = next(words, None)
+                if value is None or not value:
+                    self.rest.append(word)  # the full CLI says what is missing
+                    continue
+                self.project = Path(value).absolute()
+            elif word.startswith("--project="):
+                self.project = Path(word.partition("=")[2]).absolute()
+            elif word in ("-q", "--quiet"):
+                self.quiet = True
+            else:
+                self.rest.append(word)
+
+
 def _command(argv: list[str]) -> tuple[Path | None, list[str]]:
-    """The ``--project DIR`` given first, if any, and the rest of ``argv``."""
-    if len(argv) >= 2 and argv[0] == "--project":
-        return Path(argv[1]).absolute(), argv[2:]
-    return None, argv
+    """The ``--project DIR`` given anywhere, if any, and the rest of ``argv``."""
+    parsed = _Parsed(argv)
+    return parsed.project, parsed.rest
 
 
 def _root(project: Path | None) -> Path:
@@ -89,7 +114,8 @@ def fast_token(argv: list[str]) -> bool:
 def fast_status(argv: list[str]) -> int | None:
     """Print ``status [--json]`` without click; its exit code, or None to take the full
     path (which decides the code with the same :func:`cidx_auth.status.exit_code`)."""
-    project, command = _command(argv)
+    parsed = _Parsed(argv)
+    project, command = parsed.project, parsed.rest
     if command not in (["status"], ["status", "--json"]):
         return None
     import json
@@ -111,8 +137,10 @@ def fast_status(argv: list[str]) -> int | None:
     # that loaded logging on the way (keyring, redis) may have said something unheard.
     if heard or ("logging" in sys.modules and not logging_loaded):
         return None
-    shown = _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
-                   else "\n".join(lines(report, time.time())))
+    if "--json" in command:  # asked for: printed under -q too
+        shown = _print(json.dumps(report, indent=2, sort_keys=True))
+    else:  # -q: nothing printed, the exit code is the answer
+        shown = parsed.quiet or _print("\n".join(lines(report, time.time())))
     return exit_code(report) if shown else None
 
 
