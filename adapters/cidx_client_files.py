@@ -221,6 +221,12 @@ def _unpadded_size(padded: bytearray, size: int) -> int:
     return size - count
 
 
+def client_password_saved(directory: Path, remote: RemoteConfig) -> bool:
+    """Whether the client saved a password here (its ``.creds``, or
+    ``encrypted_credentials``), without reading or decrypting it (``status``)."""
+    return os.path.lexists(directory / CLIENT_CREDS) or bool(remote.encrypted_credentials)
+
+
 def read_client_credentials(
     directory: Path, project_root: Path, remote: RemoteConfig
 ) -> Credentials:

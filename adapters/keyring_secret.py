@@ -90,7 +90,8 @@ class KeyringSecret(CachedSecret):
                                "set CIDX_SECRET_BACKEND=file")
         damaged = StorageError(
             f"the cidx-auth secret in the OS keyring (service {SERVICE!r}, "
-            f"user {ACCOUNT!r}) is damaged; remove it and run `cidx-auth login` again"
+            f"user {ACCOUNT!r}) is damaged; remove it and run "
+            "`cidx-auth login --server URL --username NAME` again"
         )
         return decode_secret(stored.encode("ascii", "replace"), damaged)
 

@@ -397,5 +397,6 @@ def _fields(document: Any) -> dict[str, Any]:
 
 def _invalid(layout: ProjectLayout, reason: str) -> ConfigurationError:
     return ConfigurationError(
-        f"{layout.settings} is not valid ({reason}); run `cidx-auth login` to write it again"
+        f"{layout.settings} is not valid ({reason}); run "
+        "`cidx-auth login --server URL --username NAME` to write it again"
     )

@@ -89,7 +89,8 @@ class UserSecret(CachedSecret):
         # without telling anyone why: the user decides.
         return StorageError(
             f"the per-user secret {self.path} is damaged; move it away and run "
-            "`cidx-auth login` again in each project"
+            "`cidx-auth login --server URL --username NAME` again in each project (the "
+            "settings signed with the old secret no longer verify)"
         )
 
     def _create(self) -> bytes:

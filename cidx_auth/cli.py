@@ -8,13 +8,14 @@ Ctrl-C and SIGTERM are also handled around the fast path, in ``cidx_auth.entry``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -147,13 +148,46 @@ def cli(ctx: click.Context, project: Path | None, verbose: int, quiet: bool) -> 
     ctx.obj = Options(project, verbose, quiet)
 
 
+def _also_after(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """A global option given after the subcommand (``cidx-auth token -v``): merged into
+    the group's, and logging configured again for it."""
+    options = ctx.find_object(Options)
+    if options is None or not value:
+        return
+    if param.name == "project":
+        options.project = value
+    elif param.name == "verbose":
+        options.verbose += value
+    elif param.name == "quiet":
+        options.quiet = True
+    _configure_logging(options.verbose, options.quiet)
+
+
+def _global_parameters() -> list[click.Parameter]:
+    """``--project``, ``-v`` and ``-q`` as each subcommand accepts them too."""
+    return [
+        click.Option(["--project"], type=click.Path(file_okay=False, path_type=Path),
+                     expose_value=False, callback=_also_after, is_eager=True,
+                     help="Project directory (as before the command)."),
+        click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                     callback=_also_after, is_eager=True, help="More detail on stderr."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False,
+                     callback=_also_after, is_eager=True, help="Errors only."),
+    ]
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif os.environ.get("CIDX_PASSWORD"):
         password = os.environ["CIDX_PASSWORD"]
     elif sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True, err=True)
+        import getpass
+
+        try:  # Ctrl-C goes on up: the one `interrupted` line, exit 130 (not "Aborted!")
+            password = getpass.getpass("Password: ", stream=sys.stderr)
+        except EOFError:
+            raise ConfigurationError("no password: the prompt got end of input") from None
     else:
         raise ConfigurationError(
             "no password: pass it on stdin with --password-stdin, or set CIDX_PASSWORD"
@@ -223,93 +257,121 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         check_server_url(server, "--server")
     root = _options().root
     layout = ProjectLayout(root)
-    if migrate and password_stdin:
-        raise ConfigurationError("--migrate takes the password from the CIDX client's files; "
-                                 "leave out --password-stdin")
-    # The CIDX client's settings are read only when they are needed: a damaged or
-    # local-mode .remote-config must not stand in the way of an explicit login.
-    remote = None
-    if migrate or not (server and username):
-        remote = read_remote_config(layout.directory)
-    if migrate and remote is None:
-        raise ConfigurationError(
-            f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
-            "is not there)"
+    with _undone_if_failed(layout):  # a failed login leaves no new .code-indexer
+        if migrate and password_stdin:
+            raise ConfigurationError("--migrate takes the password from the CIDX client's files; "
+                                     "leave out --password-stdin")
+        # A bare login (no --server or no --username) reuses what the project's own signed
+        # auth.json records: it wins over the CIDX client's .remote-config and needs no
+        # confirmation (the user's own cidx-auth wrote it). An explicit login never reads it,
+        # so a file that no longer verifies cannot stand in the way of the login that fixes it.
+        stored = None
+        if not migrate and not (server and username):
+            stored = _stored_for_login(layout, server)
+        # The CIDX client's settings are read only when they are needed: a damaged or
+        # local-mode .remote-config must not stand in the way of an explicit login.
+        remote = None
+        if migrate or (stored is None and not (server and username)):
+            remote = read_remote_config(layout.directory)
+        if migrate and remote is None:
+            raise ConfigurationError(
+                f"--migrate needs a project the CIDX client set up ({layout.remote_config} "
+                "is not there)"
+            )
+        plain_http_kept = stored is not None and stored.plain_http
+        if remote is not None and not server and not allow_plain_http:
+            check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
+        if server and not (allow_plain_http or plain_http_kept):
+            check_plain_http(server, "--server")
+        if stored is not None:
+            server, username = server or stored.server_url, username or stored.username
+        server = server or (remote.server_url if remote else None)
+        username = username or (trimmed_username(remote.username) if remote else None)
+        if not server or not username:
+            raise ConfigurationError(
+                "nothing is stored in this project to log in with: run `cidx-auth login "
+                "--server URL --username NAME` (and --ca-bundle FILE, --store URL if you "
+                "use them)")
+        if stored is not None:  # shown before the password is asked for
+            _tell(f"Server {server}, user {username} (from {layout.settings})")
+        approved = ApprovedServers()
+        if remote is not None and not explicit_server:  # the project chose the server
+            _confirm_project_server(layout, remote, username, approved, yes)
+        canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
+        pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
+        if store_url is None and stored is not None:  # kept: checked (pinged) all the same
+            store_url = stored.store_url
+        if store_url is not None:  # checked before the password is asked for
+            from adapters.redis_connection import check_store_url, refuse_password
+
+            store_url = check_store_url(store_url)
+            refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
+            _require("redis", "login --store (a token store in Redis)")
+        # What a bare login keeps of the stored settings, unless given again: the CA bundle
+        # with the pin of its content (a changed file needs --ca-bundle again), the store and
+        # the plain-http opt-in. The algorithm is pinned again from the new token, as for any
+        # login without --allow-alg (decisions.md, "Algorithms").
+        ca_path = str(ca_bundle.absolute()) if ca_bundle else (stored.ca_bundle if stored else None)
+        ca_pin = _ca_pin(ca_bundle) if ca_bundle else (stored.ca_bundle_sha256 if stored else None)
+        settings = ProjectSettings(
+            server.rstrip("/"), username, pinned, ca_path, store_url,
+            plain_http=(allow_plain_http and is_remote_plain_http(server)) or plain_http_kept,
+            ca_bundle_sha256=ca_pin,
         )
-    if remote is not None and not server and not allow_plain_http:
-        check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
-    if server and not allow_plain_http:
-        check_plain_http(server, "--server")
-    server = server or (remote.server_url if remote else None)
-    username = username or (trimmed_username(remote.username) if remote else None)
-    if not server or not username:
-        raise ConfigurationError("--server and --username are required (no CIDX client "
-                                 "settings to take them from in this project)")
-    approved = ApprovedServers()
-    if remote is not None and not explicit_server:  # the project chose the server
-        _confirm_project_server(layout, remote, username, approved, yes)
-    canonical = {alg.upper(): alg for alg in JWS_ALGORITHMS}
-    pinned = tuple(dict.fromkeys(canonical[a.upper()] for a in allow_alg)) or None
-    if store_url is not None:  # checked before the password is asked for
-        from adapters.redis_connection import check_store_url, refuse_password
+        if settings.plain_http:
+            logger.warning("%s is plain http: your password and tokens cross the network in "
+                           "clear text (you chose --allow-plain-http)", settings.server_url)
+        # Local checks before the password is asked for, let alone sent: the per-user secret
+        # (created by a first login) must be one nobody else could have chosen; before it,
+        # the store CIDX_STORE_URL may name (its extra), so a refused login makes nothing.
+        shared_store_url(settings)
+        secret_source().value()
+        if store_url is not None:  # the first thing sent anywhere, once local checks passed
+            from adapters.redis_connection import ping
 
-        store_url = check_store_url(store_url)
-        refuse_password(store_url, "--store")  # argv shows in `ps`: CIDX_STORE_PASSWORD
-        _require("redis", "login --store (a token store in Redis)")
-    settings = ProjectSettings(
-        server.rstrip("/"), username, pinned,
-        str(ca_bundle.absolute()) if ca_bundle else None, store_url,
-        plain_http=allow_plain_http and is_remote_plain_http(server),
-        ca_bundle_sha256=_ca_pin(ca_bundle),
-    )
-    if settings.plain_http:
-        logger.warning("%s is plain http: your password and tokens cross the network in "
-                       "clear text (you chose --allow-plain-http)", settings.server_url)
-    # Local checks before the password is asked for, let alone sent: the per-user secret
-    # (created by a first login) must be one nobody else could have chosen; before it, the
-    # store CIDX_STORE_URL may name (its extra), so a refused login makes nothing.
-    shared_store_url(settings)
-    secret_source().value()
-    if store_url is not None:  # the first thing sent anywhere, once local checks passed
-        from adapters.redis_connection import ping
-
-        ping(store_url)
-    if migrate:
-        assert remote is not None
-        credentials = _migrated_login(layout, remote, settings)
-    else:
-        credentials = Credentials(username, _read_password(password_stdin))
-    project = open_project(root, settings)
-    try:
-        # Every login starts the circuit afresh: the user says the server is worth trying
-        # now (it may be back, or a typo in the URL was fixed), so no old failure blocks it.
-        project.container.breaker().reset()
+            ping(store_url)
+        if migrate:
+            assert remote is not None
+            credentials = _migrated_login(layout, remote, settings)
+        else:
+            credentials = Credentials(username, _read_password(password_stdin))
         try:
-            session = project.provider.login(credentials)
-        except DisallowedAlgorithm as refused:
-            if pinned is None:
-                raise
-            raise ConfigurationError(f"{refused} (given with --allow-alg)") from None
-        save_settings(project.layout, settings)
-    finally:
-        project.close()
-    try:
-        approved.add(settings.server_url, username)
-    except CidxAuthError as error:  # logged in all the same: only a later question costs
-        logger.warning("this server was not added to your approved servers (%s)", error)
-    if migrate:
-        from adapters.cidx_client_files import remove_weak_copies
+            project = open_project(root, settings)
+        except CidxAuthError as error:
+            raise _with_login_command(error, layout, settings) from None
+        try:
+            # Every login starts the circuit afresh: the user says the server is worth trying
+            # now (it may be back, or a typo in the URL was fixed), so no old failure blocks it.
+            project.container.breaker().reset()
+            try:
+                session = project.provider.login(credentials)
+            except DisallowedAlgorithm as refused:
+                if pinned is None:
+                    raise
+                raise ConfigurationError(f"{refused} (given with --allow-alg)") from None
+            save_settings(project.layout, settings)
+        except CidxAuthError as error:
+            raise _with_login_command(error, layout, settings) from None
+        finally:
+            project.close()
+        try:
+            approved.add(settings.server_url, username)
+        except CidxAuthError as error:  # logged in all the same: only a later question costs
+            logger.warning("this server was not added to your approved servers (%s)", error)
+        if migrate:
+            from adapters.cidx_client_files import remove_weak_copies
 
-        for removed in remove_weak_copies(layout.directory):
-            _say(f"Removed {removed}")
-        _say("`cidx` will ask for your password again the next time it needs it.")
-    until = local_text(session.token.exp - session.clock_offset, time.time())
-    pin = ", ".join(project.settings.algorithms)
-    _say(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
-               f"tokens must be signed {pin})")
-    # Which directory holds the login: a surprise here (an ancestor's) is worth seeing.
-    kept = "Settings and credentials" if project.shared_store else "Settings, credentials, token"
-    _say(f"{kept} stored in {project.layout.directory}")
+            for removed in remove_weak_copies(layout.directory):
+                _say(f"Removed {removed}")
+            _say("`cidx` will ask for your password again the next time it needs it.")
+        until = local_text(session.token.exp - session.clock_offset, time.time())
+        pin = ", ".join(project.settings.algorithms)
+        _say(f"Logged in as {username} at {settings.server_url} (token valid until {until}; "
+                   f"tokens must be signed {pin})")
+        # Which directory holds the login: a surprise here (an ancestor's) is worth seeing.
+        kept = ("Settings and credentials" if project.shared_store
+                else "Settings, credentials, token")
+        _say(f"{kept} stored in {project.layout.directory}")
 
 
 @cli.command()
@@ -342,15 +404,30 @@ def token(refresh: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handled
 def status(as_json: bool) -> None:
-    """Show the stored session, breaker and counters (never a secret); changes nothing."""
-    from cidx_auth.status import collect, lines
+    """Show the stored session, breaker and counters (never a secret); changes nothing.
 
-    report = collect(_options().root)
+    \b
+    Its exit code is the answer for scripts:
+      0  the next command reaches the server without asking anything
+      3  not logged in, logged out, or nothing to renew the token with
+      4  the circuit breaker is open
+      5  local storage cannot be read
+    (2 when the settings or the per-user secret are not usable, as for any command.)"""
+    from cidx_auth.status import collect, exit_code, lines
+
+    try:
+        report = collect(_options().root)
+    except CidxAuthError as error:
+        if as_json:  # the object in every case: what stops status, and its code
+            click.echo(json.dumps({"logged_in": False, "token_state": "none",
+                                   "error": str(error)}, indent=2, sort_keys=True))
+        raise
     if as_json:  # every field is documented in README: a stable interface
         click.echo(json.dumps(report, indent=2, sort_keys=True))
-        return
-    for line in lines(report, time.time()):
-        click.echo(line)
+    elif not _options().quiet:  # -q: the exit code is the answer
+        for line in lines(report, time.time()):
+            click.echo(line)
+    sys.exit(exit_code(report))
 
 
 @cli.command()
@@ -470,23 +547,31 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
 
 
 @cli.command()
-@click.option("--forget", is_flag=True, help="Also remove the stored credentials.")
+@click.option("--forget", is_flag=True, hidden=True,
+              help="Accepted and ignored: logout always removes the stored password.")
 @handled
 def logout(forget: bool) -> None:
-    """Remove the stored token (and with --forget the credentials)."""
+    """Log out here: remove the stored token and password; keep the settings.
+
+    No command reaches the server until the next `cidx-auth login`, which then asks
+    only for the password. The server has no route that ends a CLI session: the refresh
+    token stays valid there until it expires (changing the password revokes them all).
+    --forget is accepted and changes nothing (logout always forgets the password)."""
     from adapters.project_layout import ProjectLayout, load_settings
     from cidx_auth.project import open_project
 
+    del forget  # the old "also forget the credentials": now what logout always does
     root = _options().root
     if load_settings(ProjectLayout(root)) is None:
         _say("Not logged in: nothing to remove")
         return
     project = open_project(root, offline=True)
     try:
-        project.provider.logout(forget=forget)
+        project.provider.logout()
     finally:
         project.close()
-    _say("Logged out" + (" and credentials forgotten" if forget else ""))
+    _say("Logged out: the stored token and password are removed; `cidx-auth login` asks "
+         "only for the password")
 
 
 @cli.command()
@@ -594,6 +679,98 @@ def simulate(hours: float, seed: int) -> None:
     sys.exit(0 if report.ok else 1)
 
 
+@contextlib.contextmanager
+def _undone_if_failed(layout: ProjectLayout) -> Iterator[None]:
+    """If the block fails, remove what it created of the project's directory: the lock
+    and state files a login that failed leaves (never a token, password or settings), then
+    each directory this login created, only if that leaves it empty."""
+    created = []
+    for directory in (layout.directory, *layout.directory.parents):
+        if os.path.lexists(directory):
+            break
+        created.append(directory)
+    try:
+        yield
+    except BaseException:
+        if created and not any(os.path.lexists(path) for path in (
+                layout.settings, layout.token, layout.creds)):
+            for path in (layout.token_lock, layout.token_lock.with_name(
+                    layout.token_lock.name + ".excl"), layout.state, layout.state_lock):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            for directory in created:  # innermost first; a directory holding more stays
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+        raise
+
+
+def _stored_for_login(layout: ProjectLayout, server: str | None) -> ProjectSettings | None:
+    """The project's signed settings a bare ``login`` reuses: those in ``auth.json``, when
+    ``--server`` (if given) names the same server. A file that does not verify stops the
+    login (exit 2), saying to give ``--server`` and ``--username``."""
+    from adapters.project_layout import load_settings
+
+    stored = load_settings(layout)
+    if stored is None or not stored.username:
+        return None
+    if server is not None and server.rstrip("/") != stored.server_url:
+        return None
+    return stored
+
+
+BARE_LOGIN = "`cidx-auth login`"
+
+
+def _with_login_command(
+    error: CidxAuthError, layout: ProjectLayout, settings: ProjectSettings
+) -> CidxAuthError:
+    """``error`` as it is when a bare ``cidx-auth login`` would log in to the same server
+    and user; else its "run `cidx-auth login`" names the full command that would."""
+    text = str(error)
+    if BARE_LOGIN not in text or _bare_login_target(layout) == (settings.server_url,
+                                                                 settings.username):
+        return error
+    full = f"`cidx-auth login --server {settings.server_url} --username {settings.username}`"
+    reworded = type(error).__new__(type(error))
+    reworded.__dict__.update(error.__dict__)
+    reworded.args = (text.replace(BARE_LOGIN, full),)
+    return reworded
+
+
+def _bare_login_target(layout: ProjectLayout) -> tuple[str, str | None] | None:
+    """The server and user a bare ``login`` would use now, None if it would stop."""
+    from adapters.cidx_client_files import read_remote_config
+    from cidx_auth.domain.credentials import trimmed_username
+
+    try:
+        stored = _stored_for_login(layout, None)
+        if stored is not None:
+            return stored.server_url, stored.username
+        remote = read_remote_config(layout.directory)
+    except CidxAuthError:
+        return None
+    return None if remote is None else (remote.server_url, trimmed_username(remote.username))
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+@handled
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL.
+
+    \b
+    bash:  eval "$(cidx-auth completion bash)"   (in ~/.bashrc)
+    zsh:   eval "$(cidx-auth completion zsh)"    (in ~/.zshrc)
+    fish:  cidx-auth completion fish > ~/.config/fish/completions/cidx-auth.fish"""
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # the choice lists only the shells click knows
+    click.echo(completer(cli, {}, "cidx-auth", "_CIDX_AUTH_COMPLETE").source())
+
+
 def _migrated_login(
     layout: ProjectLayout, remote: RemoteConfig, settings: ProjectSettings
 ) -> Credentials:
@@ -657,10 +834,12 @@ def _say(message: str) -> None:
 
 
 def _tell(message: str) -> None:
-    """A line for the user on stderr (beside a question), made printable as :func:`_say`."""
+    """A line for the user on stderr (beside a question), made printable as :func:`_say`;
+    none with ``-q`` (a question itself is still asked)."""
     from cidx_auth.render import printable
 
-    click.echo(printable(message), err=True)
+    if not _options().quiet:
+        click.echo(printable(message), err=True)
 
 
 def _require(extra: str, what: str) -> None:
@@ -680,6 +859,25 @@ def _ca_pin(ca_bundle: Path | None) -> str | None:
     return ca_digest(ca_bundle)
 
 
-def main() -> None:
-    """The full command line (``cidx_auth.entry`` tries the token fast path first)."""
-    cli()
+for _command in cli.commands.values():  # every command, the ones defined elsewhere too
+    _command.params.extend(_global_parameters())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The full command line (``cidx_auth.entry`` tries the token fast path first).
+
+    click's own errors (an unknown option, a bad choice, a missing argument) come out as
+    every other error does: one line ``cidx-auth: error: ...``, exit 2; ``--help`` and
+    ``--version`` print as usual."""
+    try:
+        code = cli.main(args=argv, prog_name="cidx-auth", standalone_mode=False)
+    except click.ClickException as error:
+        _fail(_one_line(error.format_message()), error.exit_code)
+    except click.Abort:  # click's prompt turned Ctrl-C (or end of input) into this
+        click.echo("cidx-auth: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())

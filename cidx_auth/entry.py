@@ -56,11 +56,36 @@ def _stopped(what: str, code: int) -> None:
     sys.exit(code)
 
 
+class _Parsed:
+    """What the cold paths understand of ``argv``: the global options ``--project DIR``
+    (or ``--project=DIR``) and ``-q``/``--quiet``, before or after the command, and the
+    rest in order. Anything else (``-v``, ``--help``, an unknown option) is left in the
+    rest, which the cold paths then do not recognise: the full CLI takes it."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.project: Path | None = None
+        self.quiet = False
+        self.rest: list[str] = []
+        words = iter(argv)
+        for word in words:
+            if word == "--project":
+                value = next(words, None)
+                if value is None or not value:
+                    self.rest.append(word)  # the full CLI says what is missing
+                    continue
+                self.project = Path(value).absolute()
+            elif word.startswith("--project="):
+                self.project = Path(word.partition("=")[2]).absolute()
+            elif word in ("-q", "--quiet"):
+                self.quiet = True
+            else:
+                self.rest.append(word)
+
+
 def _command(argv: list[str]) -> tuple[Path | None, list[str]]:
-    """The ``--project DIR`` given first, if any, and the rest of ``argv``."""
-    if len(argv) >= 2 and argv[0] == "--project":
-        return Path(argv[1]).absolute(), argv[2:]
-    return None, argv
+    """The ``--project DIR`` given anywhere, if any, and the rest of ``argv``."""
+    parsed = _Parsed(argv)
+    return parsed.project, parsed.rest
 
 
 def _root(project: Path | None) -> Path:
@@ -86,17 +111,19 @@ def fast_token(argv: list[str]) -> bool:
     return _print(raw)
 
 
-def fast_status(argv: list[str]) -> bool:
-    """Print ``status [--json]`` without click; False to take the full path."""
-    project, command = _command(argv)
+def fast_status(argv: list[str]) -> int | None:
+    """Print ``status [--json]`` without click; its exit code, or None to take the full
+    path (which decides the code with the same :func:`cidx_auth.status.exit_code`)."""
+    parsed = _Parsed(argv)
+    project, command = parsed.project, parsed.rest
     if command not in (["status"], ["status", "--json"]):
-        return False
+        return None
     import json
     import time
 
     from adapters.file_io import held_back
     from adapters.project_layout import check_project_dir
-    from cidx_auth.status import collect, lines
+    from cidx_auth.status import collect, exit_code, lines
 
     logging_loaded = "logging" in sys.modules
     with held_back() as heard:
@@ -105,13 +132,16 @@ def fast_status(argv: list[str]) -> bool:
             check_project_dir(root)
             report = collect(root)
         except Exception:  # the full path reports it, with its exit code
-            return False
+            return None
     # A warning is the full path's to print, in its format: ours are held back; a library
     # that loaded logging on the way (keyring, redis) may have said something unheard.
     if heard or ("logging" in sys.modules and not logging_loaded):
-        return False
-    return _print(json.dumps(report, indent=2, sort_keys=True) if "--json" in command
-                  else "\n".join(lines(report, time.time())))
+        return None
+    if "--json" in command:  # asked for: printed under -q too
+        shown = _print(json.dumps(report, indent=2, sort_keys=True))
+    else:  # -q: nothing printed, the exit code is the answer
+        shown = parsed.quiet or _print("\n".join(lines(report, time.time())))
+    return exit_code(report) if shown else None
 
 
 def _print(text: str) -> bool:
@@ -200,12 +230,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     no_core_dumps(not_dumpable=False)  # the cold paths hold the session and its key
     try:
-        if not (fast_token(sys.argv[1:]) or fast_status(sys.argv[1:])):
-            no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
-            _without_unused_imports()
-            from cidx_auth.cli import main as full
+        if fast_token(sys.argv[1:]):
+            return
+        code = fast_status(sys.argv[1:])
+        if code is not None:
+            sys.exit(code)
+        no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
+        _without_unused_imports()
+        from cidx_auth.cli import main as full
 
-            full()
+        full()
     except KeyboardInterrupt:  # the CLI's commands say so themselves; this is the rest
         _stopped("interrupted", EXIT_INTERRUPTED)
     except Terminated:

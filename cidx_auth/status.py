@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.approved_servers import ApprovedServers, approval
-from adapters.cidx_client_files import read_remote_config
+from adapters.cidx_client_files import client_password_saved, read_remote_config
 from adapters.fernet_cipher import identity_cipher, project_cipher
 from adapters.file_io import FILE_MODE, is_foreign, read_only, read_regular
 from adapters.file_state_store import decode_state
@@ -40,7 +40,7 @@ from cidx_auth.domain.credentials import trimmed_username
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
-from cidx_auth.domain.proxy import choose_proxy
+from cidx_auth.domain.proxy import choose_proxy, is_remote_plain_http
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 from cidx_auth.render import printable
@@ -92,8 +92,9 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
         return shown
 
     store_url = shared_store_url(settings)
-    session = _session(layout, settings, store_url, secret, findings)
-    state = _state(layout, findings)
+    unreadable: list[str] = []
+    session = _session(layout, settings, store_url, secret, findings, unreadable)
+    state = _state(layout, findings, unreadable)
     findings += _wide_modes(layout)
     report: dict[str, Any] = {
         "logged_in": True,
@@ -140,7 +141,51 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
     report["counters"] = {name: state.counters.get(name, 0) for name in COUNTERS}
     report["last_refresh"] = moment(state.last_refresh, "the last refresh")
     report["findings"] = findings
+    report["unreadable"] = unreadable
+    # Logged in: something is stored to go on with, a session (even one that cannot be
+    # read) or a password. After `logout` neither is: the settings stay, for `login`.
+    token_there = session is not None or (not store_url and os.path.lexists(layout.token))
+    if not (token_there or report["credentials_stored"]):
+        report["logged_in"] = False
+        report["next_step"] = LOG_IN_AGAIN
+    elif exit_code(report) == EXIT_NOT_LOGGED_IN:  # a token that will not do, nothing to renew
+        report["next_step"] = LOG_IN_AGAIN
     return report
+
+
+EXIT_READY, EXIT_NOT_LOGGED_IN, EXIT_BREAKER_OPEN, EXIT_UNREADABLE = 0, 3, 4, 5
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """The exit code of ``status`` for its report (decisions.md, "`status` exit codes"),
+    decided here once for the fast path and the full one.
+
+    0: the next command reaches the server as this user without asking anything: a
+    usable token (fresh, or stale: still valid while it is renewed) or a way to renew
+    (a refresh token or a stored password), and a breaker closed or due for a probe. In
+    a CIDX client's project not adopted yet: its server and user approved and its saved
+    password there (the next command adopts it). 3: not logged in, logged out, or
+    nothing to renew with. 4: the breaker is open. 5: a store could not be read."""
+    if report.get("unreadable"):
+        return EXIT_UNREADABLE
+    if not report["logged_in"]:  # ready only in a CIDX client's project it can adopt
+        ready = report.get("approved") is True and report.get("credentials_stored") is True
+        if ready and is_remote_plain_http(report["server"]):  # refused before any request
+            ready = False
+        return EXIT_READY if ready else EXIT_NOT_LOGGED_IN
+    usable = report["token_state"] in (TokenState.FRESH.value, TokenState.STALE.value)
+    if not (usable or report["refresh_token_held"] or report["credentials_stored"]):
+        return EXIT_NOT_LOGGED_IN
+    # Open, or half-open with its probe out: the next call is refused until next_attempt
+    # (which is checked_at when a probe may go now, and null beyond any date).
+    if report["breaker"] != "closed" and report["next_attempt"] != report["checked_at"]:
+        return EXIT_BREAKER_OPEN
+    return EXIT_READY
+
+
+LOG_IN_AGAIN = ("run `cidx-auth login`: it asks only for the password (the server, user "
+                "and other settings are kept)")
+"""What to do when the settings are there but nothing to renew with (after `logout`)."""
 
 
 def _not_logged_in(layout: ProjectLayout) -> dict[str, Any]:
@@ -154,29 +199,41 @@ def _not_logged_in(layout: ProjectLayout) -> dict[str, Any]:
                 "next_step": "cidx-auth login --server URL --username NAME"}
     username = trimmed_username(remote.username)
     approved = approval(remote.server_url, username) in ApprovedServers()
+    saved = client_password_saved(layout.directory, remote)
+    next_step = (
+        "the next command (token, request, query) will try to take this login from the "
+        "CIDX client's files; or run `cidx-auth login`" if approved and saved else
+        f"the CIDX client has no saved password in {layout.directory}: run "
+        "`cidx-auth login`" if approved else
+        "you have not approved this server and user (a cloned repository can name any "
+        "server): if they are yours, run `cidx-auth approve` (or `cidx-auth login`); "
+        "until then no command sends anything")
+    if is_remote_plain_http(remote.server_url):
+        next_step = (f"{layout.remote_config} names a plain http:// server on another host: "
+                     "no command sends a password there; use its https:// URL, or run "
+                     "`cidx-auth login --server URL --allow-plain-http`")
     return {  # the CIDX client's project, not adopted yet: read only
         "logged_in": False,
         "server": remote.server_url,
         "username": username,
         "approved": approved,
+        # The client's saved password, which the next command would adopt (not decrypted
+        # here: its 100,000-iteration key costs 50 ms, and it proves nothing anyway).
+        "credentials_stored": saved,
         "settings_from": str(layout.remote_config),
         "token_state": "none",
-        "next_step": "the next command (token, request, query) will try to take "
-                     "this login from the CIDX client's files; or run `cidx-auth login`"
-                     if approved else
-                     "you have not approved this server and user (a cloned repository can "
-                     "name any server): if they are yours, run `cidx-auth approve` (or "
-                     "`cidx-auth login`); until then no command sends anything",
+        "next_step": next_step,
     }
 
 
 def _session(
     layout: ProjectLayout, settings: ProjectSettings, store_url: str | None,
-    secret: SecretSource, findings: list[str],
+    secret: SecretSource, findings: list[str], unreadable: list[str],
 ) -> Session | None:
-    """The stored session as the next command would find it; oddities go to ``findings``."""
+    """The stored session as the next command would find it; oddities go to ``findings``,
+    and a store that cannot be read (not a damaged file: storage failing) to ``unreadable``."""
     if store_url and settings.username:
-        return _shared_session(store_url, settings, secret, findings)
+        return _shared_session(store_url, settings, secret, findings, unreadable)
     cipher = project_cipher(layout.root, settings.server_url, secret)
     try:
         found = read_regular(layout.token)
@@ -192,11 +249,13 @@ def _session(
                         "sets it aside and logs in with the stored credentials")
     except StorageError as error:
         findings.append(f"the stored token cannot be read ({error})")
+        unreadable.append(str(layout.token))
     return None
 
 
 def _shared_session(
-    store_url: str, settings: ProjectSettings, secret: SecretSource, findings: list[str]
+    store_url: str, settings: ProjectSettings, secret: SecretSource, findings: list[str],
+    unreadable: list[str],
 ) -> Session | None:
     """The session in Redis, read as any host reads it outside the lock (which never
     sets a damaged value aside: only a lock holder may)."""
@@ -212,10 +271,11 @@ def _shared_session(
         return store.load()
     except StorageError as error:
         findings.append(f"the shared token cannot be read ({error})")
+        unreadable.append("the shared token store")
         return None
 
 
-def _state(layout: ProjectLayout, findings: list[str]) -> ClientState:
+def _state(layout: ProjectLayout, findings: list[str], unreadable: list[str]) -> ClientState:
     try:
         found = read_regular(layout.state)
         return ClientState() if found is None else decode_state(found[0])
@@ -224,6 +284,7 @@ def _state(layout: ProjectLayout, findings: list[str]) -> ClientState:
                         "breaker and new counters")
     except StorageError as error:
         findings.append(f"{error}; breaker state and counters are not persisted")
+        unreadable.append(str(layout.state))
     return ClientState()
 
 

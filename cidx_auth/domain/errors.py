@@ -16,6 +16,7 @@ The tree::
     │   ├── PasswordExpired                 login answered 403 password_expired
     │   ├── RefreshRejected                 refresh token refused (triggers re-login)
     │   └── NotLoggedIn                     no stored credentials
+    │       └── LoggedOut                   neither a session nor credentials stored
     ├── TransportError                      the server could not be used      exit 4
     │   ├── ServerUnavailable               network error, timeout, 5xx
     │   ├── RateLimited                     429 that is not about the account
@@ -104,6 +105,11 @@ class RefreshRejected(AuthenticationError):
 
 class NotLoggedIn(AuthenticationError):
     """No credentials are stored for this project."""
+
+
+class LoggedOut(NotLoggedIn):
+    """Nothing stored for this project, no session and no credentials (``logout``, here or
+    in another process): a token still held in memory is not used any longer."""
 
 
 class TransportError(CidxAuthError):

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cidx_auth.domain.credentials import Credentials
-from cidx_auth.domain.errors import ServerUnavailable, TransportError
+from cidx_auth.domain.errors import LoggedOut, ServerUnavailable, TransportError
 from cidx_auth.domain.events import AuthEvent, EventKind, sink_failure
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.rules import Rules
@@ -161,9 +161,11 @@ class TokenProvider:
             self._install(Outcome(session))
         return session
 
-    def logout(self, forget: bool = False) -> None:
-        """Forget the session here and in the store; ``forget`` drops credentials too."""
-        self._renewal.log_out(forget)
+    def logout(self) -> None:
+        """Forget the session here and in the store, and the stored credentials: no
+        process renews until the next :meth:`login`; one that holds a token in memory
+        stops using it at its next renewal (:class:`LoggedOut`)."""
+        self._renewal.log_out()
         with self._mutex:
             self._current = None
 
@@ -231,6 +233,8 @@ class TokenProvider:
                 )
             if isinstance(result, Outcome):
                 self._install(result)
+            elif isinstance(result, LoggedOut):  # logged out elsewhere: memory forgets too
+                self._current = None
             self._flight = None
         if isinstance(result, Outcome):
             flight.future.set_result(result.session)

@@ -40,6 +40,7 @@ from cidx_auth.domain.errors import (
     InvalidCredentials,
     LockTimeout,
     LockUnavailable,
+    LoggedOut,
     MfaRequired,
     NotLoggedIn,
     PasswordExpired,
@@ -116,8 +117,8 @@ class Renewal:
             self._emit(EventKind.LOCK_TIMEOUT, now, "another process is renewing", fallback)
             return Outcome(_bare(fallback))
         except CidxAuthError as error:
-            if fallback is None:
-                raise
+            if fallback is None or isinstance(error, LoggedOut):
+                raise  # a logout (here or elsewhere) ends the token held in memory too
             self._emit(EventKind.REFRESH_FAILED, now, f"{type(error).__name__}: {error}", fallback)
             return Outcome(_bare(fallback), renewal_failed=True)
         return Outcome(session)
@@ -133,12 +134,14 @@ class Renewal:
 
         return self._retrying(attempt, patient=True)
 
-    def log_out(self, forget: bool) -> None:
-        """Remove the stored session, and with ``forget`` the stored credentials too."""
+    def log_out(self) -> None:
+        """Remove the stored session and the stored credentials (decisions.md, "Logout"):
+        nothing is left to renew with, so no process renews until the next ``login``.
+        Under the token lock, so a renewal running elsewhere finishes first (its new
+        session is removed with the rest) or starts after and finds nothing."""
         with self._token_lock(self._rules.lock_wait):
             self._store.clear()
-            if forget:
-                self._credentials.clear()
+            self._credentials.clear()
 
     def record_refusal(self, raw: str) -> None:
         """The server refused ``raw`` (a 401): mark it so in the store, so that no process
@@ -248,6 +251,9 @@ class Renewal:
     def _relog_in(self, stored: Session | None) -> Session:
         """Log in with the stored credentials; forget them if the server refuses them."""
         credentials = self._credentials.load()
+        if credentials is None and stored is None:
+            raise LoggedOut("not logged in (nothing stored for this project: logged out): "
+                            "run `cidx-auth login`")
         if credentials is None:
             raise NotLoggedIn("no stored credentials for this project: run `cidx-auth login`")
         kind = EventKind.LOGGED_IN if stored is None else EventKind.RELOGGED_IN

@@ -56,7 +56,8 @@ def test_a_locked_login_says_how_long_and_not_to_check_the_password(
     message = one_line(cli.login(server.url), 3)
     server_wait(message)
     assert "locked this account after too many failed logins until" in message
-    assert message.rstrip().endswith("then run `cidx-auth login` again")
+    assert message.rstrip().endswith(  # nothing stored yet: the full command
+        f"then run `cidx-auth login --server {server.url} --username {USER}` again")
     assert "password" not in message  # the server never looked at it
     assert server.stats()["totals"]["locked_logins"] == 1  # a lockout is not retried
     assert not cli.token_file.exists()

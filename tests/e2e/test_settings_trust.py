@@ -194,8 +194,8 @@ def test_a_cidx_client_server_url_with_userinfo_is_not_adopted(
     assert result.returncode == 2 and "user name or password" in result.stderr, result.stderr
     assert HIDDEN not in result.stdout + result.stderr
     assert not settings_file(cli).exists()
-    for shown in (cli.run("status"), cli.run("status", "--json")):  # a question: answered
-        assert shown.returncode == 0, shown.stderr
+    for shown in (cli.run("status"), cli.run("status", "--json")):  # answered: not logged in
+        assert shown.returncode == 3, shown.stderr
         assert "user name or password" in shown.stdout, shown.stdout
         assert HIDDEN not in shown.stdout + shown.stderr
 

@@ -80,6 +80,11 @@ def test_readme_documents_exactly_the_fields_status_emits(
     write_client_project(client_project.project, server_url=server.url, username=USER,
                          password=PASSWORD)
     emitted |= set(status(client_project))
+    copied = Cli(tmp_path / "copied", cli.env)  # auth.json of another project: `error`
+    (copied.project / ".code-indexer").mkdir(parents=True, mode=0o700)
+    (copied.project / ".code-indexer" / "auth.json").write_bytes(
+        (cli.project / ".code-indexer" / "auth.json").read_bytes())
+    emitted |= set(status(copied))
     assert documented_fields() == emitted
 
 
@@ -126,5 +131,6 @@ def test_status_prints_a_name_an_ascii_terminal_cannot_show_without_a_traceback(
                  cli.config_dir)
     done = cli.run("status", *(["--json"] if as_json else []),
                    env_extra={"PYTHONIOENCODING": "ascii"})
-    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    # Logged in nowhere (settings only): exit 3, printed all the same.
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
     assert "zo" in done.stdout and "logged" in done.stdout

@@ -205,12 +205,10 @@ def test_the_lock_file_stays_in_place_and_keeps_its_inode(files: Files) -> None:
     assert os.stat(files.store.lock_path).st_ino == first
 
 
-def test_logout_removes_the_token_and_forgetting_removes_the_credentials(files: Files) -> None:
+def test_logout_removes_the_token_and_the_credentials(files: Files) -> None:
     files.provider.login(ALICE)
     files.provider.logout()
     assert not files.store.path.exists()
-    assert files.credentials.path.exists()
-    files.provider.logout(forget=True)
     assert not files.credentials.path.exists()
     assert files.store.load() is None
     assert files.credentials.load() is None

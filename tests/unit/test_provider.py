@@ -368,10 +368,8 @@ def test_login_and_logout(world: World) -> None:
     session = world.provider.login(Credentials("alice", "secret"))
     assert world.credentials.credentials == Credentials("alice", "secret")
     assert world.provider.get_token() == session.token.raw and world.gateway.logins == 1
-    world.provider.logout()
-    assert world.store.session is None and world.credentials.credentials is not None
-    world.provider.logout(forget=True)
-    assert world.credentials.credentials is None
+    world.provider.logout()  # the session and the password both go (decisions.md)
+    assert world.store.session is None and world.credentials.credentials is None
     with pytest.raises(NotLoggedIn):
         world.provider.get_token()
 

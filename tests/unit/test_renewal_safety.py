@@ -23,6 +23,7 @@ from cidx_auth.domain.errors import (
     InvalidCredentials,
     LockTimeout,
     LockUnavailable,
+    LoggedOut,
     MalformedToken,
     NotLoggedIn,
     ServerUnavailable,
@@ -201,6 +202,48 @@ def test_logout_in_another_process_is_not_undone(world: World) -> None:
     with pytest.raises(NotLoggedIn, match="cidx-auth login"):
         world.provider.get_token()
     assert world.store.session is None
+
+
+def test_a_logout_elsewhere_ends_a_running_process_at_its_next_renewal(world: World) -> None:
+    """decisions.md, "Logout": after `cidx-auth logout` in another process, a process that
+    was running neither refreshes (the store is empty) nor logs in (the password is gone),
+    writes nothing back, and stops using the token it holds in memory when that goes stale,
+    instead of keeping it until it expires."""
+    running = world.provider
+    token = running.get_token()
+    another_process(world).logout()
+    assert world.store.session is None and world.credentials.credentials is None
+    assert running.get_token() == token  # fresh in memory: no I/O at all before it is stale
+    world.clock.advance(301)  # stale, still valid: this used to be kept until it expired
+    calls = world.gateway.calls
+    for _ in range(2):
+        with pytest.raises(LoggedOut, match="run `cidx-auth login`"):
+            running.get_token()
+    with pytest.raises(LoggedOut):
+        asyncio.run(running.aget_token())
+    assert world.gateway.calls == calls  # nothing sent: no refresh, no login
+    assert world.store.session is None and world.credentials.credentials is None
+    assert running.session is None  # memory forgot it too
+
+
+def test_a_renewal_running_when_logout_comes_is_removed_with_the_rest(world: World) -> None:
+    """logout waits for the token lock: a renewal that holds it finishes, and its new
+    session (with a new refresh token) is then removed, never left behind."""
+    running = world.provider
+    running.get_token()
+    world.clock.advance(601)  # expired: the next use renews
+    world.gateway.gate = threading.Event()
+    renewing, results = in_a_thread(running.get_token)
+    assert world.gateway.at_gate.wait(10)
+    logging_out = threading.Thread(target=another_process(world).logout)
+    logging_out.start()
+    world.gateway.gate.set()
+    renewing.join(10)
+    logging_out.join(10)
+    assert results and world.store.session is None and world.credentials.credentials is None
+    world.clock.advance(601)
+    with pytest.raises(LoggedOut):
+        running.get_token()
 
 
 def test_a_token_refused_during_a_failed_renewal_is_not_handed_out() -> None:
@@ -537,7 +580,7 @@ def test_an_unsent_refresh_token_that_cannot_be_put_back_is_reported_and_not_sen
 
 @pytest.mark.parametrize("command", [
     pytest.param(lambda provider: provider.login(Credentials("bob", "hunter2")), id="login"),
-    pytest.param(lambda provider: provider.logout(forget=True), id="logout --forget"),
+    pytest.param(lambda provider: provider.logout(), id="logout"),
 ])
 def test_login_and_logout_stop_when_the_lock_wait_runs_out(
     world: World, command: Callable[[TokenProvider], object]

@@ -1,0 +1,62 @@
+"""`logout` means logged out (issue 22, item 4; decisions.md "Logout"): the token and the
+stored password go, the settings stay, and no command reaches the server until the next
+`login`, which asks only for the password. The CLI in real processes, on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from adapters.project_layout import ProjectLayout
+from refserver.harness import RunningServer
+from tests.e2e.conftest import USER, Cli
+
+
+def server_contacts(server: RunningServer) -> int:
+    """Every login, refresh (accepted or refused) and API request the server has seen."""
+    stats = server.stats()
+    totals = stats["totals"]
+    return int(sum(totals[name] for name in ("logins", "failed_logins", "refreshes",
+                                             "failed_refreshes")) + stats["requests"])
+
+
+@pytest.mark.parametrize("forget", [False, True], ids=["logout", "logout --forget"])
+def test_after_logout_no_command_reaches_the_server_until_login(
+    cli: Cli, server: RunningServer, forget: bool
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    layout = ProjectLayout(cli.project)
+    done = cli.run("logout", *(["--forget"] if forget else []))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Logged out") and done.stderr == ""
+    assert not layout.token.exists() and not layout.creds.exists()
+    assert layout.settings.exists()  # the settings stay, for a bare login
+    before = server_contacts(server)
+    for args in (["token"], ["token", "--refresh"], ["request", "GET", "/api/repos"],
+                 ["query", "anything", "--repo", "backend"]):
+        refused = cli.run(*args)
+        assert refused.returncode == 3, (args, refused.stderr)
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("cidx-auth: error: ") and \
+            refused.stderr.count("\n") == 1, refused.stderr
+        assert "run `cidx-auth login`" in refused.stderr
+    assert server_contacts(server) == before  # nothing was sent
+    assert not layout.token.exists() and not layout.creds.exists()
+
+    shown = cli.run("status")
+    assert "logged in: no" in shown.stdout
+    report = json.loads(cli.run("status", "--json").stdout)
+    assert report["logged_in"] is False and report["token_state"] == "none"
+    assert "cidx-auth login" in report["next_step"]
+    assert report["server"] == server.url and report["username"] == USER  # kept
+    assert cli.login(server.url).returncode == 0 and cli.run("token").returncode == 0
+
+
+def test_logout_is_repeatable_and_says_so_before_any_login(cli: Cli, server: RunningServer
+                                                           ) -> None:
+    assert cli.run("logout").stdout.startswith("Not logged in")
+    assert cli.login(server.url).returncode == 0
+    assert cli.run("logout").returncode == 0
+    second = cli.run("logout")
+    assert second.returncode == 0 and second.stdout.startswith("Logged out")
