@@ -8,6 +8,7 @@ The CLI runs in a child whose import system refuses the extra's packages, as a p
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -131,5 +132,9 @@ def test_every_command_of_a_project_refuses_a_store_url_without_redis(
     before = tree(tmp_path)
     done = run_without("redis", cli, *command, env_extra={"CIDX_STORE_URL":
                                                           "redis://127.0.0.1:1/0"})
+    if "--json" in command:  # status --json prints its object in every case: the error too
+        report = json.loads(done.stdout)
+        assert "needs the redis extra" in report["error"] and report["logged_in"] is False
+        done = subprocess.CompletedProcess(done.args, done.returncode, "", done.stderr)
     refused_for(done, "redis")
     assert tree(tmp_path) == before
