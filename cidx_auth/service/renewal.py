@@ -140,8 +140,8 @@ class Renewal:
         Under the token lock, so a renewal running elsewhere finishes first (its new
         session is removed with the rest) or starts after and finds nothing."""
         with self._token_lock(self._rules.lock_wait):
+            self._credentials.clear()  # first: it is what logs in, if the rest fails
             self._store.clear()
-            self._credentials.clear()
 
     def record_refusal(self, raw: str) -> None:
         """The server refused ``raw`` (a 401): mark it so in the store, so that no process
@@ -164,7 +164,7 @@ class Renewal:
         stored refresh token, else log in. ``valid``: the caller still has a valid token."""
         with self._token_lock(wait) as held:
             now = self._clock.now()
-            stored = self._read()
+            stored, read = self._read_known()
             if stored is not None and self._fresh(stored, rejected, now):
                 return self._adopted(stored, current, now)
             if not held and valid:
@@ -180,7 +180,7 @@ class Renewal:
                     EventKind.REFRESH_ABANDONED, now,
                     "an earlier refresh never stored its answer; logging in", stored,
                 )
-            return self._relog_in(stored)
+            return self._relog_in(stored, logged_out=read and stored is None)
 
     @contextlib.contextmanager
     def _token_lock(self, wait: float) -> Iterator[bool]:
@@ -248,10 +248,13 @@ class Renewal:
             return False
         return True
 
-    def _relog_in(self, stored: Session | None) -> Session:
-        """Log in with the stored credentials; forget them if the server refuses them."""
+    def _relog_in(self, stored: Session | None, *, logged_out: bool) -> Session:
+        """Log in with the stored credentials; forget them if the server refuses them.
+        ``logged_out``: the store was read and holds no session; with no credentials
+        either, that is a logout (here or elsewhere), which ends a token held in memory
+        too. A store that could not be read proves nothing of the kind."""
         credentials = self._credentials.load()
-        if credentials is None and stored is None:
+        if credentials is None and logged_out:
             raise LoggedOut("not logged in (nothing stored for this project: logged out): "
                             "run `cidx-auth login`")
         if credentials is None:
@@ -334,11 +337,15 @@ class Renewal:
                 self._clock.sleep(delay)
 
     def _read(self) -> Session | None:
+        return self._read_known()[0]
+
+    def _read_known(self) -> tuple[Session | None, bool]:
+        """The stored session, and whether the store could be read at all."""
         try:
-            return self._store.load()
+            return self._store.load(), True
         except StorageError as error:
             self._degrade(f"token not loaded ({type(error).__name__}: {error})")
-            return None
+            return None, False
 
     def _save_quietly(self, session: Session) -> None:
         try:

@@ -86,7 +86,7 @@ def test_unreadable_settings_say_how_to_fix_them(project: Path, content: str) ->
     layout = ProjectLayout(project)
     layout.directory.mkdir()
     layout.settings.write_text(content)
-    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login`"):
+    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login --server URL --username NAME`"):
         load_settings(layout)
 
 
@@ -104,7 +104,7 @@ def test_unreadable_settings_say_how_to_fix_them(project: Path, content: str) ->
 )
 def test_bad_settings_say_how_to_fix_them(project: Path, document: dict[str, Any]) -> None:
     write_signed(project, document)  # signed, so what is refused is the content
-    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login`"):
+    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login --server URL --username NAME`"):
         load_settings(ProjectLayout(project))
 
 

@@ -643,3 +643,33 @@ def test_a_locked_account_at_login_says_to_log_in_again_once_it_ends(world: Worl
         "the account is locked for 15 minutes; then run `cidx-auth login` again"
     )
     assert world.credentials.credentials is None
+
+
+def test_a_store_that_cannot_be_read_is_no_logout(world: World) -> None:
+    """Only a store read and found empty, with no password either, is a logout: one that
+    cannot be read says nothing of the kind (review of issue 22), so the error is the
+    plain "no stored credentials", and the password, were there one, would be used."""
+    world.provider.get_token()
+    world.credentials.credentials = None
+    world.clock.advance(700)  # expired: a renewal is needed
+    world.store.failure = StorageError("the disk is gone")
+    with pytest.raises(NotLoggedIn) as refused:
+        world.provider.get_token()
+    assert not isinstance(refused.value, LoggedOut)
+    assert str(refused.value) == "no stored credentials for this project: run `cidx-auth login`"
+
+
+def test_a_logout_that_fails_halfway_has_forgotten_the_password_first(world: World) -> None:
+    """The password is what logs in: a logout whose session removal fails must not leave
+    it behind for the next command to log in with."""
+    world.provider.get_token()
+    original = world.store.clear
+
+    def failing_clear() -> None:
+        raise StorageError("cannot remove .token")
+
+    world.store.clear = failing_clear  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        world.provider.logout()
+    assert world.credentials.credentials is None
+    world.store.clear = original  # type: ignore[method-assign]

@@ -284,6 +284,6 @@ def test_without_stored_credentials_the_user_is_told_to_log_in(world: World) -> 
     world.credentials.credentials = None
     with pytest.raises(NotLoggedIn) as missing:
         world.provider.get_token()
-    assert str(missing.value) == (
-        "no stored credentials for this project: run `cidx-auth login`"
+    assert str(missing.value) == (  # nothing stored at all: a logout, said so
+        "not logged in (nothing stored for this project: logged out): run `cidx-auth login`"
     )
