@@ -283,8 +283,13 @@ def login(server: str | None, username: str | None, password_stdin: bool,
             check_plain_http(remote.server_url, f"the CIDX client's {layout.remote_config}")
         if server and not (allow_plain_http or plain_http_kept):
             check_plain_http(server, "--server")
+        from_settings = None  # what a bare login took from auth.json, said before the password
         if stored is not None:
+            taken = [what for what, given in (("server", server), ("user", username))
+                     if not given]
             server, username = server or stored.server_url, username or stored.username
+            from_settings = (f"Server {server}, user {username} ({' and '.join(taken)} from "
+                             f"{layout.settings})")
         server = server or (remote.server_url if remote else None)
         username = username or (trimmed_username(remote.username) if remote else None)
         if not server or not username:
@@ -292,8 +297,6 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                 "nothing is stored in this project to log in with: run `cidx-auth login "
                 "--server URL --username NAME` (and --ca-bundle FILE, --store URL if you "
                 "use them)")
-        if stored is not None:  # shown before the password is asked for
-            _tell(f"Server {server}, user {username} (from {layout.settings})")
         approved = ApprovedServers()
         if remote is not None and not explicit_server:  # the project chose the server
             _confirm_project_server(layout, remote, username, approved, yes)
@@ -334,6 +337,8 @@ def login(server: str | None, username: str | None, password_stdin: bool,
             assert remote is not None
             credentials = _migrated_login(layout, remote, settings)
         else:
+            if from_settings is not None:  # after every local check: a refusal is one line
+                _tell(from_settings)
             credentials = Credentials(username, _read_password(password_stdin))
         try:
             project = open_project(root, settings)
@@ -608,8 +613,8 @@ def approve(yes: bool) -> None:
             raise ConfigurationError(
                 f"{layout.remote_config} names {named}: run `cidx-auth approve --yes` to "
                 "approve them without a question")
-        _tell(f"{layout.remote_config} names {named}.")
-        if not _ask("Send your queries, and the CIDX client's saved password, there? [y/N] "):
+        if not _ask(f"{layout.remote_config} names {named}.",
+                    "Send your queries, and the CIDX client's saved password, there? [y/N] "):
             raise ConfigurationError(f"not approved: {named}")
     approved.add(remote.server_url, username)
     _say(f"Approved {named}: commands in {layout.root} now use them")
@@ -681,9 +686,11 @@ def simulate(hours: float, seed: int) -> None:
 
 @contextlib.contextmanager
 def _undone_if_failed(layout: ProjectLayout) -> Iterator[None]:
-    """If the block fails, remove what it created of the project's directory: the lock
-    and state files a login that failed leaves (never a token, password or settings), then
-    each directory this login created, only if that leaves it empty."""
+    """If the block fails, remove the project directory this login created, with the
+    lock and state files in it (never a token, password or settings), and only while no
+    other process uses it: nothing else is in it, and each lock file can be locked here
+    at once. A lock file another process holds or waits for is never removed (that
+    would let a third process lock a new file beside it); then the directory stays."""
     created = []
     for directory in (layout.directory, *layout.directory.parents):
         if os.path.lexists(directory):
@@ -692,18 +699,43 @@ def _undone_if_failed(layout: ProjectLayout) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created and not any(os.path.lexists(path) for path in (
-                layout.settings, layout.token, layout.creds)):
-            for path in (layout.token_lock, layout.token_lock.with_name(
-                    layout.token_lock.name + ".excl"), layout.state, layout.state_lock):
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            for directory in created:  # innermost first; a directory holding more stays
-                try:
-                    directory.rmdir()
-                except OSError:
-                    break
+        if created:
+            _remove_unused(layout, created)
         raise
+
+
+def _remove_unused(layout: ProjectLayout, created: list[Path]) -> None:
+    """The cleanup of :func:`_undone_if_failed`: all or nothing, best effort."""
+    if os.name != "posix":
+        return
+    import fcntl
+
+    locks = (layout.token_lock, layout.state_lock)
+    ours = {path.name for path in (*locks, layout.state, layout.token_lock.with_name(
+        layout.token_lock.name + ".excl"))}
+    held: list[int] = []
+    try:
+        if not set(os.listdir(layout.directory)) <= ours:
+            return  # a token, a password, settings or anything else: not ours to remove
+        for path in locks:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                continue
+            held.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # busy: BlockingIOError, kept
+        if not set(os.listdir(layout.directory)) <= ours:
+            return  # someone came meanwhile
+        for name in ours:
+            with contextlib.suppress(FileNotFoundError):
+                (layout.directory / name).unlink()
+        for directory in created:  # innermost first; a directory holding more stays
+            directory.rmdir()
+    except OSError:
+        return  # left as it is: the next login uses it
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def _stored_for_login(layout: ProjectLayout, server: str | None) -> ProjectSettings | None:
@@ -812,14 +844,18 @@ def _confirm_project_server(
         raise ConfigurationError(not_approved(  # names them: one line, not two
             layout, remote.server_url, username,
             "run `cidx-auth login --yes` (or `--server URL`) to log in there"))
-    _tell(named)
-    if not _ask("You have not used this server before. Send your password there? [y/N] "):
+    if not _ask(named, "You have not used this server before. Send your password there? "
+                       "[y/N] "):
         raise ConfigurationError("not logged in: you did not confirm the server")
 
 
-def _ask(question: str) -> bool:
-    """A yes/no question on stderr, answered on stdin; no (or end of input) is False.
-    Ctrl-C goes on up: the one `interrupted` line, exit 130."""
+def _ask(about: str, question: str) -> bool:
+    """A yes/no question on stderr, after the line that says what it is about (shown with
+    ``-q`` too: a question must name what it asks about), answered on stdin; no (or end of
+    input) is False. Ctrl-C goes on up: the one `interrupted` line, exit 130."""
+    from cidx_auth.render import printable
+
+    click.echo(printable(about), err=True)
     click.echo(question, err=True, nl=False)
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
@@ -869,8 +905,12 @@ def main(argv: list[str] | None = None) -> None:
     click's own errors (an unknown option, a bad choice, a missing argument) come out as
     every other error does: one line ``cidx-auth: error: ...``, exit 2; ``--help`` and
     ``--version`` print as usual."""
+    no_args = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
     try:
         code = cli.main(args=argv, prog_name="cidx-auth", standalone_mode=False)
+    except no_args as error:  # bare `cidx-auth`: the help as it is, not one squeezed line
+        click.echo(error.format_message(), err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
         _fail(_one_line(error.format_message()), error.exit_code)
     except click.Abort:  # click's prompt turned Ctrl-C (or end of input) into this

@@ -69,10 +69,21 @@ def query_fields(item: dict[str, Any], repository: str | None = None) -> tuple[s
     shown_score = f"{score:.3f}" if isinstance(score, float | int) and \
         not isinstance(score, bool) else printable("?" if score is None else score)
     alias = item.get("repository_alias")
-    where = f"{item.get('file_path', '?')}:{item.get('line_number', '?')}"
+    path, line = (_or_unknown(item.get(name)) for name in ("file_path", "line_number"))
     snippet = item.get("code_snippet")
-    return (shown_score, printable(alias if alias is not None else repository or "?"),
-            printable(where), " ".join(printable("" if snippet is None else snippet).split()))
+    return (shown_score, _one_line(alias if alias is not None else repository or "?"),
+            _one_line(f"{path}:{line}"), _one_line("" if snippet is None else snippet))
+
+
+def _or_unknown(value: object) -> object:
+    return "?" if value is None else value
+
+
+def _one_line(text: object) -> str:
+    """``text`` on one line: every run of whitespace (line breaks of every kind included:
+    CR, VT, FF, NEL, U+2028, U+2029, which :func:`printable` would drop and so glue the
+    words around them) made one space, then made printable."""
+    return printable(" ".join(str(text).split()))
 
 
 def results_table(answer: dict[str, Any], console: Console | None = None, *,

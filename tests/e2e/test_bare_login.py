@@ -48,7 +48,7 @@ def test_a_bare_login_reuses_the_stored_server_user_and_settings(
     code, out, err = bare_login(cli)
     assert code == 0, err
     auth_json = cli.project / ".code-indexer" / "auth.json"
-    assert err == f"Server {tls_server.url}, user {USER} (from {auth_json})\n"
+    assert err == f"Server {tls_server.url}, user {USER} (server and user from {auth_json})\n"
     assert f"Logged in as {USER} at {tls_server.url}" in out
     assert settings(cli) == before  # the CA bundle and its pin kept; pinned again: RS256
     assert logins(tls_server) == 2
@@ -108,7 +108,8 @@ def test_auth_json_wins_over_the_cidx_clients_remote_config_without_a_question(
     assert cli.run("logout").returncode == 0
     code, _, err = bare_login(cli)  # no terminal, no --yes: no question was needed
     assert code == 0, err
-    assert f"Server {server.url}, user {USER} (from " in err and "auth.json" in err
+    assert f"Server {server.url}, user {USER} (server and user from " in err
+    assert "auth.json" in err
     assert "elsewhere" not in err
 
 
@@ -122,3 +123,20 @@ def test_a_bare_login_in_a_cidx_clients_project_still_asks_to_approve(
     done = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")
     assert done.returncode == 2 and "cidx-auth login --yes" in done.stderr
     assert logins(server) == 0
+
+
+def test_a_bare_login_refused_by_a_local_check_says_one_line_and_credits_what_was_given(
+    cli: Cli, server: RunningServer
+) -> None:
+    assert cli.login(server.url).returncode == 0
+    cli.config_dir.chmod(0o777)  # a per-user secret another user could have chosen
+    try:
+        refused = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")
+    finally:
+        cli.config_dir.chmod(0o700)
+    assert refused.returncode == 5
+    (line,) = refused.stderr.splitlines()  # the refusal alone: nothing said before it
+    assert line.startswith("cidx-auth: error: ") and "can be written by every user" in line
+    done = cli.run("login", "--username", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    assert f"Server {server.url}, user {USER} (server from " in done.stderr

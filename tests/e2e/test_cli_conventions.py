@@ -184,3 +184,48 @@ def test_a_failed_login_leaves_no_new_code_indexer_behind(
     assert cli.run("login", "--server", url, "--username", USER, "--password-stdin",
                    stdin=password + "\n").returncode in (3, 4)
     assert (kept / "notes.txt").read_text() == "mine"
+
+
+def test_a_failed_login_never_removes_a_lock_file_another_process_holds(cli: Cli) -> None:
+    """Another process made the new `.code-indexer` its own while this login waited for
+    the password, and holds the token lock: the failed login removes nothing (removing a
+    held lock file would let a third process lock a new one beside it)."""
+    import pty
+
+    from adapters.file_lock import file_lock
+
+    parent, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cidx_auth", "--project", str(cli.project), "login",
+         "--server", "http://127.0.0.1:9", "--username", USER],
+        stdin=child, stdout=child, stderr=child, env=cli.env, start_new_session=True)
+    os.close(child)
+    shown = b""
+    try:
+        while b"Password" not in shown:  # the cue: it is past its checks, waiting
+            ready, _, _ = select.select([parent], [], [], 60)
+            assert ready, shown
+            shown += os.read(parent, 1024)
+        directory = cli.project / ".code-indexer"
+        assert not directory.exists()  # this login has created nothing yet
+        directory.mkdir(mode=0o700)
+        with file_lock(directory / ".token.lock", 5, "the token lock"):
+            os.write(parent, b"\n")  # an empty password: the login fails
+            assert process.wait(timeout=60) == 2
+            assert (directory / ".token.lock").exists()
+        assert directory.exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(parent)
+
+
+def test_no_command_at_all_shows_the_help_whole(cli: Cli) -> None:
+    done = subprocess.run([sys.executable, "-m", "cidx_auth"], capture_output=True,
+                          text=True, env=cli.env, timeout=60, check=False)
+    shown = done.stdout + done.stderr
+    assert done.returncode in (0, 2)  # click 8.1 exits 0 here, later versions 2
+    assert "cidx-auth: error" not in shown
+    assert shown.splitlines()[0].startswith("Usage: cidx-auth")
+    assert "Exit codes:" in shown and len(shown.splitlines()) > 10

@@ -230,3 +230,16 @@ def test_data_nested_past_any_parser_is_a_usage_error(cli: Cli) -> None:
     done = cli.run("request", "POST", "/api/query", "--data", "[" * 100_000)
     assert done.returncode == 2, done.stderr
     assert done.stderr == "cidx-auth: error: --data is nested too deeply to be read\n"
+
+
+def test_quiet_still_names_what_a_question_asks_about(
+    cli: Cli, attacker: RunningServer
+) -> None:
+    write_client_project(cli.project, server_url=attacker.url, username=USER,
+                         password=FORGED_PASSWORD)
+    for command in (("-q", "approve"), ("-q", "login")):
+        code, shown = on_a_terminal(cli, *command, answer="n", password=PASSWORD)
+        assert code == 2, shown
+        question = shown.index("[y/N]")
+        assert attacker.url in shown[:question] and USER in shown[:question], shown
+    assert untouched(attacker)

@@ -87,6 +87,16 @@ def test_into_a_pipe_a_tab_or_newline_in_any_field_fakes_no_column_or_line() -> 
     assert piped(bent) == "high low\tx y\ta b c.py:1 2\t\n"
 
 
+def test_into_a_pipe_every_kind_of_line_break_separates_words_and_null_is_unknown() -> None:
+    """CR, VT, FF, NEL, U+2028 and U+2029 end a line as a newline does: each becomes the
+    one space between its words, not nothing (which would glue them); a null path or
+    line shows as "?", not "None"."""
+    breaks = {"results": [{"file_path": None, "line_number": None, "similarity_score": 0.5,
+                           "code_snippet": "a\rb\x0bc\x0cd\x85e\u2028f\u2029g\x1b[2Jh",
+                           "repository_alias": "r"}]}
+    assert piped(breaks) == "0.500\tr\t?:?\ta b c d e f g[2Jh\n"
+
+
 def test_into_a_pipe_no_results_print_nothing() -> None:
     assert piped({"results": [], "total_results": 0}) == ""
 
