@@ -112,6 +112,12 @@ class ProjectLayout:
         return self._own(".state.lock")
 
     @property
+    def logged_out(self) -> Path:
+        """The mark ``logout`` leaves (and ``login`` removes): this project is logged out
+        here, even if a session shared in Redis is renewed by another host."""
+        return self._own(".logged-out")
+
+    @property
     def remote_config(self) -> Path:
         """The CIDX client's settings (read, never written by cidx-auth)."""
         return self.directory / CIDX_CLIENT_MARK

@@ -355,6 +355,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                     raise
                 raise ConfigurationError(f"{refused} (given with --allow-alg)") from None
             save_settings(project.layout, settings)
+            project.layout.logged_out.unlink(missing_ok=True)  # logged in here again
         except CidxAuthError as error:
             raise _with_login_command(error, layout, settings) from None
         finally:
@@ -572,6 +573,12 @@ def logout(forget: bool) -> None:
         return
     project = open_project(root, offline=True)
     try:
+        # The mark first: whatever fails after it, no command here reaches the server
+        # until `login` (with a shared store, another host may renew the fleet's session).
+        from adapters.file_io import write_private
+
+        write_private(project.layout.logged_out, b"logged out by `cidx-auth logout`\n",
+                      sweep_young=False, now=time.time())
         project.provider.logout()
     finally:
         project.close()

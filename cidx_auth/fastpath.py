@@ -29,6 +29,8 @@ def fresh_stored_token(root: Path) -> str | None:
     settings = load_settings(layout, secret)
     if settings is None or settings.store_url or os.environ.get("CIDX_STORE_URL"):
         return None  # a token shared in Redis is read by the full path
+    if os.path.lexists(layout.logged_out):
+        return None  # logged out here: the full path says so
     cipher = project_cipher(root, settings.server_url, secret)
     # Read-only: anything wrong with the file is left for the full path to report and
     # set aside under the lock; this path only answers when all is well.

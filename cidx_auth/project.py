@@ -51,6 +51,7 @@ from adapters.secret_sources import secret_source
 from cidx_auth.domain.credentials import Credentials, trimmed_username
 from cidx_auth.domain.errors import (
     ConfigurationError,
+    LoggedOut,
     NotApproved,
     NotLoggedIn,
     ServerUnavailable,
@@ -132,6 +133,7 @@ def open_project(
     talks to no server (``status``, ``logout``), so a plain-http URL is no reason to stop."""
     check_project_dir(root)  # another user's, or a link: refused before anything is read
     layout = ProjectLayout(root)
+    given = settings  # login's: it logs in again, the one way past a logout
     settings = settings or load_settings(layout)
     adopting = None
     if settings is None:
@@ -145,6 +147,8 @@ def open_project(
     if not settings.plain_http and not offline:
         check_plain_http(settings.server_url, f"the server URL in {layout.settings}")
     store_url = shared_store_url(settings)  # a missing redis extra: before anything is made
+    if given is None and not offline and os.path.lexists(layout.logged_out):
+        raise LoggedOut(LOGGED_OUT_HERE)
     secret = secret_source()
     if not offline:
         # Local checks before anything is written or sent: the secret (read, or created
@@ -206,6 +210,10 @@ def _adoption(
                     remote.username, remote.server_url, layout.remote_config)
 
     return settings, adopt
+
+
+LOGGED_OUT_HERE = ("logged out here (`cidx-auth logout`): run `cidx-auth login`; it asks "
+                   "only for the password")
 
 
 def require_approved(layout: ProjectLayout, remote: RemoteConfig) -> None:

@@ -145,7 +145,8 @@ def _collect(root: Path, now: float) -> dict[str, Any]:
     # Logged in: something is stored to go on with, a session (even one that cannot be
     # read) or a password. After `logout` neither is: the settings stay, for `login`.
     token_there = session is not None or (not store_url and os.path.lexists(layout.token))
-    if not (token_there or report["credentials_stored"]):
+    logged_out = os.path.lexists(layout.logged_out)  # even if a shared session is renewed
+    if logged_out or not (token_there or report["credentials_stored"]):
         report["logged_in"] = False
         report["next_step"] = LOG_IN_AGAIN
     elif exit_code(report) == EXIT_NOT_LOGGED_IN:  # a token that will not do, nothing to renew

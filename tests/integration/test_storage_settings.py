@@ -20,6 +20,8 @@ from adapters.project_layout import (
 from cidx_auth.domain.errors import ConfigurationError
 from tests.settings_signing import write_signed
 
+FIX = r"not valid .*run `cidx-auth login --server URL --username NAME`"
+
 
 def test_the_layout_names_every_file(project: Path) -> None:
     layout = ProjectLayout(project)
@@ -86,7 +88,7 @@ def test_unreadable_settings_say_how_to_fix_them(project: Path, content: str) ->
     layout = ProjectLayout(project)
     layout.directory.mkdir()
     layout.settings.write_text(content)
-    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login --server URL --username NAME`"):
+    with pytest.raises(ConfigurationError, match=FIX):
         load_settings(layout)
 
 
@@ -104,7 +106,7 @@ def test_unreadable_settings_say_how_to_fix_them(project: Path, content: str) ->
 )
 def test_bad_settings_say_how_to_fix_them(project: Path, document: dict[str, Any]) -> None:
     write_signed(project, document)  # signed, so what is refused is the content
-    with pytest.raises(ConfigurationError, match=r"not valid .*run `cidx-auth login --server URL --username NAME`"):
+    with pytest.raises(ConfigurationError, match=FIX):
         load_settings(ProjectLayout(project))
 
 
