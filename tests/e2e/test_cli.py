@@ -159,7 +159,7 @@ def stored_secrets(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     from cidx_auth.project import open_project
 
     monkeypatch.setenv("CIDX_CONFIG_DIR", cli.env["CIDX_CONFIG_DIR"])
-    project = open_project(cli.project)
+    project = open_project(cli.project, offline=True)  # offline: after a logout too
     try:
         session = project.container.token_store().load()
     finally:

@@ -190,7 +190,7 @@ def test_query_results_are_text_not_markup(terminal: bool) -> None:
     assert not any(char in shown for char in "\x1b\x07\r\x9b\u202e\x7f")
     shown.encode()  # a lone surrogate would not encode: it is U+FFFD
     # The whole snippet, its newline a space: it fakes no line of its own.
-    snippet = " ".join(printable(HOSTILE + "\nsecond line").split())
+    snippet = printable(" ".join((HOSTILE + "\nsecond line").split()))  # CR: a space too
     assert snippet.endswith(" second line")
     assert not any(line.startswith("second line") for line in shown.splitlines())
     if terminal:
