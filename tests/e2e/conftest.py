@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
 import time
@@ -126,3 +127,40 @@ def logins(server: RunningServer, username: str = USER) -> int:
     """How many logins the server has accepted for ``username``."""
     mine: dict[str, Any] = server.stats()["users"].get(username, {})
     return int(mine.get("logins", 0))
+
+
+def on_a_terminal(cli: Cli, *args: str, keys: bytes, after: bytes,
+                  env_extra: dict[str, str] | None = None) -> tuple[int, str]:
+    """``cidx-auth ARGS`` with a pseudo-terminal as its controlling terminal (so Ctrl-C
+    there is a SIGINT); ``keys`` typed once ``after`` has been shown. Returns the exit
+    code and everything it showed."""
+    import fcntl
+    import pty
+    import termios
+
+    parent, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cidx_auth", "--project", str(cli.project), *args],
+        stdin=child, stdout=child, stderr=child, env={**cli.env, **(env_extra or {})},
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+    os.close(child)
+    shown, typed = b"", False
+    deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([parent], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(parent, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        if not typed and after in shown:
+            os.write(parent, keys)
+            typed = True
+        if process.poll() is not None and not ready:
+            break
+    os.close(parent)
+    return process.wait(timeout=60), shown.decode(errors="replace")

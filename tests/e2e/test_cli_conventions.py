@@ -8,14 +8,13 @@ import os
 import select
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project
-from tests.e2e.conftest import PASSWORD, USER, Cli
+from tests.e2e.conftest import PASSWORD, USER, Cli, on_a_terminal
 
 pytestmark = pytest.mark.slow
 
@@ -101,45 +100,10 @@ def test_quiet_approve_says_nothing(cli: Cli, server: RunningServer) -> None:
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
-def on_a_controlling_terminal(cli: Cli, *args: str, keys: bytes, after: bytes
-                              ) -> tuple[int, str]:
-    """``cidx-auth ARGS`` with a pseudo-terminal as its controlling terminal (so Ctrl-C
-    there is a SIGINT); ``keys`` typed once ``after`` has been shown."""
-    import fcntl
-    import pty
-    import termios
-
-    parent, child = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cidx_auth", "--project", str(cli.project), *args],
-        stdin=child, stdout=child, stderr=child, env=cli.env, start_new_session=True,
-        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
-    os.close(child)
-    shown, typed = b"", False
-    deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([parent], [], [], 1.0)
-        if ready:
-            try:
-                chunk = os.read(parent, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            shown += chunk
-        if not typed and after in shown:
-            os.write(parent, keys)
-            typed = True
-        if process.poll() is not None and not ready:
-            break
-    os.close(parent)
-    return process.wait(timeout=60), shown.decode(errors="replace")
-
-
 def test_ctrl_c_at_the_password_prompt_exits_130_with_one_line(
     cli: Cli, server: RunningServer
 ) -> None:
-    code, shown = on_a_controlling_terminal(
+    code, shown = on_a_terminal(
         cli, "login", "--server", server.url, "--username", USER,
         keys=b"\x03", after=b"Password: ")
     assert code == 130, shown

@@ -9,11 +9,6 @@ anything there, and nothing is written in the project or the config directory.
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +17,7 @@ import pytest
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project
-from tests.e2e.conftest import PASSWORD, USER, Cli, logins, server_with
+from tests.e2e.conftest import PASSWORD, USER, Cli, logins, on_a_terminal, server_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.posix]
 
@@ -95,37 +90,11 @@ def test_a_server_approved_by_a_login_elsewhere_needs_no_question_here(
         assert {name: (directory / name).read_bytes() for name in written} == written
 
 
-def on_a_terminal(cli: Cli, *args: str, answer: str, password: str | None = None
-                  ) -> tuple[int, str]:
-    """``cidx-auth ARGS`` on a pseudo-terminal; ``answer`` typed once it asks; returns the
-    exit code and everything it showed."""
-    import pty
-
-    parent, child = pty.openpty()
-    env = {**cli.env, **({"CIDX_PASSWORD": password} if password else {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cidx_auth", "--project", str(cli.project), *args],
-        stdin=child, stdout=child, stderr=child, env=env, start_new_session=True)
-    os.close(child)
-    shown, answered = b"", False
-    deadline = time.monotonic() + 120  # a bound on a hang, not a timing assertion
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([parent], [], [], 1.0)
-        if ready:
-            try:
-                chunk = os.read(parent, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            shown += chunk
-        if not answered and b"[y/N]" in shown:
-            os.write(parent, answer.encode() + b"\n")
-            answered = True
-        if process.poll() is not None and not ready:
-            break
-    os.close(parent)
-    return process.wait(timeout=60), shown.decode(errors="replace")
+def answering(cli: Cli, *args: str, answer: str, password: str | None = None
+              ) -> tuple[int, str]:
+    """``cidx-auth ARGS`` at a terminal, ``answer`` typed once it asks a question."""
+    return on_a_terminal(cli, *args, keys=answer.encode() + b"\n", after=b"[y/N]",
+                         env_extra={"CIDX_PASSWORD": password} if password else None)
 
 
 def test_at_a_terminal_login_names_the_server_and_user_and_a_no_sends_nothing(
@@ -133,7 +102,7 @@ def test_at_a_terminal_login_names_the_server_and_user_and_a_no_sends_nothing(
 ) -> None:
     write_client_project(cli.project, server_url=attacker.url, username=USER,
                          password=FORGED_PASSWORD)
-    code, shown = on_a_terminal(cli, "login", answer="n", password=PASSWORD)
+    code, shown = answering(cli, "login", answer="n", password=PASSWORD)
     assert code == 2, shown
     question = shown.index("Send your password there? [y/N]")
     assert shown.index(f"Server {attacker.url}, user {USER}") < question
@@ -146,7 +115,7 @@ def test_at_a_terminal_a_yes_logs_in_and_approves_for_next_time(cli: Cli) -> Non
     with server_with(alg="HS256") as server:
         write_client_project(cli.project, server_url=server.url, username=USER,
                              password=PASSWORD)
-        code, shown = on_a_terminal(cli, "login", answer="y", password=PASSWORD)
+        code, shown = answering(cli, "login", answer="y", password=PASSWORD)
         assert code == 0, shown
         assert f"Logged in as {USER} at {server.url}" in shown
         again = cli.run("login", "--password-stdin", stdin=PASSWORD + "\n")
@@ -159,12 +128,12 @@ def test_approve_at_a_terminal_asks_first_and_a_no_approves_nothing(
 ) -> None:
     write_client_project(cli.project, server_url=attacker.url, username=USER,
                          password=FORGED_PASSWORD)
-    code, shown = on_a_terminal(cli, "approve", answer="n")
+    code, shown = answering(cli, "approve", answer="n")
     assert code == 2, shown
     assert f"names the server {attacker.url} and user {USER}." in shown
     assert f"not approved: the server {attacker.url} and user {USER}" in shown
     assert cli.run("token").returncode == 2
-    code, shown = on_a_terminal(cli, "approve", answer="y")
+    code, shown = answering(cli, "approve", answer="y")
     assert code == 0 and f"Approved the server {attacker.url} and user {USER}" in shown
     assert json.loads(cli.run("status", "--json").stdout)["approved"] is True
     assert untouched(attacker)  # approving sends nothing
@@ -238,7 +207,7 @@ def test_quiet_still_names_what_a_question_asks_about(
     write_client_project(cli.project, server_url=attacker.url, username=USER,
                          password=FORGED_PASSWORD)
     for command in (("-q", "approve"), ("-q", "login")):
-        code, shown = on_a_terminal(cli, *command, answer="n", password=PASSWORD)
+        code, shown = answering(cli, *command, answer="n", password=PASSWORD)
         assert code == 2, shown
         question = shown.index("[y/N]")
         assert attacker.url in shown[:question] and USER in shown[:question], shown
