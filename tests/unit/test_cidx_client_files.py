@@ -341,7 +341,8 @@ def credentials_record(password: object, **fields: object) -> dict[str, object]:
         (credentials_record("not json {"), "holds a token record that is not JSON"),
         (credentials_record(json.dumps("a" * 20_000)), "holds a token record over 16 KiB"),
         (credentials_record("[" * 10_000 + "]" * 10_000), "holds a token record over 16 KiB"),
-        (credentials_record("[" * 5_000 + "]" * 5_000), "holds a token record that is not JSON"),
+        # Too deep for Python 3.11's parser (not JSON); 3.13 reads it (not an object).
+        (credentials_record("[" * 5_000 + "]" * 5_000), "holds a token record that is not "),
         (credentials_record(json.dumps([JWT])), "not a JSON object"),
         (credentials_record(json.dumps(JWT)), "not a JSON object"),
         (credentials_record(record(token=None)), "holds a token record without a token"),
