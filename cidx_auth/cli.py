@@ -328,7 +328,8 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         # (created by a first login) must be one nobody else could have chosen; before it,
         # the store CIDX_STORE_URL may name (its extra), so a refused login makes nothing.
         shared_store_url(settings)
-        secret_source().value()
+        secret = secret_source()
+        secret.value()
         if store_url is not None:  # the first thing sent anywhere, once local checks passed
             from adapters.redis_connection import ping
 
@@ -341,7 +342,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                 _tell(from_settings)
             credentials = Credentials(username, _read_password(password_stdin))
         try:
-            project = open_project(root, settings)
+            project = open_project(root, settings, secret=secret)  # read once
         except CidxAuthError as error:
             raise _with_login_command(error, layout, settings) from None
         try:

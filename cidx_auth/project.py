@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # httpx, the clients and the container load only when a comma
     from adapters.cidx_client import AsyncCidxClient, CidxClient
     from adapters.http_settings import HttpSettings
     from adapters.httpx_gateway import HttpxGateway
+    from adapters.secret_sources import SecretSource
     from cidx_auth.container import Container
     from cidx_auth.ports import EventSink
     from cidx_auth.service.provider import TokenProvider
@@ -127,9 +128,12 @@ def open_project(
     extra_sinks: Sequence[EventSink] = (),
     *,
     offline: bool = False,
+    secret: SecretSource | None = None,
 ) -> Project:
     """Wire a project from its saved settings (or the ones given, for ``login``); a
-    project only the CIDX client has set up is adopted first. ``offline``: the command
+    project only the CIDX client has set up is adopted first. ``secret``: the per-user
+    secret's source, when the caller has read it already (``login`` checks it first).
+    ``offline``: the command
     talks to no server (``status``, ``logout``), so a plain-http URL is no reason to stop."""
     check_project_dir(root)  # another user's, or a link: refused before anything is read
     layout = ProjectLayout(root)
@@ -149,7 +153,7 @@ def open_project(
     store_url = shared_store_url(settings)  # a missing redis extra: before anything is made
     if given is None and not offline and os.path.lexists(layout.logged_out):
         raise LoggedOut(LOGGED_OUT_HERE)
-    secret = secret_source()
+    secret = secret if secret is not None else secret_source()
     if not offline:
         # Local checks before anything is written or sent: the secret (read, or created
         # for a first login) and the lock files another user could have planted.

@@ -21,7 +21,7 @@ import multiprocessing
 import os
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
@@ -560,6 +560,19 @@ def test_the_takeover_without_exchange_still_takes_the_judged_marker(
     assert sorted(p.name for p in store.iterdir()) == []
 
 
+def at_once(target: Callable[..., None], *args: str, processes: int = 4) -> list[int | None]:
+    """Run ``target(*args, start)`` in ``processes`` processes released together by the
+    event ``start``; their exit codes, in order."""
+    start = SPAWN.Event()
+    takers = [SPAWN.Process(target=target, args=(*args, start)) for _ in range(processes)]
+    for taker in takers:
+        taker.start()
+    start.set()
+    for taker in takers:
+        taker.join(120)
+    return [taker.exitcode for taker in takers]
+
+
 def race_to_take_over(marker: str, start: Event) -> None:
     """Child process: take over ``marker`` when told; exit 0 if this one won."""
     start.wait(60)
@@ -570,15 +583,7 @@ def test_of_takers_racing_for_one_abandoned_marker_one_wins(store: Path) -> None
     excl = store / ".token.lock.excl"
     excl.touch(mode=0o600)
     os.utime(excl, (time.time() - LONG_AGO,) * 2)
-    start = SPAWN.Event()
-    takers = [SPAWN.Process(target=race_to_take_over, args=(str(excl), start))
-              for _ in range(4)]
-    for taker in takers:
-        taker.start()
-    start.set()
-    for taker in takers:
-        taker.join(120)
-    assert sorted(taker.exitcode for taker in takers) == [0, 3, 3, 3]
+    assert sorted(at_once(race_to_take_over, str(excl))) == [0, 3, 3, 3]
     assert sorted(p.name for p in store.iterdir()) == []
 
 
@@ -597,16 +602,8 @@ def test_processes_racing_through_an_abandoned_marker_still_exclude_each_other(
 ) -> None:
     own_lock_file(lock_path)
     excl = empty_marker(lock_path, LONG_AGO)
-    start = SPAWN.Event()
     inside = store / "inside"
-    takers = [SPAWN.Process(target=hold_counting, args=(str(lock_path), str(inside), start))
-              for _ in range(4)]
-    for taker in takers:
-        taker.start()
-    start.set()
-    for taker in takers:
-        taker.join(120)
-    assert [taker.exitcode for taker in takers] == [0, 0, 0, 0]
+    assert at_once(hold_counting, str(lock_path), str(inside)) == [0, 0, 0, 0]
     assert not excl.exists() and not inside.exists() and leftovers(store) == []
 
 
