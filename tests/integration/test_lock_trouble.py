@@ -215,6 +215,68 @@ def test_a_symlinked_fallback_marker_is_refused(
     assert excl.is_symlink() and target.read_bytes() == BASHRC
 
 
+# a'. Swapped between the check and the open -------------------------------------------
+
+
+def swapped_after_the_check(
+    monkeypatch: pytest.MonkeyPatch, lock_path: Path, swap: Callable[[], None]
+) -> None:
+    """Run ``swap`` right after the lock's first look at ``lock_path`` (the ``lstat``
+    check), before it opens the file: another process winning that race."""
+    check = file_lock_module.refuse_unless_ours
+    swapped: list[bool] = []
+
+    def then_swap(path: Path, status: os.stat_result | None = None) -> None:
+        check(path, status)
+        if status is None and path == lock_path and not swapped:
+            swapped.append(True)
+            swap()
+
+    monkeypatch.setattr(file_lock_module, "refuse_unless_ours", then_swap)
+
+
+def test_a_link_swapped_in_after_the_check_is_not_followed(
+    tmp_path: Path, lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The open itself refuses a link (``O_NOFOLLOW``): the ``lstat`` before it cannot
+    see a link planted a moment later, which would lead the open, the flock and the mode
+    correction to the user's ``.bashrc``."""
+    victim = tmp_path / "bashrc"
+    victim.write_bytes(BASHRC)
+    victim.chmod(0o644)
+    before = snapshot(victim)
+    own_lock_file(lock_path)
+    swapped_after_the_check(
+        monkeypatch, lock_path, lambda: (lock_path.unlink(), lock_path.symlink_to(victim)))
+
+    with pytest.raises(StorageError) as caught, file_lock(lock_path, 5, "the token lock"):
+        pytest.fail("the lock was taken through a link")
+
+    assert caught.value.exit_code == 5
+    assert f"could not open the token lock ({lock_path})" in str(caught.value)
+    assert snapshot(victim) == before  # neither chmod'ed nor written
+    assert lock_path.is_symlink()  # left as it was found
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_by_the_check_of_what_was_opened(
+    lock_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What was opened is checked again (``fstat``): a FIFO swapped in after the first
+    look opens without blocking (``O_NONBLOCK``), and is then refused, its mode kept."""
+    own_lock_file(lock_path)
+
+    def to_fifo() -> None:
+        lock_path.unlink()
+        os.mkfifo(lock_path)
+        lock_path.chmod(0o644)
+
+    swapped_after_the_check(monkeypatch, lock_path, to_fifo)
+
+    assert "is not a regular file" in str(refused(lock_path))
+    status = os.lstat(lock_path)
+    assert stat.S_ISFIFO(status.st_mode) and stat.S_IMODE(status.st_mode) == 0o644
+
+
 # b. A lock file of our own --------------------------------------------------------------
 
 

@@ -212,3 +212,92 @@ def test_logout_removes_the_token_and_the_credentials(files: Files) -> None:
     assert not files.credentials.path.exists()
     assert files.store.load() is None
     assert files.credentials.load() is None
+
+
+# What only a race, a crash or a huge file shows (issue 25) -------------------------------
+
+
+def test_a_save_is_durable_the_data_then_the_rename_then_the_directory_synced(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash right after ``save`` returns loses nothing: the new file's bytes are
+    synced before the rename, and the directory entry after it (without that, a power
+    cut can bring back the old token, whose refresh token was already presented)."""
+    first, second = known_sessions()
+    with files.store.lock(5):
+        files.store.save(first)  # the per-user secret and the directories now exist
+    directory = files.store.path.parent
+    steps: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            steps.append("sync the directory" if os.path.samestat(status, directory.stat())
+                         else "sync another directory")
+        else:
+            steps.append("sync the data")
+        real_fsync(fd)
+
+    def replace(source: str | Path, target: str | Path) -> None:
+        real_replace(source, target)
+        steps.append(f"rename to {Path(target).name}")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with files.store.lock(5):
+        files.store.save(second)
+
+    assert steps == ["sync the data", "rename to .token", "sync the directory"]
+
+
+def test_an_oversize_file_is_refused_without_reading_it(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The size on ``fstat`` decides first: a file of gigabytes (here sparse) is refused
+    before a byte of it is read."""
+    path = files.store.path
+    path.parent.mkdir(mode=0o700)
+    with path.open("wb") as sparse:
+        sparse.truncate(2**32)
+    inode = path.stat().st_ino
+    reads_of_it: list[int] = []
+    real_read = os.read
+
+    def read(fd: int, size: int) -> bytes:
+        if os.fstat(fd).st_ino == inode:
+            reads_of_it.append(size)
+        return real_read(fd, size)
+
+    monkeypatch.setattr(os, "read", read)
+    assert files.store.load() is None
+    assert reads_of_it == []
+    assert len(corrupt_aside(files.store)) == 1
+
+
+def test_under_the_lock_the_file_answers_not_the_cache(files: Files) -> None:
+    """The renewal decides under the lock whether to present the stored refresh token,
+    so there the store reads the file even when it looks unchanged: here another writer
+    rewrote it in place, keeping its inode, size and mtime, which fools the cache."""
+    first, second = known_sessions()
+    path = files.store.path
+    with files.store.lock(5):
+        files.store.save(second)
+        second_bytes = path.read_bytes()
+        files.store.save(first)
+    loaded = files.store.load()
+    assert loaded is not None and loaded.refresh_token == first.refresh_token
+    status = path.stat()
+    assert len(second_bytes) == status.st_size  # the same size, so the same identity
+    with path.open("r+b") as in_place:
+        in_place.write(second_bytes)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert stat_identity(path) == (status.st_dev, status.st_ino, status.st_mtime_ns,
+                                   status.st_size)
+    cached = files.store.load()  # outside the lock a young cache may answer: it is fooled
+    assert cached is not None and cached.refresh_token == first.refresh_token
+
+    with files.store.lock(5):
+        under_lock = files.store.load()
+
+    assert under_lock is not None and under_lock.refresh_token == second.refresh_token

@@ -1,9 +1,11 @@
-"""`make mutate`'s report: the mutation score of the core, part by part and file by file.
+"""`make mutate`'s report: the mutation score of the core and of the safety adapters, part
+by part and file by file.
 
 Run after ``mutmut run``. It reads mutmut's verdicts (``mutmut results --all true``),
 leaves out the equivalent mutants listed in ``tests/EQUIVALENT_MUTANTS.md``, runs the
 hand-written mutants of ``hand_mutants.py`` (module constants, the breaker table,
-defaults) against the unit tests, and fails when a part is under its goal.
+defaults, the adapters' flags and statements) against the tests each names, and fails
+when a part is under its goal.
 
 A score is killed / total. A timeout, a suspicious verdict or an unchecked mutant is
 not killed: fork mode once reported survivors as timeouts, so they are listed for a
@@ -24,12 +26,13 @@ from pathlib import Path
 from tests.mutation.hand_mutants import HAND_MUTANTS, HandMutant
 
 ROOT = Path(__file__).resolve().parents[2]
-GOALS = {"cidx_auth/domain": 90.0, "cidx_auth/service": 85.0}
+GOALS = {"cidx_auth/domain": 90.0, "cidx_auth/service": 85.0, "adapters": 90.0}
 EQUIVALENTS = ROOT / "tests" / "EQUIVALENT_MUTANTS.md"
-VERDICT = re.compile(r"^\s*(?P<name>cidx_auth\.\S+__mutmut_\d+): (?P<status>.+?)\s*$")
-LISTED = re.compile(r"^- `(?P<name>cidx_auth\.\S+__mutmut_\d+)`: \S")
+VERDICT = re.compile(r"^\s*(?P<name>(?:cidx_auth|adapters)\.\S+__mutmut_\d+): (?P<status>.+?)\s*$")
+LISTED = re.compile(r"^- `(?P<name>(?:cidx_auth|adapters)\.\S+__mutmut_\d+)`: \S")
 MODULE = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
-COPIED = ("cidx_auth", "adapters", "refserver", "tests", "pyproject.toml")
+COPIED = ("cidx_auth", "adapters", "refserver", "bench", "tests", "pyproject.toml", "LICENSE",
+          "README.md")
 
 
 def module_file(mutant: str) -> str:
@@ -55,10 +58,10 @@ def equivalents() -> set[str]:
 
 
 def hand_verdict(mutant: HandMutant | None) -> bool:
-    """True when the unit tests fail with ``mutant`` applied to a copy of the tree
-    (pytest's exit 1, or 2 when the mutant breaks an import); None runs the copy as it
-    is. Any other exit (no tests, a usage or internal error) is no verdict: it stops the
-    report."""
+    """True when the mutant's tests fail with ``mutant`` applied to a copy of the tree
+    (pytest's exit 1, or 2 when the mutant breaks an import); None runs every hand
+    mutant's tests on the copy as it is. Any other exit (no tests, a usage or internal
+    error) is no verdict: it stops the report."""
     with tempfile.TemporaryDirectory(prefix="cidx-hand-mutant-") as scratch:
         tree = Path(scratch)
         for name in COPIED:
@@ -72,12 +75,19 @@ def hand_verdict(mutant: HandMutant | None) -> bool:
             target = tree / mutant.path
             target.write_text(target.read_text().replace(mutant.before, mutant.after))
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "tests/unit", "-x", "-q", "-p", "no:cacheprovider",
-             "-p", "no:xdist", "--no-cov"], cwd=tree, capture_output=True, text=True)
+            [sys.executable, "-m", "pytest", *tests_of(mutant), "-x", "-q", "-p",
+             "no:cacheprovider", "-p", "no:xdist", "--no-cov"],
+            cwd=tree, capture_output=True, text=True)
         if run.returncode not in (0, 1, 2):
             raise SystemExit(f"no verdict for {mutant.name if mutant else 'the unmutated copy'}"
                              f" (pytest exit {run.returncode}):\n{run.stdout[-2000:]}")
         return run.returncode != 0
+
+
+def tests_of(mutant: HandMutant | None) -> list[str]:
+    if mutant is not None:
+        return list(mutant.tests)
+    return sorted({test for each in HAND_MUTANTS for test in each.tests})
 
 
 def check_hand_mutants() -> None:
