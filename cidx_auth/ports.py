@@ -73,6 +73,11 @@ class StateStore(Protocol):
     ``update`` applies ``change`` atomically (across processes for a shared store) and
     returns the new state. ``change`` must be pure: a store may call it more than once,
     and skips the write when it returns an equal state.
+
+    Every store calls ``change`` at least once, whatever happens to the storage (a lock
+    that cannot be taken, a file that cannot be read or written), and returns what its
+    last call returned. Callers rely on that: a value ``change`` computes on the way
+    (the breaker's decision, the state before) is set when ``update`` returns.
     """
 
     def read(self) -> ClientState: ...

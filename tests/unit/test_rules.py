@@ -408,3 +408,15 @@ def test_an_open_period_no_rule_could_make_starts_over_when_the_cool_down_ends(
     assert decision is Admission.PROBE and probing.open_period == CONFIG.first_open_period
     reopened = br.record(probing, True, NOW, CONFIG)
     assert (reopened.circuit, reopened.open_until) == (Circuit.OPEN, NOW + 60.0)
+
+
+@pytest.mark.parametrize("stored_period", [3600.0, 0.5, float("nan")])
+def test_a_failure_below_the_threshold_starts_a_planted_open_period_over(
+    stored_period: float,
+) -> None:
+    """A closed circuit's failure keeps its period only when a rule could have made it:
+    the state written after it holds the first period again, not the planted one."""
+    stored = BreakerState(Circuit.CLOSED, 1, 0.0, None, stored_period)
+    after = br.step(stored, br.Signal.FAILURE, NOW, CONFIG)
+    assert (after.circuit, after.failures) == (Circuit.CLOSED, 2)
+    assert after.open_period == CONFIG.first_open_period
