@@ -104,6 +104,7 @@ def run_trial(number: int, root: Path, config_dir: Path, delay: float | str) -> 
     return Trial(completed, temp_left)
 
 
+@pytest.mark.crowd
 def test_a_killed_writer_never_leaves_a_damaged_token(tmp_path: Path, config_dir: Path) -> None:
     draw = random.Random(SEED)
     delays: list[float | str] = [AFTER_A_WRITE, MID_WRITE]

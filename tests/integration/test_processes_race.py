@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 PROCESSES = 50
 
 
+@pytest.mark.crowd
 def test_fifty_processes_with_an_expired_token_refresh_it_exactly_once(
     tmp_path: Path, project: Path, config_dir: Path
 ) -> None:
@@ -56,6 +57,7 @@ def test_fifty_processes_with_an_expired_token_refresh_it_exactly_once(
     assert tokens == {stored.token.raw}
 
 
+@pytest.mark.crowd
 def test_fifty_processes_creating_the_user_secret_agree_on_one(
     tmp_path: Path, config_dir: Path
 ) -> None:

@@ -160,6 +160,7 @@ def test_unwritable_project_files_cause_no_replay(
 # c. A lock file flock cannot use --------------------------------------------------------
 
 
+@pytest.mark.crowd
 def test_an_unusable_lock_file_with_a_crowd_causes_no_replay(
     cli: Cli, server: RunningServer, immutable: Immutable
 ) -> None:

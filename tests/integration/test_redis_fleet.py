@@ -43,6 +43,7 @@ def server() -> Iterator[RedisServer]:
         yield running
 
 
+@pytest.mark.crowd
 def test_forty_processes_on_four_hosts_refresh_an_expired_token_once(
     tmp_path: Path, server: RedisServer
 ) -> None:
