@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cidx_auth import __version__
+from cidx_auth._version import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
 from cidx_auth.domain.query import ACCURACIES, CHUNK_TYPES, BadQuery, QueryRequest
 from cidx_auth.domain.token import JWS_ALGORITHMS
