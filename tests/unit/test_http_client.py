@@ -73,6 +73,10 @@ def test_health_needs_no_login() -> None:
     (lambda c: c.query("x", "backend", limit=101), "1 to 100"),
     (lambda c: c.request("GET", "https://elsewhere.test/steal"), "not a path"),
     (lambda c: c.request("GET", "//elsewhere.test/steal"), "not a path"),
+    (lambda c: c.request("GET", 5), "not a path"),
+    (lambda c: c.request(None, "/api/repos"), "not an HTTP method"),
+    (lambda c: c.request("GET /x", "/api/repos"), "not an HTTP method"),
+    (lambda c: c.query(42), "must be text, not int"),
 ])
 def test_bad_arguments_send_nothing(world: World, call: Callable[[CidxClient], Any],
                                     words: str) -> None:
