@@ -1,8 +1,12 @@
 """The CIDX API client, blocking and asyncio: business calls with no token in sight.
 
-    with CidxClient(settings, provider, breaker, clock=SystemClock()) as cidx:
-        hits = cidx.query("where is the token refreshed?", "backend", limit=5)
+    with open_project() as project, project.client() as cidx:   # cidx_auth.open_project
+        for hit in cidx.query("where is the token refreshed?", "backend", limit=5):
+            print(hit.similarity_score, hit.location, hit.code_snippet)
         everywhere = cidx.query("token refresh", search_mode="hybrid", min_score=0.5)
+
+``query`` returns a typed :class:`~cidx_auth.domain.results.QueryResult`; ``query_json``,
+``repos``, ``health`` and ``request`` return the decoded JSON as the server sent it.
 
 Each client owns an httpx client with ``auth=CidxAuth(provider, server)``, so tokens are
 attached, renewed and retried after a 401 below the business code. The calls, the
@@ -41,6 +45,7 @@ from adapters.http_settings import HttpSettings, make_async_client, make_client
 from adapters.httpx_auth import CidxAuth, TokenSource
 from cidx_auth.domain.errors import CidxAuthError, ProtocolError
 from cidx_auth.domain.query import QueryRequest
+from cidx_auth.domain.results import QueryResult
 from cidx_auth.domain.retry import RetryPolicy
 from cidx_auth.ports import Clock
 from cidx_auth.service.api_calls import (
@@ -60,7 +65,7 @@ from cidx_auth.service.api_calls import (
 from cidx_auth.service.breaker import CircuitBreaker
 
 __all__ = ["ApiError", "ApiRateLimited", "ApiUnauthorized", "ApiUnavailable",
-           "AsyncCidxClient", "CidxClient", "QueryRequest"]
+           "AsyncCidxClient", "CidxClient", "QueryRequest", "QueryResult"]
 
 
 class _Shared:
@@ -108,7 +113,20 @@ class _Shared:
 
 
 class CidxClient(_Shared):
-    """The blocking client; safe to share between threads."""
+    """The blocking client; safe to share between threads. Get one from
+    :meth:`cidx_auth.Project.client` (or ``refserver.testing.FakeCidx.client`` in tests)
+    and close it (``with``).
+
+    What every call raises (all ``CidxAuthError``): :class:`~cidx_auth.domain.query.BadQuery`
+    (a ``ConfigurationError``) for a bad query value or an unknown option, before any
+    request, and ``ConfigurationError`` for a ``request`` path that is not one;
+    ``NotLoggedIn`` when there is nothing to log in with, and another
+    ``AuthenticationError`` when the server refuses who we are (a wrong stored password,
+    a locked account); :class:`ApiError` when it refuses the call itself (404 for an
+    unknown alias, 422); ``TransportError`` when it cannot be used now (unreachable, 5xx
+    or 429 after retries, the circuit open), or ``LockTimeout`` when another process keeps
+    renewing the token; ``StorageError`` when the token store fails; ``ProtocolError``
+    for an answer outside the CIDX API."""
 
     def __init__(self, settings: HttpSettings, provider: TokenSource, breaker: CircuitBreaker,
                  *, clock: Clock, retry: RetryPolicy = RetryPolicy(),
@@ -119,12 +137,19 @@ class CidxClient(_Shared):
         self._slots = threading.BoundedSemaphore(settings.max_in_flight)
 
     def query(self, text: str | QueryRequest, repo: str | None = None,
-              limit: int | None = None, **options: Any) -> dict[str, Any]:
-        """Search ``repo`` (every repository the user can see when None);
-        ``{"results": [...], "total_results": n, ...}``. ``options`` are the server's
-        query fields by name (``min_score=0.5, search_mode="hybrid"``, see
+              limit: int | None = None, **options: Any) -> QueryResult:
+        """Search ``repo`` (every repository the user can see when None); the hits,
+        typed (iterate the result). ``options`` are the server's query fields by name
+        (``min_score=0.5, search_mode="hybrid"``, see
         :class:`~cidx_auth.domain.query.QueryRequest`), or pass a ``QueryRequest`` alone.
-        A bad value or an unknown name raises ``ConfigurationError`` before any request."""
+        """
+        return QueryResult.from_json(self.query_json(text, repo, limit, **options))
+
+    def query_json(self, text: str | QueryRequest, repo: str | None = None,
+                   limit: int | None = None, **options: Any) -> dict[str, Any]:
+        """As :meth:`query`, but the decoded JSON answer as the server sent it:
+        ``{"results": [...], "total_results": n, ...}`` (what ``cidx-auth query --json``
+        prints)."""
         call = query_call(text, repo, _with_limit(limit, options))
         return self._object(self._run(call), call)
 
@@ -181,7 +206,8 @@ class CidxClient(_Shared):
 
 
 class AsyncCidxClient(_Shared):
-    """The asyncio client; share one per event loop between tasks."""
+    """The asyncio client; share one per event loop between tasks (``async with``). Its
+    calls raise what :class:`CidxClient`'s do."""
 
     def __init__(self, settings: HttpSettings, provider: TokenSource, breaker: CircuitBreaker,
                  *, clock: Clock, retry: RetryPolicy = RetryPolicy(),
@@ -192,8 +218,13 @@ class AsyncCidxClient(_Shared):
         self._slots = asyncio.Semaphore(settings.max_in_flight)
 
     async def query(self, text: str | QueryRequest, repo: str | None = None,
-                    limit: int | None = None, **options: Any) -> dict[str, Any]:
+                    limit: int | None = None, **options: Any) -> QueryResult:
         """As :meth:`CidxClient.query`."""
+        return QueryResult.from_json(await self.query_json(text, repo, limit, **options))
+
+    async def query_json(self, text: str | QueryRequest, repo: str | None = None,
+                         limit: int | None = None, **options: Any) -> dict[str, Any]:
+        """As :meth:`CidxClient.query_json`."""
         call = query_call(text, repo, _with_limit(limit, options))
         return self._object(await self._run(call), call)
 

@@ -33,7 +33,7 @@ from adapters.http_limits import (
     BadAnswer,
     hooks,
 )
-from cidx_auth import __version__
+from cidx_auth._version import __version__
 from cidx_auth.domain.errors import (
     CidxAuthError,
     ConfigurationError,

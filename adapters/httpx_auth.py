@@ -110,7 +110,12 @@ def _authorize(request: httpx.Request, token: str) -> None:
 
 
 class CidxAuth(httpx.Auth):
-    """Bearer authentication from a :class:`TokenSource`, for ``Client`` and ``AsyncClient``."""
+    """Bearer authentication from a :class:`TokenSource` (``Project.provider``), for
+    ``Client`` and ``AsyncClient``; only requests to ``server``'s origin get the token.
+
+    A request raises :class:`ProtocolError` when its token was refused and its body was a
+    stream that cannot be sent again, and what the source raises when it cannot renew
+    (``NotLoggedIn``, ``AuthenticationError``, ``TransportError``, ``StorageError``)."""
 
     def __init__(self, source: TokenSource, server: str | httpx.URL) -> None:
         self._source = source

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cidx_auth import __version__
+from cidx_auth._version import __version__
 from cidx_auth.domain.errors import CidxAuthError, ConfigurationError
 from cidx_auth.domain.query import ACCURACIES, CHUNK_TYPES, BadQuery, QueryRequest
 from cidx_auth.domain.token import JWS_ALGORITHMS
@@ -248,7 +248,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
     from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.domain.moments import local_text
     from cidx_auth.domain.proxy import is_remote_plain_http
-    from cidx_auth.project import check_plain_http, open_project
+    from cidx_auth.project import check_plain_http, open_project_at
 
     if username is not None:  # stored and sent as the server reads it: trimmed
         username = trimmed_username(username)
@@ -342,7 +342,7 @@ def login(server: str | None, username: str | None, password_stdin: bool,
                 _tell(from_settings)
             credentials = Credentials(username, _read_password(password_stdin))
         try:
-            project = open_project(root, settings, secret=secret)  # read once
+            project = open_project_at(root, settings, secret=secret)  # read once
         except CidxAuthError as error:
             raise _with_login_command(error, layout, settings) from None
         try:
@@ -393,9 +393,9 @@ def token(refresh: bool) -> None:
     root = _options().root
     raw = None if refresh else fresh_stored_token(root)
     if raw is None:
-        from cidx_auth.project import open_project
+        from cidx_auth.project import open_project_at
 
-        project = open_project(root)
+        project = open_project_at(root)
         try:
             if refresh:
                 refused = project.container.token_store().load()
@@ -445,7 +445,7 @@ def status(as_json: bool) -> None:
 @handled
 def request(method: str, path: str, data: str | None) -> None:
     """Make an authenticated call and print the response body."""
-    from cidx_auth.project import open_project
+    from cidx_auth.project import open_project_at
 
     body = None
     if data is not None:
@@ -457,7 +457,7 @@ def request(method: str, path: str, data: str | None) -> None:
             raise ConfigurationError("--data is nested too deeply to be read") from None
     if not path.startswith("/"):
         raise ConfigurationError("PATH must start with / (for example /api/repos)")
-    project = open_project(_options().root)
+    project = open_project_at(_options().root)
     try:
         with project.client() as client:
             answer = client.request(method.upper(), path, json=body)
@@ -526,7 +526,7 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
     """Search the code of one repository, or of all you can see (semantic by default).
 
     Option values are checked against the server's limits before anything is sent."""
-    from cidx_auth.project import open_project
+    from cidx_auth.project import open_project_at
 
     diff_types = _listed(diff_type)
     options.update(  # a flag not given is left to the server, not sent as false
@@ -538,10 +538,10 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
     except BadQuery as bad:
         option = QUERY_OPTION_NAMES.get(bad.field, "--" + bad.field.replace("_", "-"))
         raise ConfigurationError(f"{option}: {bad.reason}") from None
-    project = open_project(_options().root)
+    project = open_project_at(_options().root)
     try:
         with project.client() as client:
-            answer = client.query(request)
+            answer = client.query_json(request)
     finally:
         project.close()
     if as_json:
@@ -565,14 +565,14 @@ def logout(forget: bool) -> None:
     token stays valid there until it expires (changing the password revokes them all).
     --forget is accepted and changes nothing (logout always forgets the password)."""
     from adapters.project_layout import ProjectLayout, load_settings
-    from cidx_auth.project import open_project
+    from cidx_auth.project import open_project_at
 
     del forget  # the old "also forget the credentials": now what logout always does
     root = _options().root
     if load_settings(ProjectLayout(root)) is None:
         _say("Not logged in: nothing to remove")
         return
-    project = open_project(root, offline=True)
+    project = open_project_at(root, offline=True)
     try:
         # The mark first: whatever fails after it, no command here reaches the server
         # until `login` (with a shared store, another host may renew the fleet's session).

@@ -189,9 +189,9 @@ def _process_worker(
 
 
 async def _task_workload(project: Path, tally: Tally, stop: threading.Event, tasks: int) -> None:
-    from cidx_auth.project import open_project
+    from cidx_auth.project import open_project_at
 
-    opened = open_project(project)
+    opened = open_project_at(project)
     try:
         client = opened.async_client()
         async with client:

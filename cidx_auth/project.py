@@ -30,7 +30,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from adapters.cidx_client_files import (
     RemoteConfig,
@@ -42,6 +43,7 @@ from adapters.project_layout import (
     ProjectLayout,
     ProjectSettings,
     check_project_dir,
+    find_project_root,
     load_settings,
     refuse_userinfo,
     save_settings,
@@ -76,7 +78,12 @@ logger = logging.getLogger("cidx_auth")
 
 @dataclass
 class Project:
-    """Everything a command needs for one project, built once per process."""
+    """One project's login, wired: the API clients and the token provider behind them.
+
+    Made by :func:`open_project`; close it when done (``with open_project() as
+    project:``), which records the token algorithm this process pinned and closes the
+    auth gateway. Build it once per process and share it: its clients renew one token.
+    """
 
     root: Path
     settings: ProjectSettings
@@ -96,7 +103,8 @@ class Project:
         return provider
 
     def client(self) -> CidxClient:
-        """A blocking API client whose calls carry (and renew) the token."""
+        """A blocking API client whose calls carry (and renew) the token; close it
+        (``with project.client() as cidx:``). What its calls raise: :class:`CidxClient`."""
         from adapters.cidx_client import CidxClient
 
         return CidxClient(
@@ -112,7 +120,9 @@ class Project:
         )
 
     def close(self) -> None:
-        """Record the algorithm pin if this command got the project's first token."""
+        """Record the algorithm pin if this process got the project's first token, and
+        close the auth gateway. Raises nothing: a pin that cannot be written is a
+        warning on the ``cidx_auth`` logger (the next command pins it)."""
         try:
             pin_algorithm(self)
         except (StorageError, ConfigurationError) as error:  # e.g. changed meanwhile
@@ -121,21 +131,75 @@ class Project:
         finally:
             self.gateway.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
 
 def open_project(
+    path: Path | str | None = None,
+    extra_sinks: Sequence[EventSink] = (),
+    *,
+    offline: bool = False,
+) -> Project:
+    """The project holding ``path`` (default: the current directory), found as the CLI
+    finds it: the nearest directory from ``path`` upwards holding ``.code-indexer/``,
+    under the same ownership rules. Use it as a context manager::
+
+        with open_project() as project, project.client() as cidx:
+            hits = cidx.query("token refresh", "backend")
+
+    ``extra_sinks`` also hear every :class:`~cidx_auth.domain.events.AuthEvent`;
+    ``offline``: nothing will be sent (a plain-http server is then no reason to stop).
+    A project only the CIDX client has set up is adopted first, if its server is approved.
+
+    Raises ``ConfigurationError`` when ``path`` is not a directory, the settings do not
+    verify or name a server that may not be used (plain http to another host, a CIDX
+    client's server not approved: ``NotApproved``); ``NotLoggedIn`` when no project
+    there has been logged in to (``LoggedOut`` after ``cidx-auth logout``);
+    ``StorageError`` when the project's ``.code-indexer`` or the per-user secret is a
+    link, another user's or writable by others, or cannot be read. Nothing is sent.
+    """
+    return open_project_at(_start_of(path), None, extra_sinks, offline=offline, search=True)
+
+
+def _start_of(path: object) -> Path:
+    """``path`` as the directory to start from; a clear error for anything else."""
+    if path is None:
+        return Path.cwd()
+    if not isinstance(path, str | os.PathLike) or isinstance(path, bytes):
+        raise ConfigurationError(f"open_project takes a directory path (str or Path), "
+                                 f"not {type(path).__name__}")
+    start = Path(path)
+    if not start.is_dir():
+        raise ConfigurationError(f"{start} is not a directory: give open_project the "
+                                 "project's directory, or one inside it")
+    return start.absolute()
+
+
+def open_project_at(
     root: Path,
     settings: ProjectSettings | None = None,
     extra_sinks: Sequence[EventSink] = (),
     *,
     offline: bool = False,
     secret: SecretSource | None = None,
+    search: bool = False,
 ) -> Project:
-    """Wire a project from its saved settings (or the ones given, for ``login``); a
-    project only the CIDX client has set up is adopted first. ``secret``: the per-user
-    secret's source, when the caller has read it already (``login`` checks it first).
-    ``offline``: the command
-    talks to no server (``status``, ``logout``), so a plain-http URL is no reason to stop."""
-    check_project_dir(root)  # another user's, or a link: refused before anything is read
+    """The project at exactly ``root`` (the CLI's ``--project DIR``, or the root it
+    found); ``search``: the nearest ancestor of ``root`` holding ``.code-indexer/``
+    instead, as :func:`open_project`. Wired from its saved settings (or the ones given,
+    for ``login``); a project only the CIDX client has set up is adopted first.
+    ``secret``: the per-user secret's source, when the caller has read it already
+    (``login`` checks it first). ``offline``: the command talks to no server (``status``,
+    ``logout``), so a plain-http URL is no reason to stop. Raises as :func:`open_project`."""
+    # Another user's, or a link: refused before anything is read (the search checks each
+    # .code-indexer it meets the same way, and stops at the first).
+    root = find_project_root(root) if search else root
+    check_project_dir(root)
     layout = ProjectLayout(root)
     given = settings  # login's: it logs in again, the one way past a logout
     settings = settings or load_settings(layout)

@@ -1,9 +1,24 @@
-"""Shipped test helpers: a fake clock and an in-process client.
+"""Shipped test helpers: a fake CIDX server for your tests, a fake clock, an app client.
 
-Tests (this project's and anyone's) drive time by hand with `FakeClock` (the
-client's own fake, `adapters.memory.FakeClock`: one fake clock for both sides)
-instead of sleeping, and reach an app through `httpx.ASGITransport` so no
-socket or process is involved. That client carries the app's admin token.
+For tests of code that uses cidx-auth, :class:`FakeCidx` is the one to reach for: the
+reference server in this process on a fake clock, with real ``CidxClient``,
+``AsyncCidxClient`` and ``httpx`` clients wired to it, and one call each to make tokens
+expire, have a token refused (401), revoke the refresh tokens or cut the server off
+(see ``refserver.inprocess``; it needs the ``server`` extra)::
+
+    from refserver.testing import FakeCidx
+
+    def test_search_survives_expiry():
+        with FakeCidx(users={"alice": "secret"}) as cidx, cidx.client("alice") as client:
+            client.query("retry", "backend")
+            cidx.expire_tokens()
+            assert client.query("retry", "backend").hits
+            assert cidx.stats()["totals"]["refreshes"] == 1
+
+Lower down, tests (this project's and anyone's) drive time by hand with `FakeClock` (the
+client's own fake, `adapters.memory.FakeClock`: one fake clock for both sides) instead
+of sleeping, and reach an app through `httpx.ASGITransport` so no socket or process is
+involved. That client carries the app's admin token.
 """
 
 from __future__ import annotations
@@ -15,13 +30,10 @@ from adapters.memory import FakeClock
 from refserver.admin_routes import ADMIN_TOKEN_HEADER
 from refserver.app import admin_token, create_app
 from refserver.config import ServerConfig
+from refserver.inprocess import DEFAULT_EPOCH, LOOPBACK_PEER, FakeCidx
 
-DEFAULT_EPOCH = 1_767_225_600.0
-"""2026-01-01T00:00:00Z: a fixed, readable starting point for fake time."""
-
-LOOPBACK_PEER = ("127.0.0.1", 50_000)
-
-__all__ = ["DEFAULT_EPOCH", "LOOPBACK_PEER", "FakeClock", "asgi_client", "fake_app"]
+__all__ = ["DEFAULT_EPOCH", "LOOPBACK_PEER", "FakeCidx", "FakeClock", "asgi_client",
+           "fake_app"]
 
 
 def fake_app(config: ServerConfig, clock: FakeClock | None = None) -> Starlette:

@@ -37,6 +37,7 @@ class AccessTokens:
         self.alg = alg
         self.lifetime = lifetime
         self._revoked_jtis: set[str] = set()
+        self._issued_jtis: set[str] = set()
         self._kid = f"refserver-{secrets.token_hex(8)}"
         self._private: rsa.RSAPrivateKey | None = None
         self._secret = ""
@@ -56,6 +57,7 @@ class AccessTokens:
             "iat": round(now, 6),
             "jti": str(uuid.uuid4()),
         }
+        self._issued_jtis.add(claims["jti"])
         if self._private is not None:
             return jwt.encode(claims, self._private, algorithm="RS256", headers={"kid": self._kid})
         return jwt.encode(claims, self._secret, algorithm="HS256")
@@ -90,6 +92,13 @@ class AccessTokens:
     def revoke(self, jti: str) -> None:
         """Blacklist one token (what logout does)."""
         self._revoked_jtis.add(jti)
+
+    def revoke_issued(self) -> int:
+        """Blacklist every token issued so far, as if each had logged out (a test's way
+        to make the server refuse a token the client still thinks good); how many."""
+        fresh = self._issued_jtis - self._revoked_jtis
+        self._revoked_jtis |= self._issued_jtis
+        return len(fresh)
 
     def jwks(self) -> dict[str, Any]:
         """The public verification keys as a JWK set (empty for HS256)."""

@@ -121,6 +121,8 @@ _RULES: dict[str, Callable[[str, Any], Any]] = {
 @dataclass(frozen=True, slots=True)
 class QueryRequest:
     """The body of ``POST /api/query``; unset options (None) are left to the server.
+    Raises :class:`BadQuery` (a ``ConfigurationError``) for a value the server would
+    refuse, naming the field.
 
     ``repository_alias`` None searches every repository the user can see. Lists are
     kept as tuples, so a request is immutable and can be compared.
@@ -163,7 +165,8 @@ class QueryRequest:
     def build(cls, text: str, repo: str | None = None,
               options: Mapping[str, Any] | None = None) -> QueryRequest:
         """A request from the text, an optional alias and keyword options by body name;
-        an unknown name is refused rather than dropped (the server would drop it)."""
+        an unknown name is refused rather than dropped (the server would drop it).
+        Raises :class:`BadQuery` for an unknown name or a bad value."""
         options = dict(options or {})
         for name in options:
             if name not in OPTION_NAMES:

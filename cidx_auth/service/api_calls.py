@@ -64,7 +64,9 @@ def query_call(text: str | QueryRequest, repo: str | None = None,
 
 def generic_call(method: str, path: str, body: Any) -> Call:
     """Any call on this server. An absolute URL is refused: it would carry the token away."""
-    if not path.startswith("/") or path.startswith("//"):
+    if not isinstance(method, str) or not method.isalpha():
+        raise ConfigurationError(f"{method!r} is not an HTTP method (GET, POST, ...)")
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
         raise ConfigurationError(f"{path!r} is not a path on the CIDX server (start it with /)")
     verb = method.upper()
     return Call(verb, path, body, idempotent=verb in IDEMPOTENT)

@@ -41,7 +41,7 @@ def test_retry_after_from_a_429_is_honoured(server: RunningServer) -> None:
     with stack.client() as cidx:
         answer = cidx.query("x", "backend")
     stack.close()
-    assert answer["total_results"] == len(answer["results"]) == 5  # the answer after the wait
+    assert answer.total_results == len(answer.hits) == 5  # the answer after the wait
     assert stack.sleeps.sleeps == [2.0] and fired(server) == 1
 
 

@@ -60,10 +60,9 @@ def test_the_api_client_works_over_tls(server: RunningServer) -> None:
         answer = cidx.query("refresh", "backend", limit=2)
     stack.close()
     # The reference server's two best canned hits, from the repository asked for.
-    assert answer["total_results"] == 2
-    assert [hit["file_path"] for hit in answer["results"]] == [
-        "src/auth/refresh.py", "src/auth/login.py"]
-    assert {hit["repository_alias"] for hit in answer["results"]} == {"backend"}
+    assert answer.total_results == 2
+    assert [hit.file_path for hit in answer] == ["src/auth/refresh.py", "src/auth/login.py"]
+    assert {hit.repository_alias for hit in answer} == {"backend"}
 
 
 def test_http1_when_http2_is_not_on_offer() -> None:

@@ -23,7 +23,7 @@ from adapters.secret_sources import secret_source
 from cidx_auth.container import build_project, in_redis
 from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.rules import Rules
-from cidx_auth.project import open_project
+from cidx_auth.project import open_project_at
 from cidx_auth.service.provider import TokenProvider
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
@@ -87,7 +87,7 @@ def test_open_project_picks_redis_from_settings_or_environment(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def store(settings: ProjectSettings) -> object:
-        project = open_project(tmp_path, settings)
+        project = open_project_at(tmp_path, settings)
         try:
             return project.container.token_store()
         finally:

@@ -10,6 +10,7 @@ import httpx
 
 from adapters.cidx_client import CidxClient
 from adapters.http_settings import HttpSettings
+from cidx_auth.domain.results import QueryResult
 from cidx_auth.domain.retry import RetryPolicy
 from tests.unit.conftest import World
 
@@ -17,6 +18,8 @@ URL = "https://cidx.test"
 Reply = httpx.Response | Exception
 HITS = {"results": [{"file_path": "src/auth.py", "score": 0.9}], "total_results": 1,
         "query_metadata": {}}
+TYPED = QueryResult.from_json(HITS)
+"""What ``query`` returns for :data:`HITS` (``query_json`` returns HITS itself)."""
 
 
 class Server:

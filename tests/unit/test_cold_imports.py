@@ -195,3 +195,18 @@ def test_storage_warnings_are_held_back_and_info_lines_dropped() -> None:
         info("%s is cidx-auth's own file", "/p/.creds")
         warn("%s had mode %03o; setting it to %03o", "/p/.code-indexer", 0o770, 0o700)
     assert heard == ["/p/.code-indexer had mode 770; setting it to 700"]
+
+
+def test_importing_the_package_loads_none_of_its_public_names(tmp_path: Path) -> None:
+    """``import cidx_auth`` runs before every command, the cold ``token`` included: its
+    public names load on first use (PEP 562), and the first use loads only their module."""
+    script = ("import json, sys, cidx_auth; before = sorted(sys.modules); "
+              "cidx_auth.QueryRequest; print(json.dumps([before, sorted(sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", script], env=uncovered_env(tmp_path),
+                          capture_output=True, text=True, timeout=60, check=True)
+    before, after = (set(names) for names in json.loads(done.stdout))
+    ours = {name for name in before if name.startswith(("cidx_auth", "adapters"))}
+    assert ours == {"cidx_auth", "cidx_auth._version"}
+    assert before & (NEVER_COLD | {"logging", "dataclasses", "cidx_auth.project"}) == set()
+    assert {"cidx_auth.domain.query"} <= after
+    assert after & (NEVER_COLD | {"cidx_auth.project", "adapters.cidx_client"}) == set()

@@ -20,14 +20,14 @@ from adapters.cidx_client import (
 from adapters.http_settings import HttpSettings
 from cidx_auth.domain.errors import ConfigurationError, ProtocolError, ServerUnavailable
 from tests.unit.conftest import World, make_world
-from tests.unit.http_fakes import HITS, URL, Server, make, status
+from tests.unit.http_fakes import HITS, TYPED, URL, Server, make, status
 
 
 def test_query_posts_the_contract_body_with_a_token(world: World) -> None:
     server = Server()
     with make(world, server) as cidx:
         assert cidx.query("token refresh", "backend", limit=5, min_score=0.5,
-                          language=None) == HITS
+                          language=None) == TYPED
     request = server.requests[0]
     assert (request.method, request.url.path) == ("POST", "/api/query")
     assert server.body() == {"query_text": "token refresh", "repository_alias": "backend",
@@ -73,6 +73,10 @@ def test_health_needs_no_login() -> None:
     (lambda c: c.query("x", "backend", limit=101), "1 to 100"),
     (lambda c: c.request("GET", "https://elsewhere.test/steal"), "not a path"),
     (lambda c: c.request("GET", "//elsewhere.test/steal"), "not a path"),
+    (lambda c: c.request("GET", 5), "not a path"),
+    (lambda c: c.request(None, "/api/repos"), "not an HTTP method"),
+    (lambda c: c.request("GET /x", "/api/repos"), "not an HTTP method"),
+    (lambda c: c.query(42), "must be text, not int"),
 ])
 def test_bad_arguments_send_nothing(world: World, call: Callable[[CidxClient], Any],
                                     words: str) -> None:
@@ -107,7 +111,7 @@ def test_non_json_success_is_a_protocol_error(world: World) -> None:
 
 def test_retry_after_seconds_is_honoured_on_the_fake_clock(world: World) -> None:
     server = Server(status(429, "slow down", Retry_After="7"), httpx.Response(200, json=HITS))
-    assert make(world, server).query("x", "backend") == HITS
+    assert make(world, server).query("x", "backend") == TYPED
     assert world.clock.sleeps == [7.0] and len(server.requests) == 2
 
 
@@ -158,7 +162,7 @@ async def test_async_client_shares_the_behaviour(world: World) -> None:
                     httpx.Response(200, json={"ok": 1}))
     async with AsyncCidxClient(HttpSettings(URL), world.provider, world.container.breaker(),
                                clock=world.clock, transport=httpx.MockTransport(server)) as cidx:
-        assert await cidx.query("x", "backend") == HITS
+        assert await cidx.query("x", "backend") == TYPED
         assert await cidx.health() == {"ok": 1}
         assert await cidx.repos() == {"ok": 1}
         assert await cidx.request("GET", "/api/repos") == {"ok": 1}

@@ -14,7 +14,7 @@ from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.query import ACCURACIES, OPTION_NAMES, BadQuery, QueryRequest, _choice
 from cidx_auth.service.api_calls import query_call
 from tests.unit.conftest import World
-from tests.unit.http_fakes import HITS, URL, Server, make
+from tests.unit.http_fakes import TYPED, URL, Server, make
 
 NOT_UTF8 = "caf\udce9"  # a Latin-1 byte from the terminal, as Python decodes it
 
@@ -183,9 +183,9 @@ def test_the_client_sends_every_option_and_searches_everywhere_without_a_repo(
         "at_commit": "abc123", "diff_type": ["added"], "author": "alice",
         "chunk_type": "commit_diff"}
     assert set(options) == set(OPTION_NAMES)
-    assert make(world, server).query("x", **options) == HITS
+    assert make(world, server).query("x", **options) == TYPED
     assert server.body() == {"query_text": "x", **options}
-    assert make(world, server).query(QueryRequest("y", "docs")) == HITS
+    assert make(world, server).query(QueryRequest("y", "docs")) == TYPED
     assert server.body() == {"query_text": "y", "repository_alias": "docs", "limit": 10}
 
 
@@ -203,6 +203,6 @@ async def test_the_async_client_refuses_an_unknown_name_and_sends_the_rest(
         with pytest.raises(BadQuery, match="min_score"):
             await cidx.query("x", "backend", min_scor=0.5)
         assert server.requests == []
-        assert await cidx.query("x", snippet_lines=50, fuzzy=True) == HITS
+        assert await cidx.query("x", snippet_lines=50, fuzzy=True) == TYPED
     assert server.body() == {"query_text": "x", "limit": 10, "snippet_lines": 50,
                              "fuzzy": True}

@@ -1,0 +1,80 @@
+"""The library as users meet it: one import, a project found as the CLI finds it, and
+closed with ``with``; bad arguments are errors of the library's own."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import cidx_auth
+from cidx_auth import ConfigurationError, NotLoggedIn, Project, StorageError, open_project
+from cidx_auth.domain.errors import ServerUnavailable
+from tests.unit.test_one_expiry_decision import plant_project, session_with
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A logged-in project (a fresh token stored), with a subdirectory ``src/app``."""
+    plant_project(tmp_path, session_with(time.time(), 3000), monkeypatch)
+    root = tmp_path / "project"
+    (root / "src" / "app").mkdir(parents=True)
+    return root
+
+
+def test_every_public_name_is_one_import_away() -> None:
+    for name in cidx_auth.__all__:
+        assert getattr(cidx_auth, name) is not None
+    assert set(cidx_auth.__all__) <= set(dir(cidx_auth))
+    assert cidx_auth.CidxClient.__module__ == "adapters.cidx_client"
+    assert issubclass(cidx_auth.BadQuery, cidx_auth.ConfigurationError)
+    assert issubclass(cidx_auth.ApiError, cidx_auth.CidxAuthError)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = cidx_auth.nothing_here  # type: ignore[attr-defined]
+
+
+def test_a_subdirectory_opens_its_project_as_the_cli_does(
+    project: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with open_project(project / "src" / "app") as opened:
+        assert isinstance(opened, Project) and opened.root == project
+        assert opened.provider.get_token()  # the stored token: nothing sent
+    monkeypatch.chdir(project / "src")
+    with open_project() as opened, open_project("app") as again:
+        assert opened.root == again.root == project
+
+
+def test_leaving_the_with_block_closes_the_project(project: Path) -> None:
+    with pytest.raises(KeyError), open_project(project) as opened:
+        raise KeyError("the caller's own error goes on up")
+    with pytest.raises(ServerUnavailable, match="the project was closed"):
+        opened.gateway.refresh("r")  # nothing built, nothing sent, after the close
+
+
+def test_no_project_above_says_so_and_names_where_it_looked(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(NotLoggedIn, match=f"no cidx-auth settings in {tmp_path}/elsewhere"):
+        open_project(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize(("path", "words"), [
+    (42, "takes a directory path \\(str or Path\\), not int"),
+    (b"/tmp", "not bytes"),
+    ("/no/such/dir", "/no/such/dir is not a directory"),
+])
+def test_a_bad_path_is_a_configuration_error(path: object, words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        open_project(path)  # type: ignore[arg-type]
+
+
+@pytest.mark.posix
+def test_the_search_stops_at_a_code_indexer_others_can_write(project: Path) -> None:
+    """A ``.code-indexer`` every user can write, above the start: refused, never used,
+    never passed over for the real project further up (the CLI's rule)."""
+    planted = project / "src" / ".code-indexer"
+    planted.mkdir()
+    os.chmod(planted, 0o777)  # noqa: S103 - the planted directory under test
+    with pytest.raises(StorageError, match=r"src/\.code-indexer can be written by every user"):
+        open_project(project / "src" / "app")
