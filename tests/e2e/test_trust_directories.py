@@ -164,6 +164,15 @@ def test_a_victim_below_a_planted_code_indexer_is_refused_and_writes_nothing_the
     assert snapshot(planted) == before
 
 
+def test_what_the_victim_runs_only_root_can_change(victim_python: Copy) -> None:
+    entries = [victim_python.prefix, *victim_python.prefix.rglob("*")]
+    assert len(entries) > 1000  # the interpreter, its standard library, the project
+    for path in entries:
+        status = os.lstat(path)
+        assert status.st_uid == 0 and not status.st_mode & 0o6022, path  # no set-user-ID
+        assert stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode), path
+
+
 # --- one's own project directory ---------------------------------------------------
 
 
