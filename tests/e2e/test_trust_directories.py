@@ -16,12 +16,18 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
+import adapters
+import cidx_auth
+import refserver
+from adapters.extras import EXTRAS
 from refserver.harness import RunningServer
 from tests.e2e.conftest import PASSWORD, USER, Cli
+from tests.e2e.other_user import Copy, Unsupported, can_run_programs, python_for_other_users
 
 VICTIM, ATTACKER = 2002, 2003
 
@@ -60,14 +66,17 @@ def mode(path: Path) -> int:
 
 
 def cidx(
-    *args: str, env: dict[str, str], cwd: Path | None = None, uid: int | None = None,
+    *args: str, env: dict[str, str], cwd: Path | None = None, victim: Copy | None = None,
     umask: int = -1, password: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """``cidx-auth ARGS`` in a fresh process, as ``uid`` if given."""
-    user = [] if uid is None else [
-        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    """``cidx-auth ARGS`` in a fresh process; as the victim (uid 2002) if given
+    ``victim``, the copy of this Python they can start."""
+    if victim is not None:
+        python, env = victim.as_user(VICTIM), {**env, **victim.env}
+    else:
+        python = [sys.executable]
     return subprocess.run(
-        [*user, sys.executable, "-m", "cidx_auth", *args], cwd=cwd, env=env, umask=umask,
+        [*python, "-m", "cidx_auth", *args], cwd=cwd, env=env, umask=umask,
         input=PASSWORD + "\n" if password else None, capture_output=True, text=True,
         timeout=120, check=False,
     )
@@ -87,16 +96,35 @@ def refused(done: subprocess.CompletedProcess[str], *expected: str) -> None:
 # --- a shared machine: a victim below an attacker's .code-indexer ----------------------
 
 
+@pytest.fixture(scope="module")
+def victim_python() -> Iterator[Copy]:
+    """This Python and its packages, copied where the victim can start them (pyenv's
+    interpreters are in root's 0700 home: ``other_user.py``), once for the module."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not installed: cannot run a process as another user")
+    if not can_run_programs(Path("/tmp")):
+        pytest.skip("/tmp is mounted noexec: no copy of Python can run from there")
+    packages = [Path(str(package.__file__)).parent for package in (cidx_auth, adapters, refserver)]
+    with ExitStack() as made:
+        try:
+            copy = made.enter_context(python_for_other_users("cidx-auth", EXTRAS, packages))
+        except Unsupported as error:
+            pytest.skip(f"{sys.executable} cannot be copied for another user: {error}")
+        # The victim runs this very Python and the project under test, nothing else found
+        # on the way (as uid 2002 the original fell back to Debian's libpython3.11).
+        probe = subprocess.run(
+            [*copy.as_user(VICTIM), "-c", "import sys, cidx_auth; print(sys.version); "
+             "print(cidx_auth.__file__)"], cwd="/", env=copy.env, capture_output=True, text=True,
+            timeout=60, check=False)
+        assert probe.returncode == 0, probe.stderr
+        version, source = probe.stdout.splitlines()
+        assert version == sys.version and source.startswith(f"{copy.prefix}/"), probe.stdout
+        yield copy
+
+
 @pytest.fixture
 def machine() -> Iterator[Path]:
     """A directory every user can reach (pytest's own temp directory is root's 0700)."""
-    if shutil.which("setpriv") is None:
-        pytest.skip("setpriv is not installed: cannot run a process as another user")
-    probe = subprocess.run(["setpriv", f"--reuid={VICTIM}", f"--regid={VICTIM}",
-                            "--clear-groups", sys.executable, "-c", ""],
-                           capture_output=True, text=True, check=False)
-    if probe.returncode != 0:  # e.g. a pyenv Python whose libpython is in root's 0700 home
-        pytest.skip(f"{sys.executable} cannot run as another user: {probe.stderr.strip()}")
     base = Path(tempfile.mkdtemp(prefix="cidx-trust-", dir="/tmp"))
     os.chmod(base, 0o755)  # noqa: S103  (the victim, another uid, must reach it)
     try:
@@ -106,7 +134,7 @@ def machine() -> Iterator[Path]:
 
 
 def test_a_victim_below_a_planted_code_indexer_is_refused_and_writes_nothing_there(
-    machine: Path, server: RunningServer
+    machine: Path, victim_python: Copy, server: RunningServer
 ) -> None:
     # The attacker's trap: /shared/.code-indexer, 0777, with settings of their choice.
     planted = owned_dir(machine / ".code-indexer", 0o777, ATTACKER)
@@ -118,7 +146,8 @@ def test_a_victim_below_a_planted_code_indexer_is_refused_and_writes_nothing_the
     env = {"PATH": os.environ["PATH"], "HOME": str(home)}
 
     for args in [login_args(server), ("token",), ("status",), ("logout", "--forget")]:
-        done = cidx(*args, env=env, cwd=clone, uid=VICTIM, password=args[0] == "login")
+        done = cidx(*args, env=env, cwd=clone, victim=victim_python,
+                    password=args[0] == "login")
         refused(done, f"the project directory {planted} is owned by another user (uid "
                       f"{ATTACKER})", "--project DIR")
     assert snapshot(planted) == before
@@ -126,13 +155,22 @@ def test_a_victim_below_a_planted_code_indexer_is_refused_and_writes_nothing_the
 
     # The way out the message names: the victim's own project directory.
     done = cidx("--project", str(clone), *login_args(server), env=env, cwd=clone,
-                uid=VICTIM, password=True)
+                victim=victim_python, password=True)
     assert done.returncode == 0, done.stderr
     assert f"stored in {clone / '.code-indexer'}" in done.stdout
     assert os.stat(clone / ".code-indexer").st_uid == VICTIM
-    token = cidx("token", env=env, cwd=clone, uid=VICTIM)  # now found first, in the clone
+    token = cidx("token", env=env, cwd=clone, victim=victim_python)  # found first, in the clone
     assert token.returncode == 0 and token.stdout.count(".") == 2, token.stderr
     assert snapshot(planted) == before
+
+
+def test_what_the_victim_runs_only_root_can_change(victim_python: Copy) -> None:
+    entries = [victim_python.prefix, *victim_python.prefix.rglob("*")]
+    assert len(entries) > 1000  # the interpreter, its standard library, the project
+    for path in entries:
+        status = os.lstat(path)
+        assert status.st_uid == 0 and not status.st_mode & 0o6022, path  # no set-user-ID
+        assert stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode), path
 
 
 # --- one's own project directory ---------------------------------------------------
