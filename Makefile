@@ -100,10 +100,10 @@ $(VENV)/.bench-stamp: pyproject.toml $(STAMP)
 bench: $(VENV)/.bench-stamp
 	$(BIN)/python bench/run.py
 
-# `make mutate`: mutation testing of the core (cidx_auth/domain and cidx_auth/service) with
-# mutmut 3 (configuration in pyproject.toml), then the scores, the hand-written mutants of
-# module constants and the breaker table, and the survivors (tests/mutation/report.py).
-# A fresh run each time (about 35 min on 2 cores), so no verdict is stale; not part of test.
+# `make mutate`: mutation testing of the core (cidx_auth/domain and cidx_auth/service) and of
+# the safety adapters with mutmut 3 (configuration in pyproject.toml), then the scores, the
+# hand-written mutants, and the survivors (tests/mutation/report.py). A fresh run each
+# time, so no verdict is stale; not part of test.
 $(VENV)/.mutate-stamp: pyproject.toml $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,mutate]'
 	@touch $@
