@@ -68,7 +68,7 @@ class ReplayWatch:
         self._made: list[Watched] = []
         """Strong references to the servers made since the current test began, so one
         closed and dropped inside the test is still read at its end."""
-        self._start: dict[Watched, int] = {}
+        self._start: dict[object, int] = {}
         self._lock = threading.Lock()
 
     def add(self, server: Watched) -> None:
@@ -76,25 +76,23 @@ class ReplayWatch:
         with self._lock:
             self._known.add(server)
             self._made.append(server)
-            self._start.setdefault(server, start)
+            self._start.setdefault(_key(server), start)
 
     def begin(self) -> None:
         """Note what every server has seen so far."""
-        with self._lock:
-            servers = list(self._known)
-        for server in servers:
-            self._start[server] = _read(server)
+        for key, server in self._servers().items():
+            self._start[key] = _read(server)
 
     def end(self, declared: int) -> str | None:
         """This test's verdict; forget this test's servers."""
+        servers = self._servers()
         with self._lock:
-            servers = {*self._known, *self._made}
             start, self._start, self._made = self._start, {}, []
         seen: dict[str, int] = {}
         lost: list[str] = []
-        for server in servers:
+        for key, server in servers.items():
             try:
-                count = server.replays_seen() - start.get(server, 0)
+                count = server.replays_seen() - start.get(key, 0)
             except ReplaysUncounted as error:
                 lost.append(str(error))
                 continue
@@ -104,6 +102,18 @@ class ReplayWatch:
         if lost:
             return "; ".join(lost) + ": its replays cannot be checked"
         return verdict(seen, declared)
+
+    def _servers(self) -> dict[object, Watched]:
+        """One of each server: objects over one ``CountingServer`` file are one server."""
+        with self._lock:
+            every = [*self._known, *self._made]
+        return {_key(server): server for server in every}
+
+
+def _key(server: Watched) -> object:
+    if isinstance(server, CountingServer):
+        return server.state_path.resolve()
+    return server
 
 
 def _read(server: Watched) -> int:
