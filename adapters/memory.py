@@ -25,6 +25,7 @@ from typing import Any
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
+    AccountLocked,
     CidxAuthError,
     InvalidCredentials,
     LockTimeout,
@@ -172,18 +173,34 @@ def make_jwt(
     return f"{part(header or {'alg': alg, 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
 
+REFRESH_LIFETIME = 604_800.0
+"""Seconds a refresh token lives on the CIDX server (``refresh_token_expires_in``)."""
+LOCKOUT_THRESHOLD = 5
+"""Wrong passwords within ``LOCKOUT_WINDOW`` that lock a username (known or not)."""
+LOCKOUT_WINDOW = 900.0
+LOCKOUT_SECONDS = 900.0
+"""How long a lockout lasts: every login for that name is refused, right password or not."""
+
+
 class ScriptedGateway:
-    """A fake CIDX auth server that keeps the real one's rotation rules, with counts and
-    failures on demand (``fail_next``). Implements the ``AuthGateway`` port.
+    """A fake CIDX auth server that keeps the real one's rules, with counts and failures
+    on demand (``fail_next``). Implements the ``AuthGateway`` port.
 
     As on the real server (``server-contract.md``): each login starts a token family;
     each refresh token works once and is replaced by the next of its family; presenting
     a used one answers "Token replay attack detected" and revokes the whole family, whose
-    later tokens answer "Refresh token revoked due to replay_attack". ``replays`` counts
-    every refresh token presented again after an earlier presentation reached the server,
-    whatever that one was answered (a failure scripted with ``fail_next`` counts as having
-    reached it, unless it is a ``ServerUnavailable`` with ``reached=False``); the test
-    suite fails any test that causes more than it declared in ``expected_replays``.
+    later tokens answer "Refresh token revoked due to replay_attack"; a refresh token
+    expires ``refresh_lifetime`` seconds (7 days) after it was issued; 5 wrong passwords
+    within 15 minutes lock the username for 15 minutes (``AccountLocked``, even with the
+    right password), and a right one clears the count. A grant a test injects
+    (``answer_next``) is issued like any other: its refresh token joins the family of the
+    call it answers, works once, and counts as a replay when presented again.
+
+    ``replays`` counts every refresh token presented again after an earlier presentation
+    reached the server, whatever that one was answered (a failure scripted with
+    ``fail_next`` counts as having reached it, unless it is a ``ServerUnavailable`` with
+    ``reached=False``); the test suite fails any test whose count differs from the one it
+    declared in ``expected_replays``.
     """
 
     def __init__(
@@ -192,16 +209,18 @@ class ScriptedGateway:
         users: dict[str, str] | None = None,
         lifetime: float = 600.0,
         alg: str = "RS256",
+        refresh_lifetime: float = REFRESH_LIFETIME,
     ) -> None:
         self.clock = clock
         self.users = dict(users or {"alice": "secret"})
         self.lifetime = lifetime
+        self.refresh_lifetime = refresh_lifetime
         self.alg = alg
         self.logins = 0
         self.refreshes = 0
         self.replays = 0
         self.expected_replays = 0
-        """How many replays the test provokes on purpose; any other replay fails it."""
+        """How many replays the test provokes on purpose; any other count fails it."""
         self.server_offset = 0.0
         self.send_date = False
         self.gate: threading.Event | None = None
@@ -212,10 +231,13 @@ class ScriptedGateway:
         """Refreshes still to lose their answer: rotated at the server, then a timeout."""
         self._script: deque[CidxAuthError | Grant] = deque()
         self._family_of: dict[str, int] = {}
+        self._expires_at: dict[str, float] = {}
         self._owner: dict[int, str] = {}
         self._reached: set[str] = set()
         """Refresh tokens that were presented and got here: spent, refused or rotated."""
         self._revoked: dict[int, str] = {}
+        self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -232,7 +254,8 @@ class ScriptedGateway:
         self.lose_answers = 0
 
     def answer_next(self, grant: Grant) -> None:
-        """The next call answers with ``grant`` as it is (to test bad tokens)."""
+        """The next call answers with ``grant`` as it is (to test bad tokens); its refresh
+        token is then issued as the server's own would be."""
         self._script.append(grant)
 
     def revoke_all(self) -> None:
@@ -246,13 +269,16 @@ class ScriptedGateway:
         with self._lock:
             self.logins += 1
             scripted = self._scripted()
+            username = credentials.username
             if scripted is not None:
-                return scripted
-            if self.users.get(credentials.username) != credentials.password:
+                return self._issued(scripted, self._open_family(username))
+            now = self._server_now()
+            self._refuse_if_locked(username, now)
+            if self.users.get(username) != credentials.password:
+                self._count_failure(username, now)
                 raise InvalidCredentials("the server refused the username or password")
-            family = len(self._owner)
-            self._owner[family] = credentials.username
-            return self._grant(family)
+            self._failures.pop(username, None)
+            return self._grant(self._open_family(username))
 
     def refresh(self, refresh_token: str) -> Grant:
         self._wait_gate()
@@ -274,12 +300,16 @@ class ScriptedGateway:
                 raise
             if scripted is not None:
                 self._reached.add(refresh_token)
-                return scripted
+                if family is None:
+                    family = self._open_family(next(iter(self.users), "alice"))
+                return self._issued(scripted, family)
             if family is None:
                 raise RefreshRejected("Invalid refresh token")
             self._reached.add(refresh_token)
             if family in self._revoked:
                 raise RefreshRejected(f"Refresh token revoked due to {self._revoked[family]}")
+            if self._server_now() >= self._expires_at[refresh_token]:
+                raise RefreshRejected("Refresh token has expired")
             grant = self._grant(family)
             if self.lose_answers:
                 self.lose_answers -= 1
@@ -299,8 +329,46 @@ class ScriptedGateway:
             return item
         raise item
 
+    def _server_now(self) -> float:
+        return self.clock.now() + self.server_offset
+
+    def _refuse_if_locked(self, username: str, now: float) -> None:
+        until = self._locked_until.get(username)
+        if until is None or now >= until:
+            return
+        left = max(1, int(until - now))
+        raise AccountLocked(
+            "the server locked this account after too many failed logins "
+            f"(it says: try again in {left} seconds)",
+            retry_at=self.clock.now() + left,
+        )
+
+    def _count_failure(self, username: str, now: float) -> None:
+        recent = [t for t in self._failures.get(username, []) if now - t < LOCKOUT_WINDOW]
+        recent.append(now)
+        if len(recent) >= LOCKOUT_THRESHOLD:
+            self._locked_until[username] = now + LOCKOUT_SECONDS
+            recent = []
+        self._failures[username] = recent
+
+    def _open_family(self, username: str) -> int:
+        family = len(self._owner)
+        self._owner[family] = username
+        return family
+
+    def _issue(self, refresh: str, family: int) -> None:
+        # A token issued again (a test injecting the same one twice) is a new token.
+        self._reached.discard(refresh)
+        self._family_of[refresh] = family
+        self._expires_at[refresh] = self._server_now() + self.refresh_lifetime
+
+    def _issued(self, grant: Grant, family: int) -> Grant:
+        if grant.refresh_token is not None:
+            self._issue(grant.refresh_token, family)
+        return grant
+
     def _grant(self, family: int) -> Grant:
-        server_now = self.clock.now() + self.server_offset
+        server_now = self._server_now()
         token = make_jwt(
             {
                 "username": self._owner[family],
@@ -312,7 +380,7 @@ class ScriptedGateway:
             alg=self.alg,
         )
         refresh = secrets.token_urlsafe(48)
-        self._family_of[refresh] = family
+        self._issue(refresh, family)
         return Grant(token, refresh, None, server_now if self.send_date else None)
 
 

@@ -9,6 +9,11 @@ hook cover the ordinary paths.
 Each start draws a new admin token, which the child writes to a 0600 file in
 a private directory of the harness; the admin helpers send it, so tests call
 `stats()`, `revoke()` and the rest without knowing it exists.
+
+`replays_seen()` counts the refresh-token replays the server saw over every start of
+the harness: `stop()` and `kill()` read the count before the process (and its counters)
+goes, so the test suite can fail a test that caused a replay it did not declare even
+when the server was closed or restarted inside that test.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ _TOKEN_FILE = "admin-token"
 _live: weakref.WeakSet[RunningServer] = weakref.WeakSet()
 
 
+class ReplaysUncounted(RuntimeError):
+    """A start of the server ended without its replay count read (it died on its own,
+    or did not answer `/_admin/stats` before it was stopped)."""
+
+
 class RunningServer:
     """Start, stop, restart and steer a reference server in a child process.
 
@@ -66,6 +76,8 @@ class RunningServer:
         self._pump_thread: threading.Thread | None = None
         self._admin_dir: Path | None = None
         self._admin_token = ""
+        self._replays_banked = 0
+        self._uncounted: str | None = None
         _live.add(self)
 
     # Lifecycle -------------------------------------------------------------
@@ -121,6 +133,7 @@ class RunningServer:
         process = self._process
         if process is None:
             return
+        self._bank_replays(process)
         if process.poll() is None:
             process.terminate()
             try:
@@ -135,6 +148,7 @@ class RunningServer:
         process = self._process
         if process is None:
             return
+        self._bank_replays(process)
         if process.poll() is None:
             process.kill()
             process.wait()
@@ -168,6 +182,17 @@ class RunningServer:
     def stats(self) -> dict[str, Any]:
         """`GET /_admin/stats`."""
         return dict(self._admin("GET", "/_admin/stats"))
+
+    def replays_seen(self) -> int:
+        """The refresh-token replays the server has seen over all its starts (a
+        `reset()` does not zero them); `ReplaysUncounted`, once, when a start ended
+        without its count read."""
+        if self._uncounted is not None:
+            # Reported once, to whoever reads next; later reads count on from the bank.
+            lost, self._uncounted = self._uncounted, None
+            raise ReplaysUncounted(lost)
+        live = int(self.stats()["replays_since_start"]) if self.running else 0
+        return self._replays_banked + live
 
     def last_query(self) -> Any:
         """The body of the last `POST /api/query` as the server received it (None before)."""
@@ -241,6 +266,19 @@ class RunningServer:
             response = http.request(method, path, json=body)
         response.raise_for_status()
         return response.json()
+
+    def _bank_replays(self, process: subprocess.Popen[str]) -> None:
+        # Read before the process goes: its counters go with it.
+        if not self._admin_token:
+            return  # never announced itself, so it served nothing
+        if process.poll() is not None:
+            self._uncounted = f"the reference server at {self.url} exited on its own"
+            return
+        try:
+            self._replays_banked += int(self.stats()["replays_since_start"])
+        except (httpx.HTTPError, KeyError, ValueError) as error:
+            self._uncounted = (f"the reference server at {self.url} did not give its replay "
+                               f"count before it was stopped ({type(error).__name__})")
 
     def _command(self) -> list[str]:
         assert self._admin_dir is not None

@@ -3,6 +3,10 @@
 "How many logins did that take?" is the question this project exists to
 answer, so the server counts per user and in total, and `/_admin/stats`
 publishes the lot.
+
+`replays_since_start` is the one number `reset` does not zero: the test suite reads
+it before and after every test to fail a test that caused a replay it did not
+declare, and a test that resets the counters must not hide one that way.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class Stats:
         self._totals: Counter[str] = Counter()
         self.requests = 0
         self.auth_401 = 0
+        self.replays_since_start = 0
+        """Every replay this server has seen; `reset` leaves it alone."""
 
     def reset(self) -> None:
         """Start counting from zero."""
@@ -37,8 +43,14 @@ class Stats:
     def bump(self, counter: str, username: str | None = None) -> None:
         """Add one to `counter`, for `username` too when the failure has an owner."""
         self._totals[counter] += 1
+        if counter == "replays":
+            self.replays_since_start += 1
         if username is not None and counter in USER_COUNTERS:
             self._per_user.setdefault(username, Counter())[counter] += 1
+
+    def replays_seen(self) -> int:
+        """Every replay since the server started (what the test suite's watch reads)."""
+        return self.replays_since_start
 
     def total(self, counter: str) -> int:
         """The running total of one counter (0 for a name never bumped)."""
@@ -52,4 +64,4 @@ class Stats:
         }
         totals = {key: self._totals[key] for key in USER_COUNTERS + TOTAL_ONLY}
         return {"users": users, "totals": totals, "requests": self.requests,
-                "auth_401": self.auth_401}
+                "auth_401": self.auth_401, "replays_since_start": self.replays_since_start}

@@ -5,8 +5,10 @@ The tests import this module; it is also run as a script by path
 imports stay light (no pytest, no hypothesis) and it never imports ``tests``.
 
 :class:`CountingServer` is a fake CIDX auth server whose state (issued refresh
-tokens, used ones, call counts, replays) lives in a JSON file under its own file
-lock, so that many processes share one server and the test can count every call.
+tokens, used ones, revoked families, call counts, replays) lives in a JSON file under
+its own file lock, so that many processes share one server and the test can count
+every call. It keeps the real server's reuse rule: a used refresh token presented again
+revokes its whole family. The test suite reads ``replays_seen()`` after every test.
 """
 
 from __future__ import annotations
@@ -33,8 +35,16 @@ SERVER_URL = "https://cidx.test"
 ALICE = Credentials("alice", "correct horse battery staple")
 
 
+REPLAY_REASON = "replay_attack"
+
+
 class CountingServer:
     """Rotating refresh tokens with replay detection, shared by processes via a file.
+
+    As on the real server (``server-contract.md``), in the order it checks: an unknown
+    token answers "Invalid refresh token"; a token of a revoked family "Refresh token
+    revoked due to replay_attack"; a used one "Token replay attack detected", counts a
+    replay and revokes its family (each login starts one; a refresh continues it).
 
     Each call waits ``latency`` seconds (a random draw in the range) outside the state
     lock, as a real server's round trip would, so callers from many processes overlap.
@@ -72,11 +82,15 @@ class CountingServer:
             username = state["issued"].get(refresh_token)
             if username is None:
                 raise RefreshRejected("Invalid refresh token")
+            family = state["family"][refresh_token]
+            if family in state["revoked"]:
+                raise RefreshRejected(f"Refresh token revoked due to {REPLAY_REASON}")
             if refresh_token in state["used"]:
                 state["replays"] += 1
+                state["revoked"].append(family)
                 raise RefreshRejected("Token replay attack detected")
             state["used"].append(refresh_token)
-            return self._issue(state, username, time.time())
+            return self._issue(state, username, time.time(), family)
 
         return self._transact(call)
 
@@ -99,18 +113,32 @@ class CountingServer:
         state = self._transact(lambda state: state)
         return {key: state[key] for key in ("logins", "refreshes", "replays")}
 
+    def replays_seen(self) -> int:
+        """Every replay this server's file has recorded (what the suite's watch reads);
+        reading takes no lock and writes nothing (the file is only ever replaced whole), so
+        a server nobody called leaves no file behind."""
+        try:
+            return int(json.loads(self.state_path.read_text())["replays"])
+        except FileNotFoundError:
+            return 0
+
     def _wait(self) -> None:
         low, high = self.latency
         if high > 0:
             time.sleep(random.uniform(low, high))
 
-    def _issue(self, state: dict[str, Any], username: str, now: float) -> Grant:
+    def _issue(self, state: dict[str, Any], username: str, now: float,
+               family: int | None = None) -> Grant:
         from adapters.memory import make_jwt
 
+        if family is None:  # a login: a new family
+            family = state["families"]
+            state["families"] += 1
         claims = {"username": username, "iat": now, "exp": now + self.lifetime}
         token = make_jwt({**claims, "jti": secrets.token_hex(16)})
         refresh = secrets.token_urlsafe(32)
         state["issued"][refresh] = username
+        state["family"][refresh] = family
         return Grant(token, refresh)
 
     def _transact(self, call: Callable[[dict[str, Any]], Any]) -> Any:
@@ -118,7 +146,8 @@ class CountingServer:
             try:
                 state = json.loads(self.state_path.read_text())
             except FileNotFoundError:
-                state = {"logins": 0, "refreshes": 0, "replays": 0, "issued": {}, "used": []}
+                state = {"logins": 0, "refreshes": 0, "replays": 0, "issued": {}, "used": [],
+                         "families": 0, "family": {}, "revoked": []}
             try:
                 return call(state)
             finally:

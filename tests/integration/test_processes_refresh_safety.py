@@ -182,6 +182,7 @@ def test_an_unusable_lock_file_with_a_crowd_causes_no_replay(
     assert after["logins"] - 1 + after["refreshes"] == 1, after
 
 
+@pytest.mark.replays(1)  # the copy, then the CLI, present one refresh token
 def test_a_replay_the_server_reports_is_news_to_the_user(
     cli: Cli, server: RunningServer
 ) -> None:

@@ -37,6 +37,7 @@ async def wait(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     return answer
 
 
+@pytest.mark.replays(1)
 async def test_a_held_refresh_has_rotated_before_its_answer_leaves(
     client: httpx.AsyncClient,
 ) -> None:
@@ -105,6 +106,7 @@ def server() -> Iterator[RunningServer]:
         yield running
 
 
+@pytest.mark.replays(1)
 @pytest.mark.slow
 def test_a_client_that_leaves_a_held_refresh_has_spent_its_token(server: RunningServer) -> None:
     server.reset()

@@ -55,6 +55,7 @@ async def test_each_new_token_works_once(client: httpx.AsyncClient) -> None:
         token = response.json()["refresh_token"]
 
 
+@pytest.mark.replays(1)
 async def test_reuse_revokes_the_whole_family(client: httpx.AsyncClient) -> None:
     old = (await login(client))["refresh_token"]
     new = (await refresh(client, old)).json()["refresh_token"]
@@ -69,6 +70,7 @@ async def test_reuse_revokes_the_whole_family(client: httpx.AsyncClient) -> None
     assert again.json() == {"detail": "Refresh token revoked due to replay_attack"}
 
 
+@pytest.mark.replays(1)
 async def test_other_families_survive_a_replay(client: httpx.AsyncClient) -> None:
     victim = (await login(client))["refresh_token"]
     bystander = (await login(client))["refresh_token"]
@@ -134,6 +136,7 @@ async def test_admin_revoke_keeps_access_tokens_valid(client: httpx.AsyncClient)
     assert repos.status_code == 200
 
 
+@pytest.mark.replays(1)
 async def test_legacy_route_spends_the_token_and_returns_none(
         client: httpx.AsyncClient) -> None:
     token = (await login(client))["refresh_token"]
@@ -143,6 +146,7 @@ async def test_legacy_route_spends_the_token_and_returns_none(
     assert (await refresh(client, token)).json()["detail"] == "Token replay attack detected"
 
 
+@pytest.mark.replays(1)
 async def test_stats_count_refresh_outcomes(client: httpx.AsyncClient) -> None:
     old = (await login(client))["refresh_token"]
     await refresh(client, old)

@@ -82,6 +82,7 @@ def test_refresh_limiter_counts_only_inside_its_window() -> None:
     assert not limiter.blocked(400.0)
 
 
+@pytest.mark.replays(1)
 async def test_two_concurrent_refreshes_with_one_token_log_each_other_out() -> None:
     async with asgi_client(fake_app(ServerConfig(users={"alice": "pw"}))) as http:
         session = (await http.post("/auth/login", json={"username": "alice",
