@@ -86,6 +86,7 @@ async def test_the_async_client_and_an_own_httpx_client_reach_the_same_server() 
         assert totals(cidx) == {"logins": 2, "refreshes": 1, "queries": 1}
 
 
+@pytest.mark.replays(2)  # the suite's own watch sees both FakeCidx servers' replays too
 def test_a_replay_fails_the_test_unless_it_was_declared() -> None:
     def replay(cidx: FakeCidx) -> None:
         with httpx.Client(base_url=URL, transport=cidx._bridge) as raw:
