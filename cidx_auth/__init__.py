@@ -94,15 +94,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name on first use (and keep it, so the next use is a plain lookup)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cidx_auth' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from mypy, so a misspelled import is its error, not Any
 
+    def __getattr__(name: str) -> Any:
+        """Load a public name on first use (and keep it: the next use is a plain lookup)."""
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'cidx_auth' has no attribute {name!r}")
+        value = getattr(import_module(module), name)
+        globals()[name] = value
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

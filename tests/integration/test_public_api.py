@@ -3,7 +3,10 @@ closed with ``with``; bad arguments are errors of the library's own."""
 
 from __future__ import annotations
 
+import ast
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import cidx_auth
 from cidx_auth import ConfigurationError, NotLoggedIn, Project, StorageError, open_project
 from cidx_auth.domain.errors import ServerUnavailable
 from tests.unit.test_one_expiry_decision import plant_project, session_with
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -33,6 +38,33 @@ def test_every_public_name_is_one_import_away() -> None:
     assert issubclass(cidx_auth.ApiError, cidx_auth.CidxAuthError)
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
         _ = cidx_auth.nothing_here  # type: ignore[attr-defined]
+
+
+def test_type_checkers_see_the_public_names_and_no_catch_all() -> None:
+    """``__getattr__`` typed ``-> Any`` would make any misspelled import type-check: it is
+    defined only at run time, and every public name is imported for the type checker."""
+    tree = ast.parse((ROOT / "cidx_auth" / "__init__.py").read_text())
+    top = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert not top & {"__getattr__", "__dir__"}
+    checked = [node for node in tree.body if isinstance(node, ast.If)
+               and ast.unparse(node.test) == "TYPE_CHECKING"]
+    seen = {alias.asname or alias.name for block in checked for node in block.body
+            if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert set(cidx_auth.__all__) - {"__version__"} <= seen
+
+
+@pytest.mark.slow
+def test_mypy_refuses_a_misspelled_import(tmp_path: Path) -> None:
+    """What the test above protects, checked by mypy itself (its cache in the project
+    makes it quick after ``make typecheck``)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from cidx_auth import QueryResult, open_projct\n")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
+                           str(probe)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.count("error:") == 1, done.stdout
+    assert 'has no attribute "open_projct"' in done.stdout
 
 
 def test_a_subdirectory_opens_its_project_as_the_cli_does(
