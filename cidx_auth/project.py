@@ -147,7 +147,8 @@ def open_project(
 ) -> Project:
     """The project holding ``path`` (default: the current directory), found as the CLI
     finds it: the nearest directory from ``path`` upwards holding ``.code-indexer/``,
-    under the same ownership rules. Use it as a context manager::
+    under the same ownership rules. ``path`` is resolved first (links and ``..``), so
+    the search climbs the real directory's ancestors. Use it as a context manager::
 
         with open_project() as project, project.client() as cidx:
             hits = cidx.query("token refresh", "backend")
@@ -177,7 +178,9 @@ def _start_of(path: object) -> Path:
     if not start.is_dir():
         raise ConfigurationError(f"{start} is not a directory: give open_project the "
                                  "project's directory, or one inside it")
-    return start.absolute()
+    # Resolved, as the CLI's start (the working directory) is: the search walks the real
+    # directory's ancestors, not those a link or a `..` spells out.
+    return start.resolve()
 
 
 def open_project_at(

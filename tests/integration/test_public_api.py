@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A logged-in project (a fresh token stored), with a subdirectory ``src/app``."""
     plant_project(tmp_path, session_with(time.time(), 3000), monkeypatch)
-    root = tmp_path / "project"
+    root = tmp_path.resolve() / "project"  # the real path, which open_project gives
     (root / "src" / "app").mkdir(parents=True)
     return root
 
@@ -78,6 +78,30 @@ def test_a_subdirectory_opens_its_project_as_the_cli_does(
         assert opened.root == again.root == project
 
 
+@pytest.mark.posix
+def test_a_linked_start_is_searched_from_the_directory_it_names(
+    project: Path, tmp_path: Path,
+) -> None:
+    """As the CLI run there would (its working directory is the real one): the project
+    above the link's target, not whatever lies above the link."""
+    link = tmp_path / "elsewhere" / "app"
+    link.parent.mkdir()
+    link.symlink_to(project / "src" / "app", target_is_directory=True)
+    with open_project(link) as opened:
+        assert opened.root == project
+
+
+def test_a_dotdot_start_is_searched_from_the_directory_it_names(project: Path) -> None:
+    """``app/nested/..`` is ``app``: ``nested``'s own project (not logged in) is no
+    ancestor of it, so the search passes it by and finds the project above."""
+    nested = project / "src" / "app" / "nested"
+    (nested / ".code-indexer").mkdir(parents=True, mode=0o700)
+    with open_project(nested / "..") as opened:
+        assert opened.root == project
+    with pytest.raises(NotLoggedIn, match=f"no cidx-auth settings in {nested}"):
+        open_project(nested)  # the nested project itself is what its own path finds
+
+
 def test_leaving_the_with_block_closes_the_project(project: Path) -> None:
     with pytest.raises(KeyError), open_project(project) as opened:
         raise KeyError("the caller's own error goes on up")
@@ -87,7 +111,8 @@ def test_leaving_the_with_block_closes_the_project(project: Path) -> None:
 
 def test_no_project_above_says_so_and_names_where_it_looked(tmp_path: Path) -> None:
     (tmp_path / "elsewhere").mkdir()
-    with pytest.raises(NotLoggedIn, match=f"no cidx-auth settings in {tmp_path}/elsewhere"):
+    where = tmp_path.resolve() / "elsewhere"
+    with pytest.raises(NotLoggedIn, match=f"no cidx-auth settings in {where}"):
         open_project(tmp_path / "elsewhere")
 
 
