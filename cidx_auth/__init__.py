@@ -6,7 +6,7 @@ The public API is what ``__all__`` names, imported from here::
 
     with open_project() as project, project.client() as cidx:
         for hit in cidx.query("where do we parse JWTs", "backend", limit=5):
-            print(f"{hit.similarity_score:.2f} {hit.location}")
+            print(hit.similarity_score, repr(hit.location))  # the score may be None
 
 ``open_project`` and ``Project``; the API clients ``CidxClient`` and ``AsyncCidxClient``;
 ``CidxAuth`` for one's own ``httpx`` client; ``QueryRequest``, ``QueryResult`` and
