@@ -15,7 +15,9 @@ whole tree: :mod:`cidx_auth.domain.errors`). ``docs/api.md`` lists each with an 
 For tests, ``refserver.testing.FakeCidx`` (the ``server`` extra) gives clients wired to
 an in-process CIDX server on a fake clock.
 
-Every other module is internal: it may change between releases. The names load when
+Users' tests may also build the token provider over ``adapters.memory``'s fakes with
+``cidx_auth.container.Container`` (``Container(**memory_ports().wiring())``). Every
+other module is internal: it may change between releases. The names load when
 first used (PEP 562), so ``import cidx_auth`` costs nothing, and the ``cidx-auth token``
 command, whose modules live under this package, stays fast.
 """
@@ -32,9 +34,11 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time each loads on first use
     from adapters.cidx_client import AsyncCidxClient, CidxClient
     from adapters.httpx_auth import CidxAuth
     from cidx_auth.domain.errors import (
+        AccountLocked,
         AuthenticationError,
         CidxAuthError,
         ConfigurationError,
+        InvalidCredentials,
         LockTimeout,
         LoggedOut,
         NotLoggedIn,
@@ -60,6 +64,8 @@ _WHERE = {
     "ConfigurationError": _ERRORS,
     "BadQuery": "cidx_auth.domain.query",
     "AuthenticationError": _ERRORS,
+    "InvalidCredentials": _ERRORS,
+    "AccountLocked": _ERRORS,
     "NotLoggedIn": _ERRORS,
     "LoggedOut": _ERRORS,
     "TransportError": _ERRORS,
@@ -71,6 +77,7 @@ _WHERE = {
 """Each public name and the module that defines it."""
 
 __all__ = [
+    "AccountLocked",
     "ApiError",
     "AsyncCidxClient",
     "AuthenticationError",
@@ -79,6 +86,7 @@ __all__ = [
     "CidxAuthError",
     "CidxClient",
     "ConfigurationError",
+    "InvalidCredentials",
     "LockTimeout",
     "LoggedOut",
     "NotLoggedIn",

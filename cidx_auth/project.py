@@ -99,6 +99,10 @@ class Project:
 
     @property
     def provider(self) -> TokenProvider:
+        """The project's :class:`~cidx_auth.service.provider.TokenProvider`, the one its
+        clients share: ``get_token()`` / ``aget_token()`` give a valid access token
+        (renewed when due), ``invalidate(token)`` after the server refused one. The same
+        object every time; what :class:`CidxAuth` takes."""
         provider: TokenProvider = self.container.token_provider()
         return provider
 

@@ -40,6 +40,24 @@ def test_every_public_name_is_one_import_away() -> None:
         _ = cidx_auth.nothing_here  # type: ignore[attr-defined]
 
 
+def test_the_error_tree_is_as_docs_api_draws_it() -> None:
+    """docs/api.md's "Errors": the API's refusals of auth and availability are ApiErrors
+    with their other parent's exit code, which is why they are caught first."""
+    from adapters.cidx_calls import ApiRateLimited, ApiUnauthorized, ApiUnavailable
+
+    api = cidx_auth
+    for leaf in (api.InvalidCredentials, api.AccountLocked, api.NotLoggedIn):
+        assert issubclass(leaf, api.AuthenticationError) and leaf.exit_code == 3
+    for leaf, parent, code in ((ApiUnauthorized, api.AuthenticationError, 3),
+                               (ApiUnavailable, api.TransportError, 4),
+                               (ApiRateLimited, api.TransportError, 4)):
+        assert issubclass(leaf, api.ApiError) and issubclass(leaf, parent)
+        assert leaf.exit_code == code
+    assert api.ApiError.exit_code == 6 and api.ProtocolError.exit_code == 4
+    docs = (ROOT / "docs" / "api.md").read_text()
+    assert all(name in docs for name in cidx_auth.__all__ if name != "__version__")
+
+
 def test_type_checkers_see_the_public_names_and_no_catch_all() -> None:
     """``__getattr__`` typed ``-> Any`` would make any misspelled import type-check: it is
     defined only at run time, and every public name is imported for the type checker."""
