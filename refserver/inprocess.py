@@ -232,9 +232,10 @@ class FakeCidx:
         the server saw a number of replayed refresh tokens other than
         :attr:`expected_replays` (the clients are closed all the same)."""
         replays = self._stop()
-        assert replays in (None, self.expected_replays), (
-            f"the fake CIDX server saw {replays} replayed refresh token(s), "
-            f"{self.expected_replays} declared (expected_replays)")
+        if replays not in (None, self.expected_replays):  # raised, not assert: -O keeps it
+            raise AssertionError(
+                f"the fake CIDX server saw {replays} replayed refresh token(s), "
+                f"{self.expected_replays} declared (expected_replays)")
 
     def _stop(self) -> int | None:
         """Close everything once; the replays the server saw (None if closed before)."""

@@ -104,6 +104,28 @@ def test_a_replay_fails_the_test_unless_it_was_declared() -> None:
         replay(declared)
 
 
+def test_an_undeclared_replay_fails_even_under_python_dash_o() -> None:
+    """``python -O`` drops assert statements: the check is a raise, so it stays."""
+    script = (
+        "import httpx\n"
+        "from refserver.inprocess import URL\n"
+        "from refserver.testing import FakeCidx\n"
+        "cidx = FakeCidx()\n"
+        "with httpx.Client(base_url=URL, transport=cidx._bridge) as raw:\n"
+        "    grant = raw.post('/auth/login', json={'username': 'alice', 'password': 'secret'})\n"
+        "    body = {'refresh_token': grant.json()['refresh_token']}\n"
+        "    raw.post('/api/auth/refresh', json=body)\n"
+        "    raw.post('/api/auth/refresh', json=body)\n"
+        "try:\n"
+        "    cidx.close()\n"
+        "except AssertionError as error:\n"
+        "    print('refused:', error)\n")
+    done = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "refused: the fake CIDX server saw 1 replayed refresh token" in done.stdout
+
+
 def test_the_readme_pytest_example_runs_as_written(tmp_path: Path) -> None:
     """README's example, as a user would paste it into a test file of their own."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
