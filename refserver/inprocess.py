@@ -192,10 +192,11 @@ class FakeCidx:
         self.clock.advance(self.state.tokens.lifetime)
 
     def refuse_tokens(self) -> int:
-        """Make the server refuse (401) every access token issued so far, while the
+        """Make the server refuse (401) every access token still valid, while the
         clients still think theirs good: each renews at its next call, after the 401,
-        and retries. How many tokens that refused."""
-        return self._loop.call(self.state.tokens.revoke_issued)
+        and retries. How many tokens that refused (expired ones are refused already, and
+        not counted: right after :meth:`expire_tokens`, 0)."""
+        return self._loop.call(lambda: self.state.tokens.revoke_issued(self.state.clock.now()))
 
     def revoke(self, username: str = "alice") -> int:
         """Revoke every refresh token family of ``username``, as an administrator

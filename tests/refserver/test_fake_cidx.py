@@ -44,6 +44,16 @@ def test_a_refused_token_costs_one_401_one_refresh_and_the_call_goes_through() -
         assert totals(cidx) == {"logins": 1, "refreshes": 1}
 
 
+def test_expired_tokens_are_not_counted_as_refused() -> None:
+    with FakeCidx() as cidx, cidx.client() as client:
+        client.repos()
+        cidx.expire_tokens()
+        assert cidx.refuse_tokens() == 0  # expired already: refused, but not by this
+        client.repos()
+        assert cidx.stats()["auth_401"] == 0
+        assert totals(cidx) == {"logins": 1, "refreshes": 1}
+
+
 def test_revoked_refresh_tokens_make_the_client_log_in_again() -> None:
     with FakeCidx() as cidx, cidx.client() as client:
         client.repos()
