@@ -6,13 +6,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from adapters.cidx_calls import ApiUnavailable
 from cidx_auth import QueryResult
-from cidx_auth.domain.errors import AccountLocked, InvalidCredentials
+from cidx_auth.domain.errors import AccountLocked, ConfigurationError, InvalidCredentials
 from refserver.inprocess import URL
 from refserver.testing import FakeCidx
 
@@ -94,6 +95,47 @@ async def test_the_async_client_and_an_own_httpx_client_reach_the_same_server() 
         http = cidx.httpx_client("bob")
         assert http.get("/api/repos").json()["total"] == 1
         assert totals(cidx) == {"logins": 2, "refreshes": 1, "queries": 1}
+
+
+def test_an_unknown_user_is_named_with_the_way_to_provoke_a_refusal() -> None:
+    with FakeCidx() as cidx:
+        for make in (cidx.client, cidx.async_client, cidx.httpx_client, cidx.provider):
+            with pytest.raises(ConfigurationError,
+                               match=r"'bob' is not one of this FakeCidx's users \('alice'\)"
+                                     r".*password='wrong'"):
+                make("bob")
+        with cidx.client("bob", password="any") as client, \
+                pytest.raises(InvalidCredentials):
+            client.repos()  # with a password: the server's own refusal, as documented
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ({"repositories": "backend"}, r"takes a sequence of aliases \('backend' would not do\)"),
+    ({"repositories": ("a", 1)}, "takes a sequence of aliases"),
+    ({"users": ["alice"]}, "takes a mapping of user names to passwords"),
+    ({"users": {"alice": 7}}, "takes a mapping of user names to passwords"),
+    ({"token_lifetime": "600"}, "takes whole seconds, 1 or more"),
+    ({"token_lifetime": 0}, "takes whole seconds, 1 or more"),
+])
+def test_bad_arguments_are_refused_saying_what_to_give(arguments: dict[str, Any],
+                                                       words: str) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        FakeCidx(**arguments)
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ({"status": "x"}, "an HTTP error status from 400 to 599 .*not 'x'"),
+    ({"status": 200}, "an HTTP error status from 400 to 599"),
+    ({"status": True}, "an HTTP error status"),
+    ({"requests": 0}, "a count of 1 or more"),
+    ({"requests": "3"}, "a count of 1 or more"),
+])
+def test_a_bad_outage_is_refused_saying_what_to_give(arguments: dict[str, Any],
+                                                     words: str) -> None:
+    with FakeCidx() as cidx:
+        with pytest.raises(ConfigurationError, match=words):
+            cidx.outage(**arguments)
+        assert cidx.state.faults.pending() == []  # nothing armed
 
 
 def test_a_replay_fails_the_test_unless_it_was_declared() -> None:
