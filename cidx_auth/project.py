@@ -96,6 +96,8 @@ class Project:
     """The Redis URL when the session lives in a shared store, else None (files)."""
     obtained: Obtained = field(default_factory=lambda: Obtained())
     """The tokens this process got from the server (only those pin the algorithm)."""
+    closed: bool = field(default=False, init=False)
+    """Whether :meth:`close` ran: a closed project makes no more clients."""
 
     @property
     def provider(self) -> TokenProvider:
@@ -108,9 +110,11 @@ class Project:
 
     def client(self) -> CidxClient:
         """A blocking API client whose calls carry (and renew) the token; close it
-        (``with project.client() as cidx:``). What its calls raise: :class:`CidxClient`."""
+        (``with project.client() as cidx:``). What its calls raise: :class:`CidxClient`.
+        Raises ``ConfigurationError`` once the project is closed."""
         from adapters.cidx_client import CidxClient
 
+        self._refuse_if_closed("client")
         return CidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
@@ -119,6 +123,7 @@ class Project:
         """The asyncio twin of :meth:`client` (httpx's async stack loads only here)."""
         from adapters.cidx_client import AsyncCidxClient
 
+        self._refuse_if_closed("async_client")
         return AsyncCidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
@@ -127,6 +132,7 @@ class Project:
         """Record the algorithm pin if this process got the project's first token, and
         close the auth gateway. Raises nothing: a pin that cannot be written is a
         warning on the ``cidx_auth`` logger (the next command pins it)."""
+        self.closed = True
         try:
             pin_algorithm(self)
         except (StorageError, ConfigurationError) as error:  # e.g. changed meanwhile
@@ -134,6 +140,13 @@ class Project:
                            self.layout.settings, error)
         finally:
             self.gateway.close()
+
+    def _refuse_if_closed(self, what: str) -> None:
+        """A client of a closed project would fail only at its first renewal: refused now."""
+        if self.closed:
+            raise ConfigurationError(
+                f"project.{what}() after the project was closed: make the clients inside "
+                "`with open_project() as project:`, or open the project again")
 
     def __enter__(self) -> Self:
         return self

@@ -125,6 +125,10 @@ def test_leaving_the_with_block_closes_the_project(project: Path) -> None:
         raise KeyError("the caller's own error goes on up")
     with pytest.raises(ServerUnavailable, match="the project was closed"):
         opened.gateway.refresh("r")  # nothing built, nothing sent, after the close
+    for make in (opened.client, opened.async_client):
+        with pytest.raises(ConfigurationError, match="after the project was closed"):
+            make()  # at once, not at the client's first renewal
+    opened.close()  # closing again raises nothing
 
 
 def test_no_project_above_says_so_and_names_where_it_looked(tmp_path: Path) -> None:
