@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff check .
 
 typecheck: install
-	$(BIN)/mypy --strict cidx_auth adapters
+	$(BIN)/mypy --strict cidx_auth adapters refserver
 
 contracts: install
 	$(BIN)/lint-imports

@@ -7,7 +7,7 @@ here), and may import these two modules directly:
 
 * ``adapters.memory``: the in-memory fakes for every port (``FakeClock``, the memory
   stores, ``ScriptedGateway``, ``memory_ports``), for tests that build the token provider
-  through ``cidx_auth.container.Container``;
+  through ``cidx_auth.container.Container`` (public for that use, as ``docs/api.md`` says);
 * ``adapters.httpx_auth``: ``CidxAuth`` (also ``cidx_auth.CidxAuth``), the ``httpx.Auth``
   for one's own ``httpx.Client``.
 

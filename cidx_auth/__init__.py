@@ -6,7 +6,7 @@ The public API is what ``__all__`` names, imported from here::
 
     with open_project() as project, project.client() as cidx:
         for hit in cidx.query("where do we parse JWTs", "backend", limit=5):
-            print(f"{hit.similarity_score:.2f} {hit.location}")
+            print(hit.similarity_score, repr(hit.location))  # the score may be None
 
 ``open_project`` and ``Project``; the API clients ``CidxClient`` and ``AsyncCidxClient``;
 ``CidxAuth`` for one's own ``httpx`` client; ``QueryRequest``, ``QueryResult`` and
@@ -15,7 +15,9 @@ whole tree: :mod:`cidx_auth.domain.errors`). ``docs/api.md`` lists each with an 
 For tests, ``refserver.testing.FakeCidx`` (the ``server`` extra) gives clients wired to
 an in-process CIDX server on a fake clock.
 
-Every other module is internal: it may change between releases. The names load when
+Users' tests may also build the token provider over ``adapters.memory``'s fakes with
+``cidx_auth.container.Container`` (``Container(**memory_ports().wiring())``). Every
+other module is internal: it may change between releases. The names load when
 first used (PEP 562), so ``import cidx_auth`` costs nothing, and the ``cidx-auth token``
 command, whose modules live under this package, stays fast.
 """
@@ -32,9 +34,11 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time each loads on first use
     from adapters.cidx_client import AsyncCidxClient, CidxClient
     from adapters.httpx_auth import CidxAuth
     from cidx_auth.domain.errors import (
+        AccountLocked,
         AuthenticationError,
         CidxAuthError,
         ConfigurationError,
+        InvalidCredentials,
         LockTimeout,
         LoggedOut,
         NotLoggedIn,
@@ -60,6 +64,8 @@ _WHERE = {
     "ConfigurationError": _ERRORS,
     "BadQuery": "cidx_auth.domain.query",
     "AuthenticationError": _ERRORS,
+    "InvalidCredentials": _ERRORS,
+    "AccountLocked": _ERRORS,
     "NotLoggedIn": _ERRORS,
     "LoggedOut": _ERRORS,
     "TransportError": _ERRORS,
@@ -71,6 +77,7 @@ _WHERE = {
 """Each public name and the module that defines it."""
 
 __all__ = [
+    "AccountLocked",
     "ApiError",
     "AsyncCidxClient",
     "AuthenticationError",
@@ -79,6 +86,7 @@ __all__ = [
     "CidxAuthError",
     "CidxClient",
     "ConfigurationError",
+    "InvalidCredentials",
     "LockTimeout",
     "LoggedOut",
     "NotLoggedIn",
@@ -94,15 +102,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name on first use (and keep it, so the next use is a plain lookup)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'cidx_auth' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:  # hidden from mypy, so a misspelled import is its error, not Any
 
+    def __getattr__(name: str) -> Any:
+        """Load a public name on first use (and keep it: the next use is a plain lookup)."""
+        module = _WHERE.get(name)
+        if module is None:
+            raise AttributeError(f"module 'cidx_auth' has no attribute {name!r}")
+        value = getattr(import_module(module), name)
+        globals()[name] = value
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -96,17 +96,25 @@ class Project:
     """The Redis URL when the session lives in a shared store, else None (files)."""
     obtained: Obtained = field(default_factory=lambda: Obtained())
     """The tokens this process got from the server (only those pin the algorithm)."""
+    closed: bool = field(default=False, init=False)
+    """Whether :meth:`close` ran: a closed project makes no more clients."""
 
     @property
     def provider(self) -> TokenProvider:
+        """The project's :class:`~cidx_auth.service.provider.TokenProvider`, the one its
+        clients share: ``get_token()`` / ``aget_token()`` give a valid access token
+        (renewed when due), ``invalidate(token)`` after the server refused one. The same
+        object every time; what :class:`CidxAuth` takes."""
         provider: TokenProvider = self.container.token_provider()
         return provider
 
     def client(self) -> CidxClient:
         """A blocking API client whose calls carry (and renew) the token; close it
-        (``with project.client() as cidx:``). What its calls raise: :class:`CidxClient`."""
+        (``with project.client() as cidx:``). What its calls raise: :class:`CidxClient`.
+        Raises ``ConfigurationError`` once the project is closed."""
         from adapters.cidx_client import CidxClient
 
+        self._refuse_if_closed("client")
         return CidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
@@ -115,6 +123,7 @@ class Project:
         """The asyncio twin of :meth:`client` (httpx's async stack loads only here)."""
         from adapters.cidx_client import AsyncCidxClient
 
+        self._refuse_if_closed("async_client")
         return AsyncCidxClient(
             self.http, self.provider, self.container.breaker(), clock=self.container.clock()
         )
@@ -123,6 +132,7 @@ class Project:
         """Record the algorithm pin if this process got the project's first token, and
         close the auth gateway. Raises nothing: a pin that cannot be written is a
         warning on the ``cidx_auth`` logger (the next command pins it)."""
+        self.closed = True
         try:
             pin_algorithm(self)
         except (StorageError, ConfigurationError) as error:  # e.g. changed meanwhile
@@ -130,6 +140,13 @@ class Project:
                            self.layout.settings, error)
         finally:
             self.gateway.close()
+
+    def _refuse_if_closed(self, what: str) -> None:
+        """A client of a closed project would fail only at its first renewal: refused now."""
+        if self.closed:
+            raise ConfigurationError(
+                f"project.{what}() after the project was closed: make the clients inside "
+                "`with open_project() as project:`, or open the project again")
 
     def __enter__(self) -> Self:
         return self
@@ -147,7 +164,8 @@ def open_project(
 ) -> Project:
     """The project holding ``path`` (default: the current directory), found as the CLI
     finds it: the nearest directory from ``path`` upwards holding ``.code-indexer/``,
-    under the same ownership rules. Use it as a context manager::
+    under the same ownership rules. ``path`` is resolved first (links and ``..``), so
+    the search climbs the real directory's ancestors. Use it as a context manager::
 
         with open_project() as project, project.client() as cidx:
             hits = cidx.query("token refresh", "backend")
@@ -177,7 +195,9 @@ def _start_of(path: object) -> Path:
     if not start.is_dir():
         raise ConfigurationError(f"{start} is not a directory: give open_project the "
                                  "project's directory, or one inside it")
-    return start.absolute()
+    # Resolved, as the CLI's start (the working directory) is: the search walks the real
+    # directory's ancestors, not those a link or a `..` spells out.
+    return start.resolve()
 
 
 def open_project_at(

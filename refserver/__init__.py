@@ -6,7 +6,11 @@ with the real server's paths, bodies, status codes and messages (see
 fault injection, revocation and a shiftable clock. `refserver.runner` serves
 it over HTTP or HTTPS with HTTP/2 and runs it as a child process for tests.
 
-Nothing here may import the client packages; the client never imports this.
+The server itself (every module but two) never imports the client packages, so it
+stays an independent model of the CIDX server. Only ``refserver.inprocess`` (``FakeCidx``,
+which wires the real clients to the server) and ``refserver.testing`` (which re-exports
+it, and the client's ``FakeClock``) import ``cidx_auth`` and ``adapters``, for users'
+tests. The client never imports this package (an import-linter contract).
 """
 
 from __future__ import annotations

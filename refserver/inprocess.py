@@ -38,6 +38,7 @@ from adapters.httpx_gateway import HttpxGateway
 from adapters.memory import FakeClock, MemoryCredentialStore, MemoryStateStore, MemoryTokenStore
 from cidx_auth.container import Container
 from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.rules import Rules
 from cidx_auth.service.provider import TokenProvider
 from refserver.app import create_app, server_state
@@ -109,6 +110,29 @@ class _Bridge(httpx.BaseTransport, httpx.AsyncBaseTransport):
                               stream=httpx.ByteStream(content))
 
 
+def _is_int(value: object, low: int, high: int | None = None) -> bool:
+    """``value`` is an int (not a bool) from ``low`` to ``high``."""
+    return (isinstance(value, int) and not isinstance(value, bool) and low <= value
+            and (high is None or value <= high))
+
+
+def _check_arguments(users: object, token_lifetime: object, repositories: object) -> None:
+    """FakeCidx's arguments, each refused with what to give instead."""
+    if not isinstance(users, Mapping) or not all(
+            isinstance(name, str) and isinstance(password, str)
+            for name, password in users.items()):
+        raise ConfigurationError("FakeCidx(users=...) takes a mapping of user names to "
+                                 "passwords, both text: {'alice': 'secret'}")
+    if not _is_int(token_lifetime, 1):
+        raise ConfigurationError(f"FakeCidx(token_lifetime=...) takes whole seconds, 1 or "
+                                 f"more (600 by default), not {token_lifetime!r}")
+    if isinstance(repositories, str) or not isinstance(repositories, Sequence) or not all(
+            isinstance(alias, str) for alias in repositories):
+        raise ConfigurationError(f"FakeCidx(repositories=...) takes a sequence of aliases "
+                                 f"({repositories!r} would not do): a one-repository server "
+                                 f"is repositories=('backend',)")
+
+
 class FakeCidx:
     """A CIDX server in this process, and clients of it that share its fake clock.
 
@@ -117,15 +141,18 @@ class FakeCidx:
     ``repositories`` the aliases every user can query. Use it as a context manager, or
     call :meth:`close`. ``clock`` is the :class:`FakeClock` both sides read; ``state``
     the reference server's own state (faults, sessions, statistics), for what the
-    methods here do not cover.
+    methods here do not cover. A bad argument is a ``ConfigurationError`` saying what
+    to give instead.
     """
 
     def __init__(self, users: Mapping[str, str] | None = None, *,
                  token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
                  repositories: Sequence[str] = DEFAULT_REPOSITORIES,
                  clock: FakeClock | None = None) -> None:
+        users = {"alice": "secret"} if users is None else users
+        _check_arguments(users, token_lifetime, repositories)
         self.clock = clock or FakeClock(DEFAULT_EPOCH)
-        self.users = dict(users if users is not None else {"alice": "secret"})
+        self.users = dict(users)
         config = ServerConfig(users=self.users, token_lifetime=token_lifetime, alg="HS256",
                               repositories=tuple(repositories))
         self.app = create_app(config, clock=self.clock)
@@ -176,7 +203,13 @@ class FakeCidx:
 
     def _wired(self, username: str, password: str | None) -> Container:
         """The composition root over memory stores and a gateway to this server."""
-        secret = self.users.get(username, "") if password is None else password
+        if password is None and username not in self.users:
+            raise ConfigurationError(
+                f"{username!r} is not one of this FakeCidx's users "
+                f"({', '.join(map(repr, self.users))}): name them in FakeCidx(users=...), "
+                f"or give a password (client({username!r}, password='wrong')) to provoke "
+                "the server's refusal")
+        secret = self.users[username] if password is None else password
         gateway = HttpxGateway(self._settings, now=self.clock.now, transport=self._bridge)
         self._closing.append(gateway.close)
         return Container(
@@ -192,10 +225,11 @@ class FakeCidx:
         self.clock.advance(self.state.tokens.lifetime)
 
     def refuse_tokens(self) -> int:
-        """Make the server refuse (401) every access token issued so far, while the
+        """Make the server refuse (401) every access token still valid, while the
         clients still think theirs good: each renews at its next call, after the 401,
-        and retries. How many tokens that refused."""
-        return self._loop.call(self.state.tokens.revoke_issued)
+        and retries. How many tokens that refused (expired ones are refused already, and
+        not counted: right after :meth:`expire_tokens`, 0)."""
+        return self._loop.call(lambda: self.state.tokens.revoke_issued(self.state.clock.now()))
 
     def revoke(self, username: str = "alice") -> int:
         """Revoke every refresh token family of ``username``, as an administrator
@@ -207,6 +241,13 @@ class FakeCidx:
         """The next ``requests`` requests (all of them until :meth:`restore` when None)
         are answered ``status``. A client tries each call 3 times, and its breaker
         opens after 5 failures in a row (move ``clock`` on 30 s to let it probe)."""
+        if requests is not None and not _is_int(requests, 1):
+            raise ConfigurationError(f"outage(requests=...) takes a count of 1 or more, or "
+                                     f"None for every request until restore(), not "
+                                     f"{requests!r}")
+        if not _is_int(status, 400, 599):
+            raise ConfigurationError(f"outage(status=...) takes an HTTP error status from 400 "
+                                     f"to 599 (503 by default), not {status!r}")
         rule = FaultRule("error", UNTIL_RESTORED if requests is None else requests,
                          status=status)
         self._loop.call(lambda: self.state.faults.add(rule))
@@ -232,9 +273,10 @@ class FakeCidx:
         the server saw a number of replayed refresh tokens other than
         :attr:`expected_replays` (the clients are closed all the same)."""
         replays = self._stop()
-        assert replays in (None, self.expected_replays), (
-            f"the fake CIDX server saw {replays} replayed refresh token(s), "
-            f"{self.expected_replays} declared (expected_replays)")
+        if replays not in (None, self.expected_replays):  # raised, not assert: -O keeps it
+            raise AssertionError(
+                f"the fake CIDX server saw {replays} replayed refresh token(s), "
+                f"{self.expected_replays} declared (expected_replays)")
 
     def _stop(self) -> int | None:
         """Close everything once; the replays the server saw (None if closed before)."""

@@ -37,7 +37,11 @@ class AccessTokens:
         self.alg = alg
         self.lifetime = lifetime
         self._revoked_jtis: set[str] = set()
-        self._issued_jtis: set[str] = set()
+        # Each token issued and not yet expired, with its expiry, in the order issued:
+        # what revoke_issued refuses. Pruned as tokens expire, so a long-running server
+        # keeps only the live ones. (The blacklist is not pruned: the admin API can set
+        # the clock back, and a logged-out token must stay refused whatever the clock.)
+        self._issued: dict[str, float] = {}
         self._kid = f"refserver-{secrets.token_hex(8)}"
         self._private: rsa.RSAPrivateKey | None = None
         self._secret = ""
@@ -57,7 +61,8 @@ class AccessTokens:
             "iat": round(now, 6),
             "jti": str(uuid.uuid4()),
         }
-        self._issued_jtis.add(claims["jti"])
+        self._forget_expired(now)
+        self._issued[claims["jti"]] = claims["exp"]
         if self._private is not None:
             return jwt.encode(claims, self._private, algorithm="RS256", headers={"kid": self._kid})
         return jwt.encode(claims, self._secret, algorithm="HS256")
@@ -93,12 +98,30 @@ class AccessTokens:
         """Blacklist one token (what logout does)."""
         self._revoked_jtis.add(jti)
 
-    def revoke_issued(self) -> int:
-        """Blacklist every token issued so far, as if each had logged out (a test's way
-        to make the server refuse a token the client still thinks good); how many."""
-        fresh = self._issued_jtis - self._revoked_jtis
-        self._revoked_jtis |= self._issued_jtis
+    def revoke_issued(self, now: float) -> int:
+        """Blacklist every token issued and still valid at ``now``, as if each had logged
+        out (a test's way to make the server refuse a token the client still thinks
+        good); how many that newly refused. An expired token is refused already."""
+        live = {jti for jti, exp in self._issued.items() if now < exp}
+        fresh = live - self._revoked_jtis  # a logged-out one was refused already
+        self._revoked_jtis |= fresh
+        self._issued.clear()  # every live one is blacklisted now: nothing left to track
         return len(fresh)
+
+    def _forget_expired(self, now: float) -> None:
+        """Drop the oldest issued tokens while they have expired: amortised O(1) per
+        token (one issued under a shorter lifetime set later waits for those before it)."""
+        while self._issued:
+            jti, exp = next(iter(self._issued.items()))
+            if now < exp:
+                return
+            del self._issued[jti]
+
+    @property
+    def tracked(self) -> int:
+        """How many issued tokens are kept for :meth:`revoke_issued` (the live ones,
+        and expired ones not yet pruned)."""
+        return len(self._issued)
 
     def jwks(self) -> dict[str, Any]:
         """The public verification keys as a JWK set (empty for HS256)."""

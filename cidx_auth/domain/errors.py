@@ -22,7 +22,7 @@ The tree::
     │   ├── RateLimited                     429 that is not about the account
     │   └── CircuitOpen                     the breaker refuses calls for now
     ├── LockTimeout (TimeoutError)          another process kept renewing     exit 4
-    ├── ProtocolError                       the server answered nonsense      exit 1
+    ├── ProtocolError                       the server answered nonsense      exit 4
     └── StorageError (OSError)              local token storage failed        exit 5
         ├── LockUnavailable                 no lock can be taken here at all
         ├── CorruptStore                    a stored file cannot be read back

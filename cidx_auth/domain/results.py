@@ -12,12 +12,16 @@ the answer is typed, never guessed. A known field of the wrong type, or results 
 are not a list of objects, is a :class:`ProtocolError`: the server is not following
 the contract, and a caller could not use what it sent. Built in the core so the rule is
 one, whichever client parsed the JSON; ``request``-style calls keep the JSON as it is.
+
+Both are values: frozen, compared, pickled and deep-copied by value (the read-only
+``extra`` and ``query_metadata`` travel as plain dicts and are made read-only again);
+their hash leaves those two mappings out, since what the server sent there may be lists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -46,7 +50,13 @@ class QueryHit:
     code_snippet: str = ""
     similarity_score: float | None = None
     repository_alias: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra", _frozen(self.extra))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _by_value(self)
 
     @classmethod
     def from_json(cls, item: Any) -> QueryHit:
@@ -85,8 +95,16 @@ class QueryResult:
 
     hits: tuple[QueryHit, ...]
     total_results: int
-    query_metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    query_metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+    extra: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hits", tuple(self.hits))
+        object.__setattr__(self, "query_metadata", _frozen(self.query_metadata))
+        object.__setattr__(self, "extra", _frozen(self.extra))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _by_value(self)
 
     @classmethod
     def from_json(cls, answer: Any) -> QueryResult:
@@ -104,8 +122,8 @@ class QueryResult:
         hits = tuple(QueryHit.from_json(item) for item in results)
         total = _optional(answer, "total_results", int)
         metadata = _optional(answer, "query_metadata", dict)
-        return cls(hits, len(hits) if total is None else total,
-                   _frozen(metadata) if metadata else _EMPTY, _rest(answer, RESULT_FIELDS))
+        return cls(hits, len(hits) if total is None else total, metadata or _EMPTY,
+                   _rest(answer, RESULT_FIELDS))
 
     def __iter__(self) -> Iterator[QueryHit]:
         return iter(self.hits)
@@ -125,12 +143,21 @@ def _optional(item: dict[str, Any], name: str, kind: type | tuple[type, ...]) ->
 
 
 def _rest(item: dict[str, Any], known: tuple[str, ...]) -> Mapping[str, Any]:
-    rest = {name: value for name, value in item.items() if name not in known}
-    return _frozen(rest) if rest else _EMPTY
+    return {name: value for name, value in item.items() if name not in known}
 
 
-def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(mapping))
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A read-only copy of ``mapping`` (the shared empty one when it is empty): a copy
+    even of a read-only view, whose dict its maker could still change."""
+    return MappingProxyType(dict(mapping)) if mapping else _EMPTY
+
+
+def _by_value(value: QueryHit | QueryResult) -> tuple[Any, ...]:
+    """``__reduce__`` for pickle and ``copy``: the class and its fields, a read-only
+    mapping as a plain dict (a ``mappingproxy`` can be neither pickled nor copied)."""
+    return type(value), tuple(
+        dict(item) if isinstance(item, MappingProxyType) else item
+        for item in (getattr(value, each.name) for each in fields(value)))
 
 
 def _not_contract(what: str) -> ProtocolError:

@@ -19,6 +19,7 @@ translate what httpx did into those three. The decisions, each a function of its
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -63,13 +64,63 @@ def query_call(text: str | QueryRequest, repo: str | None = None,
 
 
 def generic_call(method: str, path: str, body: Any) -> Call:
-    """Any call on this server. An absolute URL is refused: it would carry the token away."""
-    if not isinstance(method, str) or not method.isalpha():
+    """Any call on this server. An absolute URL is refused: it would carry the token away.
+
+    Everything is checked before any request, each a :class:`ConfigurationError`: the
+    method (ASCII letters), the path (no control character; ``/`` and not ``//``) and
+    the body (JSON can carry it). A message never shows a path's query string or a
+    URL's ``user:password@``, nor any value of the body."""
+    if not isinstance(method, str) or not (method.isascii() and method.isalpha()):
         raise ConfigurationError(f"{method!r} is not an HTTP method (GET, POST, ...)")
-    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
-        raise ConfigurationError(f"{path!r} is not a path on the CIDX server (start it with /)")
+    if not isinstance(path, str):
+        raise ConfigurationError(f"a {type(path).__name__} is not a path on the CIDX "
+                                 "server: give request() text starting with /")
+    control = next((at for at, char in enumerate(path) if _is_control(char)), None)
+    if control is not None:
+        raise ConfigurationError(
+            f"the path given to request() holds a control character "
+            f"({path[control]!a} at position {control}); percent-encode it (%0A for "
+            "a newline) or leave it out")
+    if not path.startswith("/") or path.startswith("//"):
+        raise ConfigurationError(f"{_shown(path)} is not a path on the CIDX server "
+                                 "(start it with /)")
+    _check_json(body)
     verb = method.upper()
     return Call(verb, path, body, idempotent=verb in IDEMPOTENT)
+
+
+def _is_control(char: str) -> bool:
+    """C0 and C1 controls and DEL: httpx refuses the first, and none belongs in a path."""
+    return ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F
+
+
+def _shown(path: str) -> str:
+    """``path`` for a message: no query string or fragment, and nothing of a URL's
+    authority before its last ``@`` (``https://alice:hunter2@host`` shows as
+    ``https://host``)."""
+    text = path.split("?", 1)[0].split("#", 1)[0]
+    head, slashes, rest = text.partition("//")
+    if slashes:
+        text = f"{head}{slashes}{rest.rpartition('@')[2]}"
+    return repr(text)
+
+
+def _check_json(body: Any) -> None:
+    """Refuse a body JSON cannot carry, as httpx would encode it (no NaN, UTF-8), with a
+    message that names the kind of trouble, never a value."""
+    try:
+        json.dumps(body, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        why = "a string with a lone surrogate, which UTF-8 cannot encode"
+    except RecursionError:
+        why = "lists or objects nested too deeply"
+    except (TypeError, ValueError) as error:  # e.g. a set; NaN or infinity; a cycle
+        why = str(error).split(":", 1)[0]
+    else:
+        return
+    raise ConfigurationError(f"the json body given to request() cannot be sent as JSON "
+                             f"({why}); give it lists, dicts with text keys, text, "
+                             "finite numbers, booleans and None")
 
 
 REPOS = Call("GET", "/api/repos")

@@ -1,4 +1,5 @@
-"""Properties of the pure rules: the login bucket, the lockout and refresh families."""
+"""Properties of the pure rules: the login bucket, the lockout, refresh families, and
+which access tokens a test's refusal reaches."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from refserver.config import ServerConfig
 from refserver.ratelimit import LoginGuard, RefreshLimiter, TokenBucket
 from refserver.sessions import RefreshRejected, RefreshSessions
 from refserver.testing import asgi_client, fake_app
+from refserver.tokens import AccessTokens, TokenRejected
 
 gaps = st.lists(st.floats(min_value=0, max_value=30, allow_nan=False), max_size=60)
 
@@ -96,3 +98,29 @@ async def test_two_concurrent_refreshes_with_one_token_log_each_other_out() -> N
                                 json={"refresh_token": winner.json()["refresh_token"]})
         assert later.json() == {"detail": "Refresh token revoked due to replay_attack"}
         assert isinstance(later, httpx.Response)
+
+
+def test_revoke_issued_counts_and_keeps_only_the_live_tokens() -> None:
+    """Only a still-valid token is refused anew and counted, and the tokens kept for
+    that are pruned as they expire: a long-running server does not grow without end."""
+    tokens = AccessTokens("HS256", lifetime=600)
+    old = tokens.issue("alice", "normal_user", None, now=0.0)
+    for second in range(1, 1000):  # a token a second, each living 600 s
+        tokens.issue("alice", "normal_user", None, now=float(second))
+    assert tokens.tracked == 600  # issued at 400..999: the rest expired and were dropped
+    assert tokens.revoke_issued(now=1000.0) == 599  # the one issued at 400 expired now
+    assert tokens.revoke_issued(now=1000.0) == 0 and tokens.tracked == 0
+    with pytest.raises(TokenRejected, match="Token has expired"):
+        tokens.verify(old, now=1000.0)
+
+
+def test_revoke_issued_refuses_a_live_token_and_skips_one_logged_out() -> None:
+    tokens = AccessTokens("HS256", lifetime=600)
+    live = tokens.issue("alice", "normal_user", None, now=0.0)
+    out = tokens.issue("bob", "normal_user", None, now=0.0)
+    tokens.revoke(str(tokens.verify(out, now=1.0)["jti"]))
+    assert tokens.revoke_issued(now=1.0) == 1
+    with pytest.raises(TokenRejected, match="Token has been revoked"):
+        tokens.verify(live, now=2.0)
+    later = tokens.issue("alice", "normal_user", None, now=2.0)
+    assert tokens.verify(later, now=3.0)["username"] == "alice"  # issued after: good

@@ -202,6 +202,64 @@ def test_a_path_off_the_server_is_refused(path: str) -> None:
         generic_call("GET", path, None)
 
 
+@pytest.mark.parametrize(("path", "shown"), [
+    ("https://alice:hunter2@elsewhere.test/api?token=s3cret", "'https://elsewhere.test/api'"),
+    ("//alice:pa/ss@elsewhere.test/api", "'//elsewhere.test/api'"),
+    ("api/jobs?token=s3cret#s3cret", "'api/jobs'"),
+])
+def test_a_refused_path_is_shown_without_password_or_query(path: str, shown: str) -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        generic_call("GET", path, None)
+    message = str(refused.value)
+    assert message.startswith(f"{shown} is not a path on the CIDX server")
+    assert not any(secret in message for secret in ("hunter2", "ss@", "s3cret", "alice"))
+
+
+@pytest.mark.parametrize("method", ["GÉT", "G\u0130T", "GET1", "GE T", ""])
+def test_a_method_of_anything_but_ascii_letters_is_refused(method: str) -> None:
+    """httpcore would raise TypeError for the non-ASCII ones, deep inside a send."""
+    with pytest.raises(ConfigurationError, match="is not an HTTP method"):
+        generic_call(method, "/api/x", None)
+
+
+@pytest.mark.parametrize(("path", "where"), [
+    ("/api/a\nb", r"'\n' at position 6"), ("/api\x00", r"'\x00' at position 4"),
+    ("/\x7f", r"'\x7f' at position 1"), ("/a\x85", r"'\x85' at position 2"),
+    ("https://x.test/\r", r"'\r' at position 15"),
+])
+def test_a_control_character_in_the_path_is_refused(path: str, where: str) -> None:
+    """Not httpx's InvalidURL from inside the send: a ConfigurationError, before it."""
+    with pytest.raises(ConfigurationError,
+                       match=re.escape(f"holds a control character ({where})")):
+        generic_call("GET", path, None)
+
+
+def _cycle() -> list[Any]:
+    looped: list[Any] = []
+    looped.append(looped)
+    return looped
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ({1, 2}, "Object of type set is not JSON serializable"),
+    (float("nan"), "Out of range float values are not JSON compliant"),
+    ({"x": [float("inf")]}, "Out of range float values"),
+    ({(1, 2): "tuple key"}, "keys must be str"),
+    ({"x": "\ud800"}, "a lone surrogate"),
+    (_cycle(), "Circular reference detected"),
+])
+def test_a_body_json_cannot_carry_is_refused_without_its_values(body: Any, why: str) -> None:
+    with pytest.raises(ConfigurationError, match="cannot be sent as JSON") as refused:
+        generic_call("POST", "/api/x", body)
+    assert why in str(refused.value)
+    assert "tuple key" not in str(refused.value)
+
+
+def test_a_body_json_can_carry_is_kept_as_given() -> None:
+    body = {"text": "é", "n": [1, 2.5, None, True]}
+    assert generic_call("POST", "/api/x", body).body is body
+
+
 def test_the_probe_goes_once_more_only_once() -> None:
     """Another process may reopen the circuit meanwhile; the call must not loop on it."""
     clock = FakeClock()

@@ -76,6 +76,10 @@ def test_health_needs_no_login() -> None:
     (lambda c: c.request("GET", 5), "not a path"),
     (lambda c: c.request(None, "/api/repos"), "not an HTTP method"),
     (lambda c: c.request("GET /x", "/api/repos"), "not an HTTP method"),
+    (lambda c: c.request("GÉT", "/api/repos"), "not an HTTP method"),  # not httpcore's
+    (lambda c: c.request("GET", "/api/repos\n"), "control character"),  # not InvalidURL
+    (lambda c: c.request("POST", "/api/x", json={1, 2}), "cannot be sent as JSON"),
+    (lambda c: c.request("POST", "/api/x", json=float("nan")), "cannot be sent as JSON"),
     (lambda c: c.query(42), "must be text, not int"),
 ])
 def test_bad_arguments_send_nothing(world: World, call: Callable[[CidxClient], Any],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Any
 
 import httpx
@@ -62,6 +64,36 @@ def test_a_result_cannot_be_changed_by_whoever_holds_it() -> None:
     with pytest.raises(AttributeError):
         result.hits[0].file_path = "elsewhere"  # type: ignore[misc]
     assert ANSWER["results"][0]["language"] == "python"  # type: ignore[index]
+
+
+def test_a_result_is_a_value_pickled_copied_and_hashed() -> None:
+    """Frozen is not enough: a ``mappingproxy`` field can be neither pickled nor copied,
+    and would make ``hash`` raise. The copies are equal, still read-only, and deep."""
+    result = QueryResult.from_json(ANSWER)
+    for again in (pickle.loads(pickle.dumps(result)), copy.deepcopy(result),  # noqa: S301
+                  copy.copy(result)):
+        assert again == result and hash(again) == hash(result)
+        with pytest.raises(TypeError):
+            again.extra["warnings"] = []  # type: ignore[index]
+        with pytest.raises(TypeError):
+            again.hits[0].extra["language"] = "go"  # type: ignore[index]
+    deep = copy.deepcopy(result)
+    assert deep.extra["warnings"] is not result.extra["warnings"]
+    assert {result, deep} == {result}  # the hash leaves the mappings (lists inside) out
+    assert hash(result.hits[0]) != hash(result.hits[1])
+
+
+def test_a_result_built_by_hand_is_read_only_too() -> None:
+    """The constructor freezes what it is given, as ``from_json`` does: a copy, which
+    the caller's later changes do not reach."""
+    extra: dict[str, Any] = {"language": "python"}
+    hit = QueryHit("a.py", 1, extra=extra)
+    result = QueryResult([hit], 1, {"took": 2})  # type: ignore[arg-type]
+    extra["language"] = "go"
+    assert hit.extra == {"language": "python"} and result.hits == (hit,)
+    with pytest.raises(TypeError):
+        result.query_metadata["took"] = 3  # type: ignore[index]
+    assert QueryHit("a.py").extra == {} and pickle.loads(pickle.dumps(hit)) == hit  # noqa: S301
 
 
 @pytest.mark.parametrize(("answer", "words"), [
