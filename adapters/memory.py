@@ -3,7 +3,7 @@
 Tests import these, and so may users' own tests::
 
     ports = memory_ports(users={"alice": "secret"})
-    container = Container(**ports.wiring())      # cidx_auth.container
+    container = Container(**ports.wiring())      # cidx_auth.app.container
     token = container.token_provider().get_token()
     ports.clock.advance(600)                     # the token expires; nobody sleeps
 """

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.memory import memory_ports
 from adapters.system_clock import SystemClock
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 
 ROUNDS = 31
 CALLS = 100_000

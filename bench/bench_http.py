@@ -43,7 +43,7 @@ from adapters.httpx_auth import CidxAuth
 from adapters.httpx_gateway import HttpxGateway
 from adapters.memory import MemoryCredentialStore, MemoryStateStore, MemoryTokenStore
 from adapters.system_clock import SystemClock
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.service.breaker import CircuitBreaker
 from cidx_auth.service.provider import TokenProvider

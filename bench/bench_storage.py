@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cidx_auth.container import build_project
+from cidx_auth.app.container import build_project
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,

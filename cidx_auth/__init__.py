@@ -16,7 +16,7 @@ For tests, ``refserver.testing.FakeCidx`` (the ``server`` extra) gives clients w
 an in-process CIDX server on a fake clock.
 
 Users' tests may also build the token provider over ``adapters.memory``'s fakes with
-``cidx_auth.container.Container`` (``Container(**memory_ports().wiring())``). Every
+``cidx_auth.app.container.Container`` (``Container(**memory_ports().wiring())``). Every
 other module is internal: it may change between releases. The names load when
 first used (PEP 562), so ``import cidx_auth`` costs nothing, and the ``cidx-auth token``
 command, whose modules live under this package, stays fast.
@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time each loads on first use
     from adapters.cidx_calls import ApiError
     from adapters.cidx_client import AsyncCidxClient, CidxClient
     from adapters.httpx_auth import CidxAuth
+    from cidx_auth.app.project import Project, open_project
     from cidx_auth.domain.errors import (
         AccountLocked,
         AuthenticationError,
@@ -48,12 +49,11 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time each loads on first use
     )
     from cidx_auth.domain.query import BadQuery, QueryRequest
     from cidx_auth.domain.results import QueryHit, QueryResult
-    from cidx_auth.project import Project, open_project
 
 _ERRORS = "cidx_auth.domain.errors"
 _WHERE = {
-    "open_project": "cidx_auth.project",
-    "Project": "cidx_auth.project",
+    "open_project": "cidx_auth.app.project",
+    "Project": "cidx_auth.app.project",
     "CidxClient": "adapters.cidx_client",
     "AsyncCidxClient": "adapters.cidx_client",
     "CidxAuth": "adapters.httpx_auth",

@@ -1,5 +1,5 @@
 """``python -m cidx_auth`` is ``cidx-auth``."""
 
-from cidx_auth.entry import main
+from cidx_auth.app.entry import main
 
 main()

@@ -1,6 +1,6 @@
 """The ports: what the core needs from the world, as small Protocols.
 
-Adapters in ``adapters/`` implement them; the container in ``cidx_auth.container``
+Adapters in ``adapters/`` implement them; the container in ``cidx_auth.app.container``
 plugs them in. Every port is blocking: the renewal is rare and short, and async callers
 await it on a worker thread (see ``cidx_auth.service.provider``).
 """

@@ -36,7 +36,7 @@ from adapters.http_settings import HttpSettings
 from adapters.httpx_auth import CidxAuth
 from adapters.httpx_gateway import HttpxGateway
 from adapters.memory import FakeClock, MemoryCredentialStore, MemoryStateStore, MemoryTokenStore
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.rules import Rules

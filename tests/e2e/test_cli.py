@@ -156,7 +156,7 @@ def test_corrupted_token_file_is_survived(cli: Cli, server: RunningServer) -> No
 
 def stored_secrets(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Every secret the project's token file holds right now, decrypted as the CLI would."""
-    from cidx_auth.project import open_project
+    from cidx_auth.app.project import open_project
 
     monkeypatch.setenv("CIDX_CONFIG_DIR", cli.env["CIDX_CONFIG_DIR"])
     project = open_project(cli.project, offline=True)  # offline: after a logout too

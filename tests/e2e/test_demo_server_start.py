@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cidx_auth import demo
+from cidx_auth.app import demo
 from cidx_auth.domain.errors import TransportError
 
 pytestmark = pytest.mark.slow

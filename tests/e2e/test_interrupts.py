@@ -73,8 +73,8 @@ def test_a_signal_during_the_token_fast_path_exits_with_one_line(
     # The fast path signals its own process while it reads the stored token.
     script = textwrap.dedent(f"""
         import os, sys, time
-        import cidx_auth.fastpath as fastpath
-        from cidx_auth.entry import main
+        import cidx_auth.app.fastpath as fastpath
+        from cidx_auth.app.entry import main
 
         def reading(root):
             os.kill(os.getpid(), {int(signum)})

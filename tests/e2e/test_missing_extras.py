@@ -3,7 +3,7 @@ command that installs it, and nothing made on disk (issue 22, item 1).
 
 The CLI runs in a child whose import system refuses the extra's packages, as a plain
 ``pip install cidx-auth`` would: a meta-path finder ahead of all others, then
-``cidx_auth.entry.main`` with the argv given.
+``cidx_auth.app.entry.main`` with the argv given.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Refuse:
 
 sys.meta_path.insert(0, Refuse)
 sys.argv = ["cidx-auth", *sys.argv[2:]]
-from cidx_auth.entry import main
+from cidx_auth.app.entry import main
 
 main()
 """

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cidx_auth.status import MOMENTS
+from cidx_auth.app.status import MOMENTS
 from refserver.harness import RunningServer
 from tests.cidx_client_format import write_client_project
 from tests.e2e.conftest import PASSWORD, USER, Cli

@@ -11,7 +11,7 @@ import pytest
 
 from adapters.events import CountingSink
 from adapters.memory import FakeClock, ScriptedGateway
-from cidx_auth.container import Container, build_project
+from cidx_auth.app.container import Container, build_project
 from cidx_auth.domain.rules import Rules
 from tests.integration.immutable_files import Immutable
 from tests.integration.storage_helpers import ALICE, SERVER_URL

@@ -17,7 +17,7 @@ from adapters.events import CountingSink
 from adapters.http_settings import HttpSettings
 from adapters.httpx_gateway import HttpxGateway
 from adapters.memory import MemoryCredentialStore, MemoryStateStore, MemoryTokenStore
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.breaker import BreakerConfig
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.rules import Rules

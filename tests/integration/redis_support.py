@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cidx_auth.container import Container, build_project, in_redis
+from cidx_auth.app.container import Container, build_project, in_redis
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,

@@ -277,7 +277,7 @@ def race(project: str, config: str, server_state: str, ready_dir: str, go: str,
     """Build a provider over the files, say ready, wait for go; say it is asking (in
     ``asking``) and get a token from a server that waits for ``count`` such processes;
     print the token and when it started and finished asking for it."""
-    from cidx_auth.container import build_project
+    from cidx_auth.app.container import build_project
 
     server = GatheringServer(Path(server_state), Path(asking), int(count))
     container = build_project(Path(project), SERVER_URL, server, config_dir=Path(config))
@@ -344,7 +344,7 @@ def full_disk_provider(project: str, config: str, limit: str) -> None:
 
     from adapters.events import CountingSink
     from adapters.memory import FakeClock, ScriptedGateway
-    from cidx_auth.container import build_project
+    from cidx_auth.app.container import build_project
     from cidx_auth.domain.events import EventKind
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

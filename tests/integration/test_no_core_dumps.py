@@ -89,7 +89,7 @@ def test_the_cli_at_its_password_prompt_can_never_dump_core(
 REPORT = """
 import json, resource, sys
 sys.argv = ["cidx-auth", *json.loads(sys.argv[1])]
-from cidx_auth.entry import main
+from cidx_auth.app.entry import main
 try:
     main()
 finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cidx_auth.container import build_project
+from cidx_auth.app.container import build_project
 from tests.integration.storage_helpers import (
     ALICE,
     SERVER_URL,

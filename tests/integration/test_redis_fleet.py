@@ -15,7 +15,7 @@ import pytest
 
 from adapters.events import CountingSink
 from adapters.memory import FakeClock, ScriptedGateway
-from cidx_auth.container import build_project, in_redis
+from cidx_auth.app.container import build_project, in_redis
 from cidx_auth.domain.events import EventKind
 from tests.integration.redis_support import (
     RedisServer,

@@ -20,10 +20,10 @@ from adapters.project_layout import ProjectSettings
 from adapters.redis_connection import connect
 from adapters.redis_token_store import RedisTokenStore, identity_key
 from adapters.secret_sources import secret_source
-from cidx_auth.container import build_project, in_redis
+from cidx_auth.app.container import build_project, in_redis
+from cidx_auth.app.project import open_project_at
 from cidx_auth.domain.errors import ConfigurationError
 from cidx_auth.domain.rules import Rules
-from cidx_auth.project import open_project_at
 from cidx_auth.service.provider import TokenProvider
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer

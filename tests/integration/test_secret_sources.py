@@ -19,8 +19,8 @@ from adapters.keyring_secret import ACCOUNT, SERVICE, KeyringSecret
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
 from adapters.secret_sources import FileSecret, secret_source
 from adapters.user_secret import UserSecret
+from cidx_auth.app.fastpath import fresh_stored_token
 from cidx_auth.domain.errors import ConfigurationError, StorageError
-from cidx_auth.fastpath import fresh_stored_token
 from tests.integration.conftest import Files
 from tests.integration.storage_helpers import ALICE, SERVER_URL
 

@@ -15,9 +15,9 @@ from adapters.http_settings import HttpSettings, ssl_context
 from adapters.project_layout import ProjectLayout, ProjectSettings, load_settings, save_settings
 from adapters.settings_seal import ca_digest, read_ca_bundle
 from adapters.user_secret import UserSecret
+from cidx_auth.app.project import open_project
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import ConfigurationError
-from cidx_auth.project import open_project
 from refserver.config import ServerConfig
 from refserver.harness import RunningServer
 from refserver.tls import ensure_tls_material

@@ -109,7 +109,7 @@ def test_a_lock_that_cannot_be_created_is_a_storage_error(project: Path, config_
 async def test_two_async_providers_in_one_process_refresh_once(
     project: Path, config_dir: Path, tmp_path: Path
 ) -> None:
-    from cidx_auth.container import build_project
+    from cidx_auth.app.container import build_project
 
     server = CountingServer(tmp_path / "server.json", latency=(0.05, 0.05))
     expired = session_of(server.seed(ALICE.username, issued_at=1_000_000_000.0))

@@ -15,7 +15,7 @@ from adapters.memory import (
     ScriptedGateway,
     memory_ports,
 )
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
 from cidx_auth.service.provider import TokenProvider

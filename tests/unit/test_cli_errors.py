@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cidx_auth.cli import handled
+from cidx_auth.app.cli import handled
 from cidx_auth.domain.errors import (
     CircuitOpen,
     InvalidCredentials,

@@ -26,7 +26,7 @@ from tests.unit.test_one_expiry_decision import plant_project, session_with
 REPORT = """
 import json, os, sys
 sys.argv = ["cidx-auth", *json.loads(os.environ["COLD_ARGV"])]
-from cidx_auth.entry import main
+from cidx_auth.app.entry import main
 try:
     main()
 finally:
@@ -35,7 +35,7 @@ finally:
 """
 
 NEVER_COLD = {"httpx", "click", "dependency_injector", "rich", "pygments", "redis",
-              "cidx_auth.cli", "cidx_auth.container", "adapters.httpx_gateway"}
+              "cidx_auth.app.cli", "cidx_auth.app.container", "adapters.httpx_gateway"}
 """What neither ``token`` (fresh) nor ``status`` may load: the network, the full CLI,
 the container, and the stores' optional backends."""
 
@@ -71,8 +71,8 @@ def test_token_with_a_fresh_stored_token_loads_no_network_cli_or_services(
     done, loaded = cold_run(tmp_path, "token")
     assert (done.returncode, done.stdout, done.stderr) == (0, project + "\n", "")
     assert loaded & NEVER_COLD == set()
-    assert loaded & {"logging", "cidx_auth.service.renewal", "cidx_auth.project"} == set()
-    assert "cidx_auth.fastpath" in loaded  # the path this test means to watch
+    assert loaded & {"logging", "cidx_auth.service.renewal", "cidx_auth.app.project"} == set()
+    assert "cidx_auth.app.fastpath" in loaded  # the path this test means to watch
 
 
 @pytest.mark.parametrize("argv", [("status",), ("status", "--json")])
@@ -83,7 +83,7 @@ def test_status_loads_no_network_cli_or_container(
     assert done.returncode == 0 and done.stderr == ""
     assert "fresh" in done.stdout and project not in done.stdout
     assert loaded & NEVER_COLD == set()
-    assert "cidx_auth.status" in loaded
+    assert "cidx_auth.app.status" in loaded
 
 
 def test_status_shows_the_proxy_without_loading_the_network(
@@ -133,7 +133,7 @@ def test_request_loads_httpx_without_its_command_line_or_the_auth_gateway(
     done, loaded = cold_run(tmp_path, "request", "GET", "/api/repos")
     assert done.returncode == 0, done.stderr
     assert '"repositories": []' in done.stdout
-    assert {"httpx", "cidx_auth.cli", "cidx_auth.project"} <= loaded
+    assert {"httpx", "cidx_auth.app.cli", "cidx_auth.app.project"} <= loaded
     assert loaded & {"httpx._main", "rich", "pygments", "adapters.httpx_gateway",
                      "redis"} == set()
     # dependency-injector's optional integrations; Starlette is installed (the reference
@@ -159,13 +159,13 @@ def test_neither_cold_path_loads_a_second_openssl_or_logging(
         done, loaded = cold_run(tmp_path, *argv)
         assert done.returncode == 0, done.stderr
         ours = loaded - floor
-        assert ours & {"hashlib", "_hashlib", "hmac", "logging", "cidx_auth.project"} == set()
+        assert ours & {"hashlib", "_hashlib", "hmac", "logging", "cidx_auth.app.project"} == set()
 
 
 LIBRARY_WARNS = """
 import json, sys
-import cidx_auth.status as status
-from cidx_auth.entry import fast_status
+import cidx_auth.app.status as status
+from cidx_auth.app.entry import fast_status
 
 real = status.collect
 
@@ -207,6 +207,6 @@ def test_importing_the_package_loads_none_of_its_public_names(tmp_path: Path) ->
     before, after = (set(names) for names in json.loads(done.stdout))
     ours = {name for name in before if name.startswith(("cidx_auth", "adapters"))}
     assert ours == {"cidx_auth", "cidx_auth._version"}
-    assert before & (NEVER_COLD | {"logging", "dataclasses", "cidx_auth.project"}) == set()
+    assert before & (NEVER_COLD | {"logging", "dataclasses", "cidx_auth.app.project"}) == set()
     assert {"cidx_auth.domain.query"} <= after
-    assert after & (NEVER_COLD | {"cidx_auth.project", "adapters.cidx_client"}) == set()
+    assert after & (NEVER_COLD | {"cidx_auth.app.project", "adapters.cidx_client"}) == set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from adapters.events import CountingSink
 from adapters.memory import MemoryStateStore, memory_ports
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.breaker import Circuit
 from cidx_auth.domain.events import EventKind
 

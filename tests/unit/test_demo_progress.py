@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cidx_auth.demo import Tally, explain, last_line, marks_due, progress_line
+from cidx_auth.app.demo import Tally, explain, last_line, marks_due, progress_line
 
 
 @pytest.mark.parametrize(("now", "shown", "due"), [

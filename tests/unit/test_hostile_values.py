@@ -13,6 +13,7 @@ from rich.console import Console
 
 from adapters.file_state_store import decode_state, state_to_dict
 from adapters.memory import make_jwt
+from cidx_auth.app.render import printable, results_table
 from cidx_auth.domain.breaker import BreakerState, Circuit
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CorruptStore, MalformedToken
@@ -26,7 +27,6 @@ from cidx_auth.domain.token import (
     session_from_dict,
     session_to_dict,
 )
-from cidx_auth.render import printable, results_table
 
 NOW = 1_800_000_000.0
 GOOD = make_jwt({"iat": NOW, "exp": NOW + 600, "username": "alice"})
@@ -144,7 +144,7 @@ def test_printable_keeps_every_visible_character() -> None:
 def test_an_error_message_quoting_a_server_is_printed_on_one_clean_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from cidx_auth.cli import _fail
+    from cidx_auth.app.cli import _fail
 
     with pytest.raises(SystemExit) as stopped:
         _fail(f"the server said: {HOSTILE}\nsecond line", 6)
@@ -157,7 +157,7 @@ def test_an_error_message_quoting_a_server_is_printed_on_one_clean_line(
 def test_log_lines_quoting_a_server_carry_no_control_characters() -> None:
     import logging
 
-    from cidx_auth.cli import _PrintableFormatter
+    from cidx_auth.app.cli import _PrintableFormatter
 
     record = logging.LogRecord("cidx_auth", logging.WARNING, __file__, 1,
                                "login refused: %s", (HOSTILE,), None)

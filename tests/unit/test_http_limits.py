@@ -12,7 +12,7 @@ import pytest
 from adapters.http_limits import Oversized, Unaccepted
 from adapters.http_settings import HttpSettings, json_body, make_client
 from adapters.httpx_gateway import AUTH_DETAIL, shown_detail
-from cidx_auth.cli import HEADER_LOGGERS, _configure_logging
+from cidx_auth.app.cli import HEADER_LOGGERS, _configure_logging
 from cidx_auth.domain.retry import MAX_SERVER_WAIT, parse_retry_after
 
 CAP = 1000

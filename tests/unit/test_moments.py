@@ -90,7 +90,7 @@ def test_an_empty_username_is_a_usage_error(typed: str) -> None:
 
 
 def test_people_read_lists_and_yes_or_no_in_status() -> None:
-    from cidx_auth.status import lines
+    from cidx_auth.app.status import lines
 
     shown = lines({"algorithms": ["RS256", "ES256"], "plain_http": False,
                    "logged_in": True, "findings": []}, 0.0)

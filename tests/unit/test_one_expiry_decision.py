@@ -23,12 +23,12 @@ from adapters.project_layout import ProjectLayout, ProjectSettings, save_setting
 from adapters.redis_token_store import RedisTokenStore
 from adapters.secret_sources import secret_source
 from adapters.session_codec import encode_session
+from cidx_auth.app.fastpath import fresh_stored_token
+from cidx_auth.app.status import collect
 from cidx_auth.domain.errors import StorageError
 from cidx_auth.domain.expiry import TokenState
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import AccessToken, Session
-from cidx_auth.fastpath import fresh_stored_token
-from cidx_auth.status import collect
 from tests.unit.conftest import make_world
 
 PIN = ("RS256",)

@@ -415,7 +415,7 @@ def test_storage_coming_back_does_not_replay_a_rotated_refresh_token(world: Worl
 
 
 def test_simulated_hours_of_use_fail_nothing() -> None:
-    from cidx_auth.simulate import simulate
+    from cidx_auth.app.simulate import simulate
 
     report, counts = simulate(hours=3)
     assert report.ok and report.operations > 1000

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from cidx_auth.app.render import results_table
 from cidx_auth.domain.errors import ProtocolError
-from cidx_auth.render import results_table
 
 
 def hit(path: str, repository: str | None) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Exit codes (a contract, shown by ``--help``): see :data:`EXIT_CODES`. No traceback for
 any of them; ``-v`` adds detail, never a secret. Heavy imports happen inside the
 commands, so ``cidx-auth token`` with a fresh stored token loads almost nothing.
-Ctrl-C and SIGTERM are also handled around the fast path, in ``cidx_auth.entry``.
+Ctrl-C and SIGTERM are also handled around the fast path, in ``cidx_auth.app.entry``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except CidxAuthError as error:
             _fail(str(error), error.exit_code)
-        except KeyboardInterrupt:  # one line, not click's "Aborted!" (see cidx_auth.entry)
+        except KeyboardInterrupt:  # one line, not click's "Aborted!" (see cidx_auth.app.entry)
             click.echo("cidx-auth: interrupted", err=True)
             sys.exit(130)
         except BrokenPipeError:  # `cidx-auth status | head`: the reader left, nothing to say
@@ -118,13 +118,13 @@ class _PrintableFormatter(logging.Formatter):
     """Log lines may quote a server (an event's detail): shown without terminal controls."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from cidx_auth.render import printable
+        from cidx_auth.app.render import printable
 
         return printable(super().format(record), keep_newlines=True)  # tracebacks at -vv
 
 
 def _fail(message: str, code: int) -> None:
-    from cidx_auth.render import printable  # a message may quote a server's detail
+    from cidx_auth.app.render import printable  # a message may quote a server's detail
 
     click.echo(f"cidx-auth: error: {printable(message)}", err=True)
     sys.exit(code)
@@ -244,11 +244,11 @@ def login(server: str | None, username: str | None, password_stdin: bool,
         shared_store_url,
     )
     from adapters.secret_sources import secret_source
+    from cidx_auth.app.project import check_plain_http, open_project_at
     from cidx_auth.domain.credentials import Credentials, trimmed_username
     from cidx_auth.domain.errors import DisallowedAlgorithm
     from cidx_auth.domain.moments import local_text
     from cidx_auth.domain.proxy import is_remote_plain_http
-    from cidx_auth.project import check_plain_http, open_project_at
 
     if username is not None:  # stored and sent as the server reads it: trimmed
         username = trimmed_username(username)
@@ -388,12 +388,12 @@ def login(server: str | None, username: str | None, password_stdin: bool,
 @handled
 def token(refresh: bool) -> None:
     """Print a valid access token (for scripts), renewing it if needed."""
-    from cidx_auth.fastpath import fresh_stored_token
+    from cidx_auth.app.fastpath import fresh_stored_token
 
     root = _options().root
     raw = None if refresh else fresh_stored_token(root)
     if raw is None:
-        from cidx_auth.project import open_project_at
+        from cidx_auth.app.project import open_project_at
 
         project = open_project_at(root)
         try:
@@ -420,7 +420,7 @@ def status(as_json: bool) -> None:
       4  the circuit breaker is open
       5  local storage cannot be read
     (2 when the settings or the per-user secret are not usable, as for any command.)"""
-    from cidx_auth.status import collect, exit_code, lines
+    from cidx_auth.app.status import collect, exit_code, lines
 
     try:
         report = collect(_options().root)
@@ -445,7 +445,7 @@ def status(as_json: bool) -> None:
 @handled
 def request(method: str, path: str, data: str | None) -> None:
     """Make an authenticated call and print the response body."""
-    from cidx_auth.project import open_project_at
+    from cidx_auth.app.project import open_project_at
 
     body = None
     if data is not None:
@@ -464,7 +464,7 @@ def request(method: str, path: str, data: str | None) -> None:
     finally:
         project.close()
     # json.dumps escapes every control character; a bare JSON string is shown as text.
-    from cidx_auth.render import printable
+    from cidx_auth.app.render import printable
 
     click.echo(printable(answer, keep_newlines=True) if isinstance(answer, str)
                else json.dumps(answer, indent=2))
@@ -526,7 +526,7 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
     """Search the code of one repository, or of all you can see (semantic by default).
 
     Option values are checked against the server's limits before anything is sent."""
-    from cidx_auth.project import open_project_at
+    from cidx_auth.app.project import open_project_at
 
     diff_types = _listed(diff_type)
     options.update(  # a flag not given is left to the server, not sent as false
@@ -547,7 +547,7 @@ def query(text: str, repo: str | None, as_json: bool, fts: bool, semantic: bool,
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return
-    from cidx_auth.render import results_table
+    from cidx_auth.app.render import results_table
 
     results_table(answer, spans=request.repository_alias is None,
                   repository=request.repository_alias)
@@ -565,7 +565,7 @@ def logout(forget: bool) -> None:
     token stays valid there until it expires (changing the password revokes them all).
     --forget is accepted and changes nothing (logout always forgets the password)."""
     from adapters.project_layout import ProjectLayout, load_settings
-    from cidx_auth.project import open_project_at
+    from cidx_auth.app.project import open_project_at
 
     del forget  # the old "also forget the credentials": now what logout always does
     root = _options().root
@@ -599,8 +599,8 @@ def approve(yes: bool) -> None:
     from adapters.approved_servers import ApprovedServers, approval
     from adapters.cidx_client_files import read_remote_config
     from adapters.project_layout import ProjectLayout
+    from cidx_auth.app.project import check_plain_http, server_named
     from cidx_auth.domain.credentials import trimmed_username
-    from cidx_auth.project import check_plain_http, server_named
 
     layout = ProjectLayout(_options().root)
     remote = read_remote_config(layout.directory)
@@ -668,7 +668,7 @@ def demo(seconds: float, processes: int) -> None:
     """Run the main job end to end against an embedded reference server (needs the server
     extra)."""
     _require("server", "`cidx-auth demo` (it runs the reference server)")
-    from cidx_auth.demo import run_demo
+    from cidx_auth.app.demo import run_demo
 
     sys.exit(run_demo(seconds, processes))
 
@@ -679,7 +679,7 @@ def demo(seconds: float, processes: int) -> None:
 @handled
 def simulate(hours: float, seed: int) -> None:
     """Simulate hours of use in memory on a fake clock (no network, no files)."""
-    from cidx_auth.simulate import simulate as run
+    from cidx_auth.app.simulate import simulate as run
 
     report, counts = run(hours, seed)
     click.echo(f"simulated {report.hours:g} h: {report.operations} token operations")
@@ -838,7 +838,7 @@ def _confirm_project_server(
     """Before a password goes to a server the project's ``.remote-config`` chose: name the
     server and user, and unless they are approved (or ``--yes``), ask at a terminal."""
     from adapters.approved_servers import approval
-    from cidx_auth.project import server_named
+    from cidx_auth.app.project import server_named
 
     named = (f"Server {server_named(remote.server_url)}, user {username} "
              f"(from {layout.remote_config})")
@@ -847,7 +847,7 @@ def _confirm_project_server(
             _tell(named)
         return
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        from cidx_auth.project import not_approved
+        from cidx_auth.app.project import not_approved
 
         raise ConfigurationError(not_approved(  # names them: one line, not two
             layout, remote.server_url, username,
@@ -861,7 +861,7 @@ def _ask(about: str, question: str) -> bool:
     """A yes/no question on stderr, after the line that says what it is about (shown with
     ``-q`` too: a question must name what it asks about), answered on stdin; no (or end of
     input) is False. Ctrl-C goes on up: the one `interrupted` line, exit 130."""
-    from cidx_auth.render import printable
+    from cidx_auth.app.render import printable
 
     click.echo(printable(about), err=True)
     click.echo(question, err=True, nl=False)
@@ -871,7 +871,7 @@ def _ask(about: str, question: str) -> bool:
 def _say(message: str) -> None:
     """A line for the user on stdout, unless ``-q``; terminal controls from a file,
     the environment or a server removed."""
-    from cidx_auth.render import printable
+    from cidx_auth.app.render import printable
 
     if not _options().quiet:
         click.echo(printable(message))
@@ -880,7 +880,7 @@ def _say(message: str) -> None:
 def _tell(message: str) -> None:
     """A line for the user on stderr (beside a question), made printable as :func:`_say`;
     none with ``-q`` (a question itself is still asked)."""
-    from cidx_auth.render import printable
+    from cidx_auth.app.render import printable
 
     if not _options().quiet:
         click.echo(printable(message), err=True)
@@ -908,7 +908,7 @@ for _command in cli.commands.values():  # every command, the ones defined elsewh
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The full command line (``cidx_auth.entry`` tries the token fast path first).
+    """The full command line (``cidx_auth.app.entry`` tries the token fast path first).
 
     click's own errors (an unknown option, a bad choice, a missing argument) come out as
     every other error does: one line ``cidx-auth: error: ...``, exit 2; ``--help`` and

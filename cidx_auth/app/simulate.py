@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from adapters.events import CountingSink
 from adapters.memory import memory_ports
-from cidx_auth.container import Container
+from cidx_auth.app.container import Container
 from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable, StorageError
 from cidx_auth.domain.events import EventKind
 from cidx_auth.domain.token import TokenRules, parse_access_token

@@ -34,6 +34,7 @@ from adapters.project_layout import (
 )
 from adapters.secret_sources import SecretSource, secret_source
 from adapters.session_codec import decode_session
+from cidx_auth.app.render import printable
 from cidx_auth.domain.breaker import BreakerConfig, next_probe
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.credentials import trimmed_username
@@ -43,7 +44,6 @@ from cidx_auth.domain.moments import epoch_of, iso_utc, local_text
 from cidx_auth.domain.proxy import choose_proxy, is_remote_plain_http
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Session
-from cidx_auth.render import printable
 
 COUNTERS = ("logins", "refreshes", "relogins", "failures")
 MOMENTS = ("checked_at", "expires_at", "next_attempt", "last_refresh")

@@ -2,7 +2,7 @@
 
 This path skips what it does not use: no httpx, no container, no reference server.
 It imports the file store, the cipher and the domain only, and falls back to the full
-provider (``cidx_auth.project``) whenever the stored token is not fresh.
+provider (``cidx_auth.app.project``) whenever the stored token is not fresh.
 """
 
 from __future__ import annotations

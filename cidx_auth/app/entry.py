@@ -4,7 +4,7 @@
 click, logging, httpx or the container: it is what scripts call before every request.
 ``cidx-auth [--project DIR] status [--json]`` prints its report without click or httpx
 (it reads local files only). Anything else, any doubt about the stored token, and any
-error or log line along the way goes to ``cidx_auth.cli``, which does it again with its
+error or log line along the way goes to ``cidx_auth.app.cli``, which does it again with its
 messages and exit codes: both paths only read, so doing it twice changes nothing.
 ``tests/unit/test_cold_imports.py`` checks what each path leaves unloaded.
 
@@ -99,8 +99,8 @@ def fast_token(argv: list[str]) -> bool:
     project, command = _command(argv)
     if command != ["token"]:
         return False
+    from cidx_auth.app.fastpath import fresh_stored_token
     from cidx_auth.domain.errors import CidxAuthError
-    from cidx_auth.fastpath import fresh_stored_token
 
     try:
         raw = fresh_stored_token(_root(project))
@@ -113,7 +113,7 @@ def fast_token(argv: list[str]) -> bool:
 
 def fast_status(argv: list[str]) -> int | None:
     """Print ``status [--json]`` without click; its exit code, or None to take the full
-    path (which decides the code with the same :func:`cidx_auth.status.exit_code`)."""
+    path (which decides the code with the same :func:`cidx_auth.app.status.exit_code`)."""
     parsed = _Parsed(argv)
     project, command = parsed.project, parsed.rest
     if command not in (["status"], ["status", "--json"]):
@@ -123,7 +123,7 @@ def fast_status(argv: list[str]) -> int | None:
 
     from adapters.file_io import held_back
     from adapters.project_layout import check_project_dir
-    from cidx_auth.status import collect, exit_code, lines
+    from cidx_auth.app.status import collect, exit_code, lines
 
     logging_loaded = "logging" in sys.modules
     with held_back() as heard:
@@ -237,7 +237,7 @@ def main() -> None:
             sys.exit(code)
         no_core_dumps(not_dumpable=True)  # before any password is read or decrypted
         _without_unused_imports()
-        from cidx_auth.cli import main as full
+        from cidx_auth.app.cli import main as full
 
         full()
     except KeyboardInterrupt:  # the CLI's commands say so themselves; this is the rest

@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # httpx, the clients and the container load only when a comma
     from adapters.http_settings import HttpSettings
     from adapters.httpx_gateway import HttpxGateway
     from adapters.secret_sources import SecretSource
-    from cidx_auth.container import Container
+    from cidx_auth.app.container import Container
     from cidx_auth.ports import EventSink
     from cidx_auth.service.provider import TokenProvider
 
@@ -247,7 +247,7 @@ def open_project_at(
     # Trusted by its content, not its path; a command that sends nothing checks nothing.
     pin = None if offline else settings.ca_bundle_sha256
     from adapters.http_settings import HttpSettings, ssl_context
-    from cidx_auth.container import build_project, in_redis
+    from cidx_auth.app.container import build_project, in_redis
 
     http = HttpSettings(settings.server_url, ca_bundle=ca_bundle, ca_bundle_sha256=pin,
                         plain_http=settings.plain_http)

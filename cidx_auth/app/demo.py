@@ -156,7 +156,7 @@ def server_argv(token_file: Path) -> list[str]:
 def last_line(log: Path, limit: int = MAX_SERVER_LINE) -> str:
     """The last non-empty line of ``log`` (its final 4 KiB read), at most ``limit``
     characters, without the characters a terminal acts on."""
-    from cidx_auth.render import printable
+    from cidx_auth.app.render import printable
 
     try:
         with log.open("rb") as file:
@@ -189,7 +189,7 @@ def _process_worker(
 
 
 async def _task_workload(project: Path, tally: Tally, stop: threading.Event, tasks: int) -> None:
-    from cidx_auth.project import open_project_at
+    from cidx_auth.app.project import open_project_at
 
     opened = open_project_at(project)
     try:
