@@ -30,8 +30,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from adapters.cached_secret import SECRET_SIZE, CachedSecret, decode_secret
 from adapters.file_io import refuse_if_read_only, warn
-from adapters.secret_sources import SECRET_SIZE, CachedSecret, decode_secret
 from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import StorageError
 

@@ -19,23 +19,23 @@ holding it must be the user's (or root's) and writable by no one else (a sticky
 directory such as ``/tmp`` may hold it); anything else is refused (exit 5).
 
 Each source reads its secret once, on first use, and keeps it for the process
-(:class:`CachedSecret`): Python gives no way to wipe it anyway (errata #13).
+(:class:`adapters.cached_secret.CachedSecret`): Python gives no way to wipe it anyway
+(errata #13).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
+from adapters.cached_secret import CachedSecret, decode_secret
 from adapters.file_io import check_trusted, read_private
+from adapters.keyring_secret import KeyringSecret
+from adapters.user_secret import UserSecret
 from cidx_auth.domain.errors import ConfigurationError, CorruptStore, StorageError
 
-SECRET_SIZE = 32
 BACKENDS = ("file", "keyring")
 _MAX_SECRET_FILE = 1024
 """A base64 secret with a newline is 45 bytes; anything much larger is not one."""
@@ -48,32 +48,10 @@ class SecretSource(Protocol):
     def value(self) -> bytes: ...
 
 
-class CachedSecret:
-    """A source that reads its secret on first use (``_read``) and keeps it."""
-
-    def __init__(self) -> None:
-        self._value: bytes | None = None
-        self._mutex = threading.Lock()
-
-    def value(self) -> bytes:
-        """The 32 secret bytes; :class:`StorageError` if they cannot be had."""
-        with self._mutex:
-            if self._value is None:
-                self._value = self._read()
-            return self._value
-
-    def _read(self) -> bytes:
-        raise NotImplementedError
-
-
 def secret_source(
     config_dir: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> SecretSource:
     """The per-user secret the environment asks for (see the module docstring)."""
-    # The backends import this module: imported here, where the choice is made.
-    from adapters.keyring_secret import KeyringSecret
-    from adapters.user_secret import UserSecret
-
     env = os.environ if environ is None else environ
     if env.get("CIDX_SECRET_FILE"):
         return FileSecret(Path(env["CIDX_SECRET_FILE"]))
@@ -112,19 +90,3 @@ class FileSecret(CachedSecret):
             f"CIDX_SECRET_FILE {self.path} {why}; write the fleet's shared secret there "
             f"(32 bytes, or base64 of them). {_UNSET}"
         )
-
-
-def decode_secret(data: bytes, error: StorageError) -> bytes:
-    """32 raw bytes as they are, or decoded from base64 text; else raise ``error``."""
-    if len(data) == SECRET_SIZE:
-        return data
-    text = data.strip()
-    padded = text + b"=" * (-len(text) % 4)
-    for alphabet in (b"+/", b"-_"):  # standard base64, then the URL-safe variant
-        try:
-            decoded = base64.b64decode(padded, altchars=alphabet, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if len(decoded) == SECRET_SIZE:
-            return decoded
-    raise error

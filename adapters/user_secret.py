@@ -32,6 +32,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from adapters.cached_secret import SECRET_SIZE, CachedSecret
 from adapters.file_io import (
     FILE_MODE,
     check_trusted,
@@ -41,7 +42,6 @@ from adapters.file_io import (
     storage_error,
     sweep_temps,
 )
-from adapters.secret_sources import SECRET_SIZE, CachedSecret
 from cidx_auth.domain.errors import CorruptStore, StorageError
 
 SECRET_NAME = "user.secret"  # noqa: S105  (a file name, not a password)
