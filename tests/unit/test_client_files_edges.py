@@ -242,3 +242,16 @@ def test_migrate_sweeps_a_stale_temp_but_not_one_in_flight(tmp_path: Path) -> No
 
     assert not stale.exists() and fresh.exists()
     assert stat.S_IMODE((directory / REMOTE_CONFIG).stat().st_mode) == 0o600
+
+
+@pytest.mark.posix
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_a_client_file_owned_by_root_is_read_by_the_user(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkout made with sudo leaves root's files: "owned by the user (or root)"."""
+    directory = project(tmp_path, token=JWT)
+    monkeypatch.setattr(os, "geteuid", lambda: 4321)  # this process as an ordinary user
+    config = remote(directory)
+    assert read_client_credentials(directory, tmp_path, config) == Credentials(USER, PASSWORD)
+    assert client_files.read_client_token(directory, tmp_path, config) == JWT
