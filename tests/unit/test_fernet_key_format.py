@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,13 @@ def test_a_damaged_token_is_one_opaque_error() -> None:
     for damaged in (token[:-8], b"", b"gAAAAA" + token[6:12], flipped):
         with pytest.raises(CorruptStore, match="cannot be decrypted here"):
             cipher.decrypt(damaged)
+
+
+@pytest.mark.posix
+def test_a_project_whose_path_is_not_utf8_has_its_own_key(tmp_path: Path) -> None:
+    root = tmp_path / os.fsdecode(b"caf\xe9")  # a Latin-1 name on a UTF-8 system
+    root.mkdir()
+    token = project_cipher(root, URL, Secret(SECRET)).encrypt(b"token")
+    assert project_cipher(root, URL, Secret(SECRET)).decrypt(token) == b"token"
+    with pytest.raises(CorruptStore):
+        project_cipher(tmp_path, URL, Secret(SECRET)).decrypt(token)

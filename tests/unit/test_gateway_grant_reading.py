@@ -58,6 +58,8 @@ def test_an_answer_without_an_access_token_says_check_the_server_url(
         ({"refresh_token": "r1", "access_token_expires_in": 600, "expires_in": 90}, "r1", 600.0),
         ({"expires_in": 90}, None, 90.0),
         ({"expires_in": 1.5}, None, 1.5),
+        ({"expires_in": 1}, None, 1.0),
+        ({"expires_in": 0.5}, None, 0.5),
         ({"access_token_expires_in": None, "expires_in": 90}, None, None),
         ({"expires_in": 0}, None, None),
         ({"expires_in": -60}, None, None),
@@ -77,3 +79,18 @@ def test_optional_fields_are_taken_only_when_usable(
 def test_the_servers_date_is_kept() -> None:
     found = grant({"access_token": TOKEN}, Date=DATE)
     assert found.server_date == email.utils.parsedate_to_datetime(DATE).timestamp()
+
+
+def test_a_refused_refresh_never_quotes_the_refresh_token_it_echoes() -> None:
+    from adapters.httpx_gateway import HttpxGateway
+    from cidx_auth.domain.errors import RefreshRejected
+
+    refresh_token = "r" * 40 + "-rotating"
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"detail": f"unknown token {refresh_token}"})
+
+    gateway = HttpxGateway(SETTINGS, transport=httpx.MockTransport(server))
+    with pytest.raises(RefreshRejected) as caught:
+        gateway.refresh(refresh_token)
+    assert str(caught.value) == "the server refused the refresh token (HTTP 401 Unauthorized)"

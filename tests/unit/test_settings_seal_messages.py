@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,31 @@ def test_an_unreadable_ca_bundle_says_why_and_what_to_do(tmp_path: Path) -> None
             f"the CA bundle {missing} cannot be read (No such file or directory); "
             "run `cidx-auth login --ca-bundle FILE` again with a readable PEM file"
         )
+
+
+def test_a_read_error_without_a_description_is_named_by_its_type(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(b"pem")
+
+    def failing(self: Path) -> bytes:
+        raise PermissionError
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    with pytest.raises(ConfigurationError) as caught:
+        read_ca_bundle(bundle, None)
+    assert str(caught.value) == (
+        f"the CA bundle {bundle} cannot be read (PermissionError); "
+        "run `cidx-auth login --ca-bundle FILE` again with a readable PEM file"
+    )
+
+
+@pytest.mark.posix
+def test_a_project_whose_path_is_not_utf8_is_signed_too(tmp_path: Path) -> None:
+    root = tmp_path / os.fsdecode(b"caf\xe9")  # a Latin-1 name on a UTF-8 system
+    root.mkdir()
+    sealed = seal({"server_url": "https://x"}, root, SECRET)
+    check(sealed, root / "auth.json", root, lambda: SECRET)
+    with pytest.raises(ConfigurationError):
+        check(sealed, tmp_path / "auth.json", tmp_path, lambda: SECRET)
