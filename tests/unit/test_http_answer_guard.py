@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
+import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -147,3 +149,32 @@ def test_the_hooks_guard_every_answer_sync_and_async() -> None:
         return b"".join([chunk async for chunk in guarded.aiter_bytes()])
 
     assert asyncio.run(run()) == bytes(100)
+
+
+def test_a_reused_connection_is_cut_at_the_deadline() -> None:
+    """A pooled connection makes no new socket for the trace hook to see: the guard
+    takes it from the answer's ``network_stream``, so the deadline still cuts it."""
+
+    class Stream:
+        def __init__(self, sock: socket.socket) -> None:
+            self._sock = sock
+
+        def get_extra_info(self, name: str) -> object:
+            return self._sock if name == "socket" else None
+
+    ours, server = socket.socketpair()
+    with ours, server:
+        now = [0.0]
+        attempt = Attempt(5.0, lambda: now[0])
+        response = answer(BODY, None, attempt)
+        response.extensions["network_stream"] = Stream(ours)
+        before = set(threading.enumerate())
+        now[0] = 6.0  # the deadline passed while the answer was awaited
+        with attempt:
+            guard(response, 1 << 20)
+            watchdogs = [thread for thread in threading.enumerate()
+                         if thread not in before and isinstance(thread, threading.Timer)]
+            assert len(watchdogs) == 1
+            watchdogs[0].join(timeout=10)
+        server.settimeout(10)
+        assert server.recv(16) == b""  # shut down: the server sees the connection end
