@@ -3,7 +3,9 @@ user: the MFA wall, an answer that is not a CIDX server's, and the optional fiel
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import logging
 from typing import Any
 
 import httpx
@@ -11,7 +13,7 @@ import pytest
 
 from adapters.http_settings import HttpSettings
 from adapters.httpx_gateway import LOGIN, REFRESH, read_grant
-from cidx_auth.domain.errors import MfaRequired, ProtocolError
+from cidx_auth.domain.errors import CidxAuthError, MfaRequired, ProtocolError
 from cidx_auth.domain.token import Grant
 
 URL = "https://cidx.test"
@@ -94,3 +96,16 @@ def test_a_refused_refresh_never_quotes_the_refresh_token_it_echoes() -> None:
     with pytest.raises(RefreshRejected) as caught:
         gateway.refresh(refresh_token)
     assert str(caught.value) == "the server refused the refresh token (HTTP 401 Unauthorized)"
+
+
+@pytest.mark.parametrize(("status", "call"), [(200, LOGIN), (401, REFRESH), (503, LOGIN)])
+def test_each_answer_is_one_debug_line_with_the_call_and_status(
+    status: int, call: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = httpx.Response(status, json={"access_token": TOKEN, "detail": "no"})
+    with caplog.at_level(logging.DEBUG, logger="adapters.httpx_gateway"), \
+            contextlib.suppress(CidxAuthError):  # the refusals: only the line matters here
+        read_grant(response, call, SETTINGS, 0.0)
+    lines = [(record.levelno, record.getMessage()) for record in caplog.records
+             if record.name == "adapters.httpx_gateway"]
+    assert lines == [(logging.DEBUG, f"{call} answered {status}")]
