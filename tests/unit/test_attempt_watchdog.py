@@ -80,9 +80,10 @@ def test_the_deadline_is_checked_and_says_how_long_it_was() -> None:
     clock = Clock()
     attempt = Attempt(2.5, clock)
     attempt.check()
-    clock.now += 2.4
+    clock.now += 2.0
     attempt.check()
-    clock.now += 0.1
+    clock.now += 0.5  # exactly at the deadline: nothing is left
+    assert attempt.left() == 0.0
     with pytest.raises(Overdue) as caught:
         attempt.check()
     assert str(caught.value) == "no complete answer within 2.5 s"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import gzip
+import json
 import logging
 from typing import Any
 
@@ -12,8 +14,14 @@ import httpx
 import pytest
 
 from adapters.http_settings import HttpSettings
-from adapters.httpx_gateway import LOGIN, REFRESH, read_grant
-from cidx_auth.domain.errors import CidxAuthError, MfaRequired, ProtocolError
+from adapters.httpx_gateway import LOGIN, MAX_AUTH_ANSWER, REFRESH, HttpxGateway, read_grant
+from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import (
+    AuthenticationError,
+    CidxAuthError,
+    MfaRequired,
+    ProtocolError,
+)
 from cidx_auth.domain.token import Grant
 
 URL = "https://cidx.test"
@@ -84,7 +92,6 @@ def test_the_servers_date_is_kept() -> None:
 
 
 def test_a_refused_refresh_never_quotes_the_refresh_token_it_echoes() -> None:
-    from adapters.httpx_gateway import HttpxGateway
     from cidx_auth.domain.errors import RefreshRejected
 
     refresh_token = "r" * 40 + "-rotating"
@@ -109,3 +116,34 @@ def test_each_answer_is_one_debug_line_with_the_call_and_status(
     lines = [(record.levelno, record.getMessage()) for record in caplog.records
              if record.name == "adapters.httpx_gateway"]
     assert lines == [(logging.DEBUG, f"{call} answered {status}")]
+
+
+# --- through the gateway: the answer as read off the wire -----------------------------
+
+
+def gateway_answering(response: httpx.Response) -> HttpxGateway:
+    return HttpxGateway(SETTINGS, transport=httpx.MockTransport(lambda request: response))
+
+
+def test_a_compressed_grant_is_read() -> None:
+    body = json.dumps({"access_token": TOKEN, "refresh_token": "r2"}).encode()
+    response = httpx.Response(200, content=gzip.compress(body),
+                              headers={"Content-Encoding": "gzip", "Date": DATE})
+    found = gateway_answering(response).refresh("r1")
+    assert (found.access_token, found.refresh_token) == (TOKEN, "r2")
+    assert found.server_date == email.utils.parsedate_to_datetime(DATE).timestamp()
+
+
+def test_an_answer_of_exactly_64_kib_is_read() -> None:
+    body = json.dumps({"access_token": TOKEN}).encode()
+    body += b" " * (MAX_AUTH_ANSWER - len(body))
+    assert len(body) == 64 * 1024
+    assert gateway_answering(httpx.Response(200, content=body)).refresh("r1").access_token == TOKEN
+
+
+def test_the_servers_own_reason_phrase_is_quoted_when_it_gives_no_detail() -> None:
+    response = httpx.Response(403, content=b"", extensions={"reason_phrase": b"Account Suspended"})
+    with pytest.raises(AuthenticationError) as caught:
+        gateway_answering(response).login(Credentials("alice", "pw"))
+    assert str(caught.value) == ("the server refused this account (Account Suspended); "
+                                 "ask its administrator, then run `cidx-auth login`")
