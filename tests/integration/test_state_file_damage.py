@@ -1,0 +1,86 @@
+"""The breaker-state file when it is damaged or cannot be kept (decisions.md: the state
+guards no secret, so its trouble never stops a token from being handed out).
+
+A damaged file reads as the default state with one WARNING; what ``cidx-auth status``
+reports for it is the decoder's message; a half-open breaker's probe deadline survives the
+round trip; and a lock that cannot be had is one WARNING that names what is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from adapters.file_state_store import FileStateStore, decode_state, state_to_dict
+from cidx_auth.domain.breaker import BreakerState, Circuit
+from cidx_auth.domain.client_state import ClientState
+from cidx_auth.domain.errors import CorruptStore
+
+pytestmark = pytest.mark.posix
+
+HALF_OPEN = ClientState(
+    BreakerState(Circuit.HALF_OPEN, 3, 1_800_000_030.0, 1_800_000_040.5, 60.0),
+    {"logins": 2, "refreshes": 7},
+    1_800_000_000.25,
+)
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Path:
+    store = tmp_path / ".code-indexer"
+    store.mkdir(mode=0o700)
+    return store
+
+
+def state_store(directory: Path) -> FileStateStore:
+    return FileStateStore(directory / ".state", directory / ".state.lock")
+
+
+def storage_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "cidx_auth.storage"]
+
+
+def test_a_half_open_breaker_keeps_its_probe_deadline_across_processes(directory: Path) -> None:
+    state_store(directory).update(lambda state: HALF_OPEN)
+    assert state_store(directory).read() == HALF_OPEN  # another process reads it back
+
+
+@pytest.mark.parametrize("counters", [[], "logins", None], ids=["list", "string", "null"])
+def test_counters_that_are_not_a_mapping_are_damage(
+    directory: Path, caplog: pytest.LogCaptureFixture, counters: object
+) -> None:
+    document = state_to_dict(HALF_OPEN)
+    document["counters"] = counters
+    (directory / ".state").write_text(json.dumps(document))
+    (directory / ".state").chmod(0o600)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert state_store(directory).read() == ClientState()
+    assert storage_records(caplog) == [
+        (logging.WARNING, "the state file is damaged; starting from the default state")]
+
+
+def test_the_decoders_message_is_the_one_status_shows() -> None:
+    with pytest.raises(CorruptStore) as caught:
+        decode_state(b'{"version": 1, "breaker": {}}')
+    assert str(caught.value) == "the state file is damaged"
+
+
+def test_a_lock_that_cannot_be_had_is_one_warning_naming_what_is_lost(
+    tmp_path: Path, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock = directory / ".state.lock"
+    lock.symlink_to(tmp_path / "elsewhere")  # refused: not cidx-auth's lock file
+    store = state_store(directory)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert store.update(lambda state: HALF_OPEN) == HALF_OPEN  # kept in memory
+        store.update(lambda state: ClientState())
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        f"breaker state and counters are not persisted: {lock} is a symbolic link, so it "
+        "is not cidx-auth's lock file; left untouched. Remove it if you did not create "
+        "it, then try again.",
+    )]
+    assert not (directory / ".state").exists() and lock.is_symlink()
