@@ -7,11 +7,13 @@ renewing is never longer than one lease, so a holder that dies blocks others no 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,3 +234,143 @@ def test_a_renewed_lease_is_never_longer_than_one_lease(client: redis.Redis, url
 
         wait_until(renewed, "the lease keeper renewing the lease", timeout=10)
         assert seen[-1] <= 3000
+
+
+# writes fenced by the lease, and Redis going away ------------------------------------
+
+def test_a_late_save_names_the_lease_and_keeps_the_token_in_memory(
+    client: redis.Redis, url: str
+) -> None:
+    late = store(client, url)
+    with late.lock(1):
+        client.delete(late.lock_name)  # the lease lost
+        with pytest.raises(StorageError) as caught:
+            late.save(known_sessions()[0])
+    assert str(caught.value) == (
+        f"the token lock's 30 s lease ran out before the session was saved to Redis at "
+        f"{url}; another process holds the lock now, so this one keeps its access token in "
+        "memory (raise the lease if this recurs)"
+    )
+    assert not client.exists(KEY)
+
+
+def test_a_save_with_redis_down_names_the_action_and_the_url() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    with pytest.raises(StorageError) as caught:
+        store(connect(url), url).save(known_sessions()[0])
+    assert str(caught.value) == (
+        f"could not save the session to Redis at {url} (ConnectionError; check that it "
+        "is running and reachable)"
+    )
+
+
+def test_a_lost_lease_is_said_while_held_and_at_release(
+    client: redis.Redis, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = store(client, url, lease=0.3)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"), holder.lock(1):
+        client.delete(holder.lock_name)  # eviction, failover
+        wait_until(lambda: bool(storage_warnings(caplog)), "the lease keeper noticing")
+    assert storage_warnings(caplog) == [
+        f"the token lock's lease in Redis at {url} was lost; another process may take over",
+        f"the token lock's 0.3 s lease in Redis at {url} ran out before it was released; "
+        "another process may have taken over meanwhile",
+    ]
+
+
+def test_redis_gone_under_the_lock_is_said_and_only_redis_answers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = known_sessions()[0]
+    with redis_server(tmp_path) as url:
+        client = connect(url)
+        holder = store(client, url, lease=0.6, clock=lambda: session.token.exp - 200)
+        holder.save(session)
+        assert holder.load() == session
+        lock = holder.lock(5)
+        lock.__enter__()
+    try:  # the server is gone now, the lock still "held"
+        with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+            with pytest.raises(StorageError) as caught:
+                holder.load()
+            wait_until(lambda: bool(storage_warnings(caplog)), "the lease keeper failing")
+            lock.__exit__(None, None, None)
+    finally:
+        client.close()
+    assert str(caught.value) == (
+        f"could not read the session from Redis at {url} (ConnectionError; check that it "
+        "is running and reachable)"
+    )
+    assert set(storage_warnings(caplog)) == {
+        f"could not extend the token lock's lease in Redis at {url} (ConnectionError)",
+        f"could not release the token lock in Redis at {url} (ConnectionError); it expires "
+        "by itself within 0.6 s",
+    }
+
+
+# what is read ------------------------------------------------------------------------
+
+def test_a_value_over_the_size_limit_is_damage_and_one_at_it_is_read(
+    client: redis.Redis, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = 64 * 1024
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        client.set(KEY, b"g" * (limit + 1))
+        assert store(client, url).load() is None
+        client.set(KEY, b"g" * limit)
+        assert store(client, url).load() is None
+    first, second = storage_warnings(caplog)
+    assert f"could not be used (the stored value is larger than {limit} bytes; " in first
+    assert "could not be used (stored data cannot be decrypted here: " in second
+
+
+def test_the_cache_answers_at_the_very_moment_it_was_filled(
+    client: redis.Redis, url: str
+) -> None:
+    now = 1_800_000_000.0
+    cached = store(client, url, local_cache_ttl=60.0, clock=lambda: now)
+    cached.save(known_sessions()[0])
+    store(client, url).save(known_sessions()[1])  # another host, the same instant
+    assert cached.load() == known_sessions()[0]
+
+
+def test_after_the_session_is_gone_the_next_load_asks_redis_again(
+    client: redis.Redis, url: str
+) -> None:
+    now = [1_800_000_000.0]
+    cached = store(client, url, local_cache_ttl=60.0, clock=lambda: now[0])
+    cached.save(known_sessions()[0])
+    now[0] += 61
+    client.delete(KEY)  # logged out elsewhere
+    assert cached.load() is None
+    assert cached.load() is None
+    store(client, url).save(known_sessions()[1])
+    assert cached.load() == known_sessions()[1]
+
+
+def test_a_client_that_decodes_responses_still_reads_the_session(url: str) -> None:
+    text_client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        shared = store(text_client, url)
+        shared.save(known_sessions()[0])
+        assert store(text_client, url).load() == known_sessions()[0]
+    finally:
+        text_client.close()
+
+
+def test_the_keys_life_counts_from_the_servers_clock(client: redis.Redis, url: str) -> None:
+    """A session whose server clock runs 1000 s ahead of ours expires 1000 s earlier
+    here: the key lives that much less."""
+    base = known_sessions()[0]
+    ahead = replace(base, clock_offset=1000.0)
+    now = base.token.exp - 5000
+    store(client, url, clock=lambda: now).save(ahead)
+    assert 7 * 24 * 3600 + 3990 <= client.ttl(KEY) <= 7 * 24 * 3600 + 4000
+    assert store(client, url, clock=lambda: now).load() == ahead
+
+
+def test_the_stored_payload_records_when_it_was_stored(client: redis.Redis, url: str) -> None:
+    now = 1_800_000_000.0
+    store(client, url, clock=lambda: now).save(known_sessions()[0])
+    payload = json.loads(FernetCipher(lambda: b"s" * 32).decrypt(client.get(KEY)))
+    assert payload["stored_at"] == now
