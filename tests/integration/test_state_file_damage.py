@@ -84,3 +84,97 @@ def test_a_lock_that_cannot_be_had_is_one_warning_naming_what_is_lost(
         "it, then try again.",
     )]
     assert not (directory / ".state").exists() and lock.is_symlink()
+
+
+def test_a_damaged_file_is_reported_once_not_on_every_read(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (directory / ".state").write_text("{not json")
+    (directory / ".state").chmod(0o600)
+    store = state_store(directory)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        for _ in range(3):
+            assert store.read() == ClientState()
+    assert storage_records(caplog) == [
+        (logging.WARNING, "the state file is damaged; starting from the default state")]
+
+
+def test_an_oversized_file_is_damage_named_in_the_warning(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = directory / ".state"
+    path.write_bytes(b" " * (64 * 1024 + 1))
+    path.chmod(0o600)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert state_store(directory).read() == ClientState()
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: .state is larger than 65536 bytes; "
+        "refused")]
+
+
+def test_a_state_path_that_cannot_be_read_is_named_in_the_warning(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = directory / ".state"
+    path.mkdir()
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert state_store(directory).read() == ClientState()
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: .state is not a regular file; refused")]
+
+
+def test_a_state_lock_held_elsewhere_is_one_warning_naming_the_state_lock(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other_process = FileStateStore(directory / ".state", directory / ".state.lock",
+                                   lock_timeout=0)
+    from adapters.file_lock import file_lock
+
+    with file_lock(directory / ".state.lock", 5, "the state lock"), \
+            caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert other_process.update(lambda state: HALF_OPEN) == HALF_OPEN
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: the state lock is held by another "
+        "cidx process; gave up after 0.0 s",
+    )]
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_swept_under_the_lock(directory: Path) -> None:
+    left = directory / ".state.tmp-killed"
+    left.write_bytes(b'{"version": 1')  # young: written a moment ago
+    state_store(directory).update(lambda state: HALF_OPEN)
+    assert sorted(p.name for p in directory.iterdir()) == [".state", ".state.lock"]
+
+
+def test_a_write_the_disk_refuses_is_one_warning_and_the_state_lives_on_in_memory(
+    directory: Path, immutable: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.integration.immutable_files import Immutable
+
+    assert isinstance(immutable, Immutable)
+    (directory / ".state.lock").touch(mode=0o600)
+    immutable.set(directory)
+    store = state_store(directory)
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert store.update(lambda state: HALF_OPEN) == HALF_OPEN
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: could not write "
+        f"{directory / '.state'}: Operation not permitted")]
+
+
+def test_a_state_path_that_cannot_even_be_inspected_is_named_in_the_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    not_a_directory = tmp_path / "code-indexer"
+    not_a_directory.write_bytes(b"a file where the store directory should be")
+    store = FileStateStore(not_a_directory / ".state", not_a_directory / ".state.lock")
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert store.read() == ClientState()
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: could not inspect "
+        f"{not_a_directory / '.state'}: Not a directory")]
