@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from adapters.file_lock import _marker_timeout, file_lock
 from cidx_auth.domain.errors import LockTimeout
+from tests.integration.immutable_files import Immutable
 
 pytestmark = pytest.mark.posix
 
@@ -107,3 +109,15 @@ def test_a_marker_that_cannot_be_read_is_said_to_be_unreadable(tmp_path: Path) -
     error = _marker_timeout(marker, "the token lock", 1)
     assert f"the lock marker {marker} is still there (unreadable); " in str(error)
     assert marker.is_dir()
+
+
+def test_a_marker_that_cannot_be_removed_at_release_is_a_warning(
+    lock_path: Path, immutable: Immutable, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock is let go all the same: a dead holder's marker is taken by the next one."""
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        with file_lock(lock_path, 1, "the token lock"):
+            immutable.set(lock_path.parent)  # the marker can no longer be unlinked
+        immutable.release()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "could not release the token lock: Operation not permitted"]
