@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from adapters.file_lock import file_lock
 from adapters.file_state_store import FileStateStore, decode_state, state_to_dict
 from cidx_auth.domain.breaker import BreakerState, Circuit
 from cidx_auth.domain.client_state import ClientState
 from cidx_auth.domain.errors import CorruptStore
+from tests.integration.immutable_files import Immutable
 
 pytestmark = pytest.mark.posix
 
@@ -130,8 +132,6 @@ def test_a_state_lock_held_elsewhere_is_one_warning_naming_the_state_lock(
 ) -> None:
     other_process = FileStateStore(directory / ".state", directory / ".state.lock",
                                    lock_timeout=0)
-    from adapters.file_lock import file_lock
-
     with file_lock(directory / ".state.lock", 5, "the state lock"), \
             caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
         assert other_process.update(lambda state: HALF_OPEN) == HALF_OPEN
@@ -150,11 +150,8 @@ def test_a_temp_file_left_by_a_killed_writer_is_swept_under_the_lock(directory: 
 
 
 def test_a_write_the_disk_refuses_is_one_warning_and_the_state_lives_on_in_memory(
-    directory: Path, immutable: object, caplog: pytest.LogCaptureFixture
+    directory: Path, immutable: Immutable, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.integration.immutable_files import Immutable
-
-    assert isinstance(immutable, Immutable)
     (directory / ".state.lock").touch(mode=0o600)
     immutable.set(directory)
     store = state_store(directory)
