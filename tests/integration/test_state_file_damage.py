@@ -175,3 +175,27 @@ def test_a_state_path_that_cannot_even_be_inspected_is_named_in_the_warning(
         logging.WARNING,
         "breaker state and counters are not persisted: could not inspect "
         f"{not_a_directory / '.state'}: Not a directory")]
+
+
+def test_a_state_file_lost_while_the_update_waits_for_the_lock_is_one_warning(
+    tmp_path: Path, directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Read fine at first; by the time the lock is held its directory has been replaced
+    (here, by the change itself, as another process could): the change still applies, to
+    the last state known."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    store = FileStateStore(data / ".state", directory / ".state.lock")
+
+    def count_a_login(state: ClientState) -> ClientState:
+        if data.is_dir():
+            data.rmdir()
+            data.write_bytes(b"not a directory any more")
+        return ClientState(state.breaker, {**state.counters, "logins": 1}, state.last_refresh)
+
+    with caplog.at_level(logging.INFO, logger="cidx_auth.storage"):
+        assert store.update(count_a_login) == ClientState(counters={"logins": 1})
+    assert storage_records(caplog) == [(
+        logging.WARNING,
+        "breaker state and counters are not persisted: could not inspect "
+        f"{data / '.state'}: Not a directory")]
