@@ -104,6 +104,7 @@ class RunningServer:
         """Start the child (on the port used before, after a stop) and wait for /health."""
         if self.running:
             raise RuntimeError("the reference server is already running")
+        self._settle_exited()
         deadline = time.monotonic() + self.startup_timeout
         if self._admin_dir is None:
             self._admin_dir = Path(tempfile.mkdtemp(prefix="refserver-admin-"))
@@ -187,6 +188,7 @@ class RunningServer:
         """The refresh-token replays the server has seen over all its starts (a
         `reset()` does not zero them); `ReplaysUncounted`, once, when a start ended
         without its count read."""
+        self._settle_exited()
         if self._uncounted is not None:
             # Reported once, to whoever reads next; later reads count on from the bank.
             lost, self._uncounted = self._uncounted, None
@@ -266,6 +268,14 @@ class RunningServer:
             response = http.request(method, path, json=body)
         response.raise_for_status()
         return response.json()
+
+    def _settle_exited(self) -> None:
+        """A child that exited on its own took its count with it: say so (once), and let
+        go of it, before anything reads or replaces it."""
+        process = self._process
+        if process is not None and process.poll() is not None:
+            self._bank_replays(process)
+            self._release(process)
 
     def _bank_replays(self, process: subprocess.Popen[str]) -> None:
         # Read before the process goes: its counters go with it.

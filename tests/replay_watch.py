@@ -96,6 +96,9 @@ class ReplayWatch:
             except ReplaysUncounted as error:
                 lost.append(str(error))
                 continue
+            if count < 0:  # fewer than when the test began: a count went with its process
+                lost.append(f"{describe(server)} lost {-count} replay count(s)")
+                continue
             if count:
                 name = describe(server)
                 seen[name] = seen.get(name, 0) + count

@@ -110,6 +110,50 @@ def test_a_server_that_died_on_its_own_is_reported_once() -> None:
     assert server.replays_seen() == 0
 
 
+def replay_on(server: RunningServer) -> None:
+    with httpx.Client(base_url=server.url) as http:
+        login = http.post("/auth/login", json={"username": "alice", "password": "pw"}).json()
+        body = {"refresh_token": login["refresh_token"]}
+        http.post("/api/auth/refresh", json=body)
+        http.post("/api/auth/refresh", json=body)
+
+
+def died(server: RunningServer) -> None:
+    assert server.pid is not None and server._process is not None
+    os.kill(server.pid, signal.SIGKILL)
+    server._process.wait()
+
+
+def test_a_server_that_dies_mid_test_is_reported_at_the_next_read_not_read_as_zero() -> None:
+    """No stop() in between: the next read, or the next start(), notices the death, so a
+    module-scoped server that crashes cannot make a test's replays vanish. (Both replays
+    here die with their process, so the suite's own watch sees none to declare.)"""
+    with RunningServer(CONFIG) as server:
+        replay_on(server)
+        assert server.replays_seen() == 1
+        died(server)
+        with pytest.raises(ReplaysUncounted, match="exited on its own"):
+            server.replays_seen()
+        server.start()  # the loss was reported once; the bank still holds nothing read
+        assert server.replays_seen() == 0
+        replay_on(server)
+        died(server)
+        server.start()  # restarted without a read between: the loss is still reported
+        with pytest.raises(ReplaysUncounted, match="exited on its own"):
+            server.replays_seen()
+
+
+def test_a_count_lower_than_at_the_start_of_a_test_is_a_loss_not_a_negative_count() -> None:
+    watch = ReplayWatch()
+    stats = Stats()
+    stats.replays_since_start = 2  # as if two replays were seen before the test began
+    watch.add(stats)
+    watch.begin()
+    stats.replays_since_start = 0
+    problem = watch.end(declared=0)
+    assert problem is not None and "lost 2 replay count(s)" in problem
+
+
 INNER = '''
 import httpx
 import pytest
