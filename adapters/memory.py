@@ -200,7 +200,11 @@ class ScriptedGateway:
     reached the server, whatever that one was answered (a failure scripted with
     ``fail_next`` counts as having reached it, unless it is a ``ServerUnavailable`` with
     ``reached=False``); the test suite fails any test whose count differs from the one it
-    declared in ``expected_replays``.
+    declared in ``expected_replays``. This is stricter than the real server on purpose:
+    that one checks a revoked family and an expired token before a used one, so a token
+    sent again after "revoked" or "expired" is answered so there and not logged as a
+    replay; here it is a replay, since a client that sends a refresh token twice is wrong
+    whatever the first answer was.
     """
 
     def __init__(

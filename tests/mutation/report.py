@@ -98,7 +98,7 @@ def check_hand_mutants() -> None:
             raise SystemExit(f"hand mutant no longer applies (edit hand_mutants.py): "
                              f"{mutant.name}")
     if hand_verdict(None):
-        raise SystemExit("the unit tests fail on an unmutated copy of the tree")
+        raise SystemExit("the hand mutants' tests fail on an unmutated copy of the tree")
 
 
 def main() -> int:
