@@ -202,7 +202,10 @@ def _take_marker(
             time.sleep(POLL_INTERVAL)
         except OSError as error:
             raise LockUnavailable(f"{path}: {_reason(error)}") from error
-    held.callback(_release, lock, what)
+    mine: os.stat_result | None = None
+    with contextlib.suppress(OSError):
+        mine = os.lstat(path)  # the marker just made (O_EXCL): ours
+    held.callback(_release, lock, what, path, mine)
 
 
 def _longest_hold() -> float:
@@ -466,9 +469,15 @@ def _unlock(fd: int, what: str) -> None:
         warn("could not release %s: %s", what, error.strerror)
 
 
-def _release(lock: BaseFileLock, what: str) -> None:
+def _release(lock: BaseFileLock, what: str, marker: Path | None = None,
+             mine: os.stat_result | None = None) -> None:
+    """Let go of ``lock``; for a ``marker``, make sure the one we made (``mine``) is gone:
+    some filelock versions swallow a failed unlink, so it is tried once more here, and a
+    failure is a warning either way."""
     try:
         lock.release()
+        if marker is not None and mine is not None:
+            _unlink_if(marker, mine)
     except OSError as error:  # a dead holder's marker is removed by the next taker
         warn("could not release %s: %s", what, error.strerror)
 

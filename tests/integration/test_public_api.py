@@ -74,11 +74,12 @@ def test_type_checkers_see_the_public_names_and_no_catch_all() -> None:
 @pytest.mark.slow
 def test_mypy_refuses_a_misspelled_import(tmp_path: Path) -> None:
     """What the test above protects, checked by mypy itself (its cache in the project
-    makes it quick after ``make typecheck``)."""
+    makes it quick after ``make typecheck``). Only the probe's own errors are reported:
+    the lowest mypy and stubs the project allows judge the package's own code otherwise."""
     probe = tmp_path / "probe.py"
     probe.write_text("from cidx_auth import QueryResult, open_projct\n")
     done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-                           str(probe)], cwd=ROOT, capture_output=True, text=True,
+                           "--follow-imports=silent", str(probe)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.count("error:") == 1, done.stdout
