@@ -79,7 +79,8 @@ def test_mypy_refuses_a_misspelled_import(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("from cidx_auth import QueryResult, open_projct\n")
     done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-error-summary",
-                           "--follow-imports=silent", str(probe)], cwd=ROOT, capture_output=True, text=True,
+                           "--follow-imports=silent", str(probe)],
+                          cwd=ROOT, capture_output=True, text=True,
                           timeout=300, check=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.count("error:") == 1, done.stdout
