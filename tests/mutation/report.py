@@ -31,8 +31,8 @@ EQUIVALENTS = ROOT / "tests" / "EQUIVALENT_MUTANTS.md"
 VERDICT = re.compile(r"^\s*(?P<name>(?:cidx_auth|adapters)\.\S+__mutmut_\d+): (?P<status>.+?)\s*$")
 LISTED = re.compile(r"^- `(?P<name>(?:cidx_auth|adapters)\.\S+__mutmut_\d+)`: \S")
 MODULE = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
-COPIED = ("cidx_auth", "adapters", "refserver", "bench", "tests", "pyproject.toml", "LICENSE",
-          "README.md")
+COPIED = ("cidx_auth", "adapters", "refserver", "bench", "docs", "tests", "pyproject.toml",
+          "LICENSE", "README.md")
 
 
 def module_file(mutant: str) -> str:
