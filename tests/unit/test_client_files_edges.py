@@ -20,7 +20,6 @@ from adapters.cidx_client_files import (
     client_password_saved,
     decrypt_client_blob,
     read_client_credentials,
-    read_remote_config,
     remove_weak_copies,
 )
 from cidx_auth.domain.credentials import Credentials
@@ -29,27 +28,11 @@ from tests.cidx_client_format import (
     client_key,
     encrypt_client_blob,
     encrypt_client_bytes,
-    write_client_project,
 )
+from tests.unit.client_project import JWT, PASSWORD, URL, USER, project, remote
 
-URL = "https://cidx.example.com"
-USER = "alice"
-PASSWORD = "correct horse battery staple"
-JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMH0.c2ln"
 OPAQUE = "the CIDX client's file cannot be decrypted here"
 ROOT = Path("/home/alice/project")
-
-
-def project(root: Path, **options: object) -> Path:
-    settings: dict[str, object] = {"server_url": URL, "username": USER, "password": PASSWORD}
-    write_client_project(root, **(settings | options))  # type: ignore[arg-type]
-    return root / ".code-indexer"
-
-
-def remote(directory: Path) -> RemoteConfig:
-    found = read_remote_config(directory)
-    assert found is not None
-    return found
 
 
 def encrypt_unpadded(plaintext: bytes) -> bytes:

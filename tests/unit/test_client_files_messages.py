@@ -25,27 +25,12 @@ from adapters.cidx_client_files import (
     remove_weak_copies,
 )
 from cidx_auth.domain.errors import ConfigurationError, NotLoggedIn, StorageError
-from tests.cidx_client_format import encrypt_client_blob, write_client_project
+from tests.cidx_client_format import encrypt_client_blob
+from tests.unit.client_project import JWT, PASSWORD, URL, USER, project, remote
 
-URL = "https://cidx.example.com"
-USER = "alice"
-PASSWORD = "correct horse battery staple"
-JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMDAwMH0.c2ln"
 FIX = ("repair it with the CIDX client (`cidx init --remote`), "
        "or run `cidx-auth login --server URL --username NAME`")
 NOT_USED = "the CIDX client's token is not used"
-
-
-def project(root: Path, **options: object) -> Path:
-    settings: dict[str, object] = {"server_url": URL, "username": USER, "password": PASSWORD}
-    write_client_project(root, **(settings | options))  # type: ignore[arg-type]
-    return root / ".code-indexer"
-
-
-def remote(directory: Path) -> RemoteConfig:
-    found = read_remote_config(directory)
-    assert found is not None
-    return found
 
 
 def contents(directory: Path) -> dict[str, bytes]:
