@@ -9,9 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +23,7 @@ from adapters.redis_connection import connect
 from adapters.redis_token_store import RedisTokenStore, identity_key
 from cidx_auth.domain.errors import StorageError
 from cidx_auth.domain.rules import Rules
+from tests.integration.redis_support import RedisServer, free_port, redis_binary
 from tests.integration.storage_helpers import SERVER_URL, known_sessions, wait_until
 
 pytestmark = pytest.mark.slow
@@ -34,46 +32,11 @@ KEY = identity_key(SERVER_URL, "alice")
 CORRUPT = f"{KEY}:corrupt"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server(tmp_path: Path) -> Iterator[str]:
     """A redis-server of its own on loopback, without persistence; its URL."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not on PATH (run `make redis`)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
-         "--port", str(port), "--daemonize", "no"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        probe = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
-        try:
-            wait_until(lambda: _answers(probe), "redis-server answering PING", timeout=10)
-        finally:
-            probe.close()
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(probe: redis.Redis) -> bool:
-    try:
-        return bool(probe.ping())
-    except redis.RedisError:
-        return False
+    with RedisServer(redis_binary()) as server:
+        yield server.url
 
 
 @pytest.fixture
