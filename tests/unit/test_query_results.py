@@ -96,6 +96,13 @@ def test_a_result_built_by_hand_is_read_only_too() -> None:
     assert QueryHit("a.py").extra == {} and pickle.loads(pickle.dumps(hit)) == hit  # noqa: S301
 
 
+def test_none_for_a_mapping_built_by_hand_is_an_empty_one() -> None:
+    """As a null ``query_metadata`` in an answer is: None means there is nothing there."""
+    hit = QueryHit("a.py", extra=None)  # type: ignore[arg-type]
+    result = QueryResult((hit,), 1, None, None)  # type: ignore[arg-type]
+    assert (hit.extra, result.query_metadata, result.extra) == ({}, {}, {})
+
+
 @pytest.mark.parametrize(("answer", "words"), [
     ([], "an answer that is not a JSON object"),
     ({"results": {"file_path": "a"}}, '"results" that are not a list'),
