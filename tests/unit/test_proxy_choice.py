@@ -24,6 +24,7 @@ from cidx_auth.domain.proxy import (
     DIRECT,
     choose_proxy,
     environment_proxies,
+    is_remote_plain_http,
     proxy_for,
     shown,
 )
@@ -146,9 +147,28 @@ def test_userinfo_is_never_in_a_message(environ: dict[str, str]) -> None:
     ("http://squid:s3/cr@et@proxy.test:3128", "http://…@proxy.test:3128"),
     ("squid:a#b@proxy.test:3128", "…@proxy.test:3128"),
     ("http://proxy.test:3128", "http://proxy.test:3128"),
+    ("http://squid:p@ss@proxy.test:3128", "http://proxy.test:3128"),  # up to the last @
+    ("http://Xavier:pa55@proxy.test:3128", "http://proxy.test:3128"),
+    ("http://squid:a://b@proxy.test:3128", "http://…@proxy.test:3128"),  # the first ://
+    ("http://squid:s3/cr/et@proxy.test:3128/", "http://…@proxy.test:3128/"),  # the first /
 ])
 def test_shown_drops_only_the_userinfo(url: str, expected: str) -> None:
     assert shown(url) == expected
+
+
+@pytest.mark.parametrize(("url", "remote"), [
+    ("http://cidx.test:8000", True),
+    ("HTTP://cidx.test", True),
+    ("http://10.0.0.5", True),
+    ("https://cidx.test", False),
+    ("http://127.0.0.1:8000", False),
+    ("http://localhost:8000", False),
+    ("http://[::1]:8000", False),
+    ("http://[cidx.test:8000", False),  # not a URL: the HTTP settings say why
+    ("cidx.test:8000", False),
+])
+def test_which_servers_are_remote_plain_http(url: str, remote: bool) -> None:
+    assert is_remote_plain_http(url) is remote
 
 
 ENVIRONMENTS = [
