@@ -97,12 +97,12 @@ def _is_control(char: str) -> bool:
 def _shown(path: str) -> str:
     """``path`` for a message: no query string or fragment, and nothing of a URL's
     authority before its last ``@`` (``https://alice:hunter2@host`` shows as
-    ``https://host``)."""
+    ``https://host``); without ``//`` (a malformed URL such as ``http:/alice:pw@host``),
+    nothing before its last ``@``."""
     text = path.split("?", 1)[0].split("#", 1)[0]
     head, slashes, rest = text.partition("//")
-    if slashes:
-        text = f"{head}{slashes}{rest.rpartition('@')[2]}"
-    return repr(text)
+    return repr(f"{head}{slashes}{rest.rpartition('@')[2]}" if slashes
+                else text.rpartition("@")[2])
 
 
 def _check_json(body: Any) -> None:

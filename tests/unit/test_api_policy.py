@@ -211,6 +211,7 @@ def test_a_path_off_the_server_is_refused(path: str) -> None:
     ("api/jobs?token=s3cret?x=1", "'api/jobs'"),
     ("https://alice:hun@ter2@elsewhere.test/api", "'https://elsewhere.test/api'"),
     ("https://alice:hunter2@elsewhere.test//api", "'https://elsewhere.test//api'"),
+    ("http:/alice:hunter2@elsewhere.test/api", "'elsewhere.test/api'"),
 ])
 def test_a_refused_path_is_shown_without_password_or_query(path: str, shown: str) -> None:
     with pytest.raises(ConfigurationError) as refused:
