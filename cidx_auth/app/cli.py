@@ -209,7 +209,9 @@ def _read_password(from_stdin: bool) -> str:
               help="Accept only tokens signed with ALG (repeatable; default: the algorithm "
                    "of the first token, pinned at login).")
 @click.option("--store", "store_url", metavar="URL",
-              help="Keep the token in Redis (redis://[USER@]HOST:PORT/DB or rediss://...), "
+              help="Keep the token in Redis (redis://[USER@]HOST:PORT/DB, rediss://..., or "
+                   "redis+sentinel://SENTINEL[:PORT],.../SERVICE/DB for a Sentinel-managed "
+                   "primary), "
                    "shared by every host logged in as this user (env CIDX_STORE_URL "
                    "overrides). Query parameters: db, socket_timeout, "
                    "socket_connect_timeout, health_check_interval only. The password: env "
