@@ -390,8 +390,8 @@ FAULTS = {
     "failover_unreplicated": "Redis failovers while the replica lagged behind",
     "lag": "writes under the lock the replica did not confirm in time (WAIT)",
     "lost_ack": "writes to Redis whose reply was lost (the write happened)",
-    "lost_writes": "  so: writes lost in the failovers (not yet on the replica)",
-    "fenced_out": "  so: writes refused because the writer's lock was gone",
+    "lost_writes": "what those failovers lost: writes not yet on the replica",
+    "fenced_out": "what they refused: writes under a lock a failover had taken away",
 }
 
 
@@ -405,8 +405,8 @@ def describe(report: FleetReport) -> list[str]:
         f"token requests: {report.requests}; failed: {sum(report.failed.values())} (goal 0); "
         f"expired tokens handed out: {report.unusable} (goal 0); waited for the lock: "
         f"{report.waits}",
-        f"auth calls: {report.auth_calls} ({report.logins} logins, {report.refreshes} "
-        f"refreshes) over {lifetimes:g} token lifetimes of {plan.lifetime:g} s: "
+        f"auth calls: {report.auth_calls} (logins {report.logins}, refreshes "
+        f"{report.refreshes}) over {lifetimes:g} token lifetimes of {plan.lifetime:g} s: "
         f"{report.per_lifetime:.3f} per lifetime",
         f"a token is renewed when its last {plan.lifetime - report.renewal_every:g} s begin, "
         f"so one renewal is due every {report.renewal_every:g} s: "
