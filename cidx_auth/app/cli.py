@@ -688,7 +688,8 @@ def demo(seconds: float, processes: int) -> None:
 @handled
 def simulate(hours: float | None, seed: int, fleet: bool, hosts: int | None,
              processes_per_host: int | None, no_faults: bool) -> None:
-    """Simulate hours of use in memory on a fake clock (no network, no files)."""
+    """Simulate hours of use in memory on a fake clock (no network, no files): one
+    process, or with --fleet many that share a session through a replicated Redis."""
     if fleet:
         sys.exit(_simulate_fleet(hours, seed, hosts, processes_per_host, no_faults))
     if hosts is not None or processes_per_host is not None or no_faults:
