@@ -33,9 +33,10 @@ The rules, as ``adapters/redis_token_store.py`` applies them to a real Redis:
   failover. The keeper's cut-off after 300 s (``MAX_HOLD``) is not modelled.
 - **A held lock**: one thread cannot wait for another simulated process, so a caller
   that would wait calls ``on_wait(lease_end, timeout)`` (``inf``: a live holder), which
-  raises to let its driver reschedule the caller; without it, the caller sleeps the
-  clock to the lease's end if that comes within ``timeout`` and takes the lock, else
-  sleeps ``timeout`` and raises :class:`LockTimeout`. ``timeout`` 0 never waits.
+  may raise to let its driver reschedule the caller; if it returns, or there is none,
+  the caller sleeps the clock to the lease's end if that comes within ``timeout`` and
+  takes the lock, else sleeps ``timeout`` and raises :class:`LockTimeout`. ``timeout`` 0
+  never waits.
 
 Reads go to the primary and never fail here; the store's local read cache, its codec
 and its damaged-value handling are the real adapter's, tested there, and left out.
