@@ -676,14 +676,29 @@ def demo(seconds: float, processes: int) -> None:
 
 
 @cli.command()
-@click.option("--hours", type=click.FloatRange(0.1, 1000), default=8.0, show_default=True)
+@click.option("--hours", type=click.FloatRange(0.1, 1000), default=None,
+              help="Simulated hours  [default: 8; 24 with --fleet]")
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--fleet", is_flag=True,
+              help="Many processes on many hosts sharing one session in a replicated Redis, "
+                   "with faults (in memory too).")
+@click.option("--hosts", type=click.IntRange(1, 500), default=None,
+              help="With --fleet  [default: 50]")
+@click.option("--processes-per-host", type=click.IntRange(1, 100), default=None,
+              help="With --fleet  [default: 20]")
+@click.option("--no-faults", is_flag=True, help="With --fleet: the same run without faults.")
 @handled
-def simulate(hours: float, seed: int) -> None:
-    """Simulate hours of use in memory on a fake clock (no network, no files)."""
+def simulate(hours: float | None, seed: int, fleet: bool, hosts: int | None,
+             processes_per_host: int | None, no_faults: bool) -> None:
+    """Simulate hours of use in memory on a fake clock (no network, no files): one
+    process, or with --fleet many that share a session through a replicated Redis."""
+    if fleet:
+        sys.exit(_simulate_fleet(hours, seed, hosts, processes_per_host, no_faults))
+    if hosts is not None or processes_per_host is not None or no_faults:
+        raise click.UsageError("--hosts, --processes-per-host and --no-faults need --fleet")
     from cidx_auth.app.simulate import simulate as run
 
-    report, counts = run(hours, seed)
+    report, counts = run(8.0 if hours is None else hours, seed)
     click.echo(f"simulated {report.hours:g} h: {report.operations} token operations")
     for name, count in sorted(counts.items()):
         click.echo(f"  {name:<20} {count}")
@@ -692,6 +707,32 @@ def simulate(hours: float, seed: int) -> None:
         f"replays: {report.replays}"
     )
     sys.exit(0 if report.ok else 1)
+
+
+def _simulate_fleet(hours: float | None, seed: int, hosts: int | None,
+                    per_host: int | None, no_faults: bool) -> int:
+    """``simulate --fleet``: run it, print its report, 0 if every goal was met. Each
+    process's WARNING lines are counted in the report; ``-v`` prints them as well."""
+    from dataclasses import replace
+
+    from cidx_auth.app.fleet import FleetPlan, describe, simulate_fleet
+
+    plan = FleetPlan(seed=seed)
+    plan = replace(plan, hours=hours or plan.hours, hosts=hosts or plan.hosts,
+                   per_host=per_host or plan.per_host)
+    if no_faults:
+        plan = plan.without_faults()
+    quiet = _options().verbose == 0
+    before = logger.level
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    try:
+        report = simulate_fleet(plan)
+    finally:
+        logger.setLevel(before)
+    for line in describe(report):
+        click.echo(line)
+    return 0 if report.ok else 1
 
 
 @contextlib.contextmanager

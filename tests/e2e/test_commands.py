@@ -1,4 +1,5 @@
-"""The remaining commands as users run them: serve, demo, simulate, password sources."""
+"""The remaining commands as users run them: serve, demo, simulate (and its fleet),
+password sources."""
 
 from __future__ import annotations
 
@@ -100,6 +101,24 @@ def test_simulate_reports_zero_failures(cli: Cli) -> None:
     done = cli.run("simulate", "--hours", "2")
     assert done.returncode == 0
     assert "failed operations: 0, unusable tokens: 0, replays: 0" in done.stdout
+
+
+def test_simulate_fleet_reports_its_figures_and_goals(cli: Cli) -> None:
+    done = cli.run("simulate", "--fleet", "--hosts", "2", "--processes-per-host", "5",
+                   "--hours", "2", "--seed", "3")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("fleet: 10 processes (5 on each of 2 hosts), 2 h simulated in ")
+    assert lines[0].endswith(", seed 3")
+    assert "failed: 0 (goal 0)" in done.stdout and "replays: 0 (goal 0)" in done.stdout
+    assert "auth calls per renewal due (goal: at most 1.05)" in done.stdout
+    assert lines[-1] == "every goal met"
+    assert done.stderr == ""  # each process's warnings are counted, not printed, without -v
+
+
+def test_simulate_fleet_options_need_the_fleet(cli: Cli) -> None:
+    done = cli.run("simulate", "--hosts", "3")
+    assert done.returncode == 2 and "need --fleet" in done.stderr
 
 
 def test_interactive_prompt_is_refused_without_a_terminal(cli: Cli) -> None:

@@ -1,0 +1,426 @@
+"""A simulated fleet: a day of 1,000 processes on 50 hosts in seconds, with faults.
+
+Every process is its own container (its own memory, as an OS process), over one
+identity's session in a replicated Redis (``adapters/memory_redis.py``: fenced writes
+under the lock, confirmed by the replica), one server (``ScriptedGateway``, which counts
+a refresh token presented twice as a replay) and one fake clock. A host's processes
+share its credential and state stores, as they share a project's files. Each process
+asks for a token at random moments: once a minute on average from 08:00 to 18:00, a
+quarter as often at night. One thread runs them all, one call at a time.
+
+Faults, drawn from ``random.Random(seed)``:
+
+- while the answer to a refresh the server has made is on its way (the refresh token
+  is spent): the answer is lost (``lost_answer``); the process dies (``death``; a new
+  one starts on its host a few seconds later); or Redis fails over and ``crowd`` other
+  processes ask for a token before the answer arrives (``failover_in_flight``). That
+  last one is where a write-ahead intent lost in the failover would let another process
+  send the spent refresh token again: a replay;
+- per write to Redis: the replica does not confirm it in time (``lag``), or the reply
+  is lost although the write happened (``lost_ack``);
+- failovers: at random moments (``failovers_per_hour``), and just before a replication
+  tick finds writes the replica has not applied (``failover_unreplicated``): those
+  writes are lost. The replica applies the primary's writes once per ``tick`` of
+  simulated time, or when a write is confirmed.
+
+A process that would wait for the lock held by a refresh in flight asks again as soon
+as that refresh ends; one that would wait for a dead holder's lease asks again when the
+lease runs out: what its blocked call would have seen.
+
+The figures: auth calls (logins and refreshes the server saw) per token lifetime, and
+per renewal due. A token is renewed once it enters its refresh window (its last 300 s
+of 600), so a fleet that never stops asking needs one renewal per lifetime minus window:
+two per lifetime. Replays (goal 0); token requests that failed or handed out an
+expired token (goal 0).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+import secrets
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from adapters.memory import FakeClock, MemoryCredentialStore, MemoryStateStore, ScriptedGateway
+from adapters.memory_redis import MemoryRedis, MemoryRedisStore
+from cidx_auth.app.container import Container
+from cidx_auth.domain.credentials import Credentials
+from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
+from cidx_auth.domain.events import AuthEvent
+from cidx_auth.domain.rules import Rules
+from cidx_auth.domain.token import Grant, parse_access_token
+from cidx_auth.service.provider import TokenProvider
+
+GOAL = 1.05
+"""The most auth calls per renewal due that the run accepts."""
+DAY = (8.0, 18.0)
+"""The busy hours of the simulated day; at night processes ask ``NIGHT_SLOWER`` times
+less often."""
+NIGHT_SLOWER = 4.0
+RESTART_DELAY = (1.0, 10.0)
+"""Seconds before a dead process's replacement starts on its host."""
+
+
+@dataclass(frozen=True, slots=True)
+class FleetPlan:
+    """What to simulate: the fleet, the time, the seed and the faults' rates."""
+
+    hosts: int = 50
+    per_host: int = 20
+    hours: float = 24.0
+    seed: int = 7
+    lifetime: float = 600.0
+    query_every: float = 60.0
+    """Mean seconds between one process's token requests, by day."""
+    lost_answer: float = 0.01
+    death: float = 0.01
+    failover_in_flight: float = 0.02
+    """Per refresh the server made, while its answer is on its way (one fault at most)."""
+    failovers_per_hour: float = 0.25
+    failover_unreplicated: float = 0.05
+    """Per replication tick that finds writes the replica has not applied yet."""
+    lag: float = 0.02
+    lost_ack: float = 0.01
+    """Per write to Redis."""
+    crowd: int = 20
+    confirm_writes: bool = True
+    """False: writes count once the primary has them (no WAIT), the rule broken."""
+    tick: float = 1.0
+
+    @property
+    def processes(self) -> int:
+        return self.hosts * self.per_host
+
+    def without_faults(self) -> FleetPlan:
+        """The same fleet and schedule with no fault injected: the baseline."""
+        return replace(self, lost_answer=0.0, death=0.0, failover_in_flight=0.0,
+                       failovers_per_hour=0.0, failover_unreplicated=0.0, lag=0.0,
+                       lost_ack=0.0)
+
+
+@dataclass
+class FleetReport:
+    """What a run measured; ``ok`` when every goal was met."""
+
+    plan: FleetPlan
+    seconds: float = 0.0
+    real_seconds: float = 0.0
+    renewal_every: float = 0.0
+    """Seconds a token serves before it is due for renewal (lifetime minus window)."""
+    logins: int = 0
+    refreshes: int = 0
+    replays: int = 0
+    requests: int = 0
+    unusable: int = 0
+    waits: int = 0
+    """Token requests that waited for the lock (asked again once it was free)."""
+    failed: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def auth_calls(self) -> int:
+        return self.logins + self.refreshes
+
+    @property
+    def per_lifetime(self) -> float:
+        return self.auth_calls / (self.seconds / self.plan.lifetime)
+
+    @property
+    def per_renewal_due(self) -> float:
+        if not self.renewal_every:  # no token was ever handed out
+            return math.nan
+        return self.auth_calls / (self.seconds / self.renewal_every)
+
+    @property
+    def ok(self) -> bool:
+        return (self.replays == 0 and not self.failed and self.unusable == 0
+                and self.per_renewal_due <= GOAL)
+
+
+class _Killed(BaseException):
+    """The process dies mid-refresh: its stack unwinds, nothing of it runs again."""
+
+
+class _Blocked(BaseException):
+    """The process would wait for the lock: it asks again at ``until`` (None: as soon as
+    the refresh in flight that holds the lock ends)."""
+
+    def __init__(self, until: float | None) -> None:
+        super().__init__()
+        self.until = until
+
+
+@dataclass(frozen=True, slots=True)
+class _Process:
+    generation: int
+    provider: TokenProvider
+    store: MemoryRedisStore
+
+
+class _Tally:
+    """Counts the fleet's events by kind (an event sink shared by every process)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, event: AuthEvent) -> None:
+        self.counts[event.kind.value] += 1
+
+
+class _Wire:
+    """One process's connection to the server: where answers get lost or wait."""
+
+    def __init__(self, fleet: Fleet, slot: int) -> None:
+        self._fleet = fleet
+        self._slot = slot
+
+    def login(self, credentials: Credentials) -> Grant:
+        return self._fleet.server.login(credentials)
+
+    def refresh(self, refresh_token: str) -> Grant:
+        grant = self._fleet.server.refresh(refresh_token)  # the server has rotated it
+        self._fleet.answer_on_its_way(self._slot)
+        return grant
+
+
+class Fleet:
+    """The simulated fleet of a plan; ``run`` plays it once. ``server`` and ``redis`` stay
+    at hand for tests."""
+
+    def __init__(self, plan: FleetPlan) -> None:
+        self.plan = plan
+        self.rng = random.Random(plan.seed)  # noqa: S311 - a reproducible simulation
+        self.clock = FakeClock()
+        self.start = self.clock.now()
+        credentials = Credentials("fleet", secrets.token_urlsafe(16))
+        self.server = ScriptedGateway(self.clock, {credentials.username: credentials.password},
+                                      plan.lifetime)
+        self.redis = MemoryRedis(self.clock, confirm_writes=plan.confirm_writes, lag=plan.lag,
+                                 lost_acks=plan.lost_ack, draw=self.rng.random)
+        self.redis.on_wait = self._blocked
+        self.hosts = [(MemoryCredentialStore(credentials), MemoryStateStore())
+                      for _ in range(plan.hosts)]
+        self.tally = _Tally()
+        self.report = FleetReport(plan, seconds=plan.hours * 3600)
+        self.generations = itertools.count()
+        self.processes = [self._started(slot) for slot in range(plan.processes)]
+        self.queue: list[tuple[float, int, int, int, bool]] = []
+        self.order = itertools.count()
+        self.waiting: list[tuple[int, int, bool]] = []
+        self.in_flight = False
+        self.expiry: dict[str, float] = {}
+
+    def run(self) -> FleetReport:
+        """Play the plan's hours; the report of what they measured."""
+        began = time.perf_counter()
+        end = self.start + self.report.seconds
+        for slot in range(self.plan.processes):
+            self._schedule(slot, self.rng.uniform(0, self.plan.query_every))
+        timers = {"tick": self.start + self.plan.tick, "failover": self._next_failover()}
+        while self.queue:
+            when, _, slot, generation, regular = heapq.heappop(self.queue)
+            if when >= end:
+                break
+            self.clock.advance(max(0.0, when - self.clock.now()))
+            self._due(timers)
+            if generation == self.processes[slot].generation:
+                self._ask(slot, regular=regular)
+                self._after_flight()
+        return self._finished(time.perf_counter() - began)
+
+    def answer_on_its_way(self, slot: int) -> None:
+        """The server has rotated ``slot``'s refresh token and answers: at most one fault
+        per refresh, and none while one is being played out (in a crowd)."""
+        if self.in_flight:
+            return
+        plan, draw = self.plan, self.rng.random()
+        if draw < plan.failover_in_flight:
+            self._failover("failover_in_flight")
+            self._crowd(slot)
+        elif draw < plan.failover_in_flight + plan.lost_answer:
+            self.report.faults["lost_answer"] += 1
+            raise ServerUnavailable("read timed out: the answer was lost")
+        elif draw < plan.failover_in_flight + plan.lost_answer + plan.death:
+            self.report.faults["death_in_flight"] += 1
+            self.processes[slot].store.kill()
+            raise _Killed
+
+    # ---- the schedule ----------------------------------------------------------------
+
+    def _ask(self, slot: int, *, regular: bool) -> None:
+        """One token request by the process in ``slot``; ``regular``: then schedule its
+        next one (an extra request, in a crowd, leaves its schedule alone)."""
+        process = self.processes[slot]
+        try:
+            token = process.provider.get_token()
+        except _Killed:
+            self._restart(slot)
+            return
+        except _Blocked as blocked:
+            self.report.waits += 1
+            if blocked.until is None:
+                self.waiting.append((slot, process.generation, regular))
+            else:
+                self._schedule(slot, blocked.until - self.clock.now(), regular=regular)
+            return
+        except CidxAuthError as error:
+            self.report.failed[type(error).__name__] += 1
+        else:
+            self._check(token)
+        self.report.requests += 1
+        if regular:
+            self._schedule(slot, self._pause())
+
+    def _crowd(self, slot: int) -> None:
+        """Other processes ask for a token while ``slot``'s refresh is still in flight."""
+        self.in_flight = True
+        try:
+            everyone = range(self.plan.processes)
+            for other in self.rng.sample(everyone, min(self.plan.crowd, len(everyone))):
+                if other != slot:
+                    self._ask(other, regular=False)
+        finally:
+            self.in_flight = False
+
+    def _after_flight(self) -> None:
+        """Those that waited for the lock a refresh in flight held ask again now."""
+        while self.waiting:
+            slot, generation, regular = self.waiting.pop(0)
+            if generation == self.processes[slot].generation:
+                self._ask(slot, regular=regular)
+
+    def _blocked(self, lease_end: float, timeout: float) -> None:
+        """``MemoryRedis.on_wait``: the caller asks again once the lock is free, if that
+        comes within its wait; else the store's own wait runs out (LockTimeout)."""
+        if math.isinf(lease_end):
+            if self.in_flight:
+                raise _Blocked(None)
+        elif lease_end - self.clock.now() <= timeout:
+            raise _Blocked(lease_end)
+
+    def _schedule(self, slot: int, delay: float, *, regular: bool = True) -> None:
+        entry = (self.clock.now() + delay, next(self.order), slot,
+                 self.processes[slot].generation, regular)
+        heapq.heappush(self.queue, entry)
+
+    def _pause(self) -> float:
+        hour = (self.clock.now() - self.start) / 3600 % 24
+        mean = self.plan.query_every * (1.0 if DAY[0] <= hour < DAY[1] else NIGHT_SLOWER)
+        return self.rng.expovariate(1 / mean)
+
+    def _due(self, timers: dict[str, float]) -> None:
+        """Replication ticks and random failovers up to now, in their order."""
+        while min(timers.values()) <= self.clock.now():
+            if timers["tick"] <= timers["failover"]:
+                if self.redis.unreplicated and self._happens(self.plan.failover_unreplicated):
+                    self._failover("failover_unreplicated")
+                self.redis.replicate()
+                timers["tick"] += self.plan.tick
+            else:
+                self._failover("failover_at_random")
+                timers["failover"] = self._next_failover(timers["failover"])
+
+    def _happens(self, rate: float) -> bool:
+        return rate > 0 and self.rng.random() < rate
+
+    def _next_failover(self, after: float | None = None) -> float:
+        rate = self.plan.failovers_per_hour / 3600
+        if rate <= 0:
+            return math.inf
+        return (self.start if after is None else after) + self.rng.expovariate(rate)
+
+    # ---- the processes ---------------------------------------------------------------
+
+    def _started(self, slot: int) -> _Process:
+        credentials, state = self.hosts[slot // self.plan.per_host]
+        store = self.redis.client()
+        container = Container(
+            clock=self.clock, token_store=store, credential_store=credentials,
+            state_store=state, gateway=_Wire(self, slot), extra_sinks=(self.tally,),
+        )
+        return _Process(next(self.generations), container.token_provider(), store)
+
+    def _restart(self, slot: int) -> None:
+        self.processes[slot] = self._started(slot)
+        self._schedule(slot, self.rng.uniform(*RESTART_DELAY))
+
+    def _failover(self, kind: str) -> None:
+        self.report.faults[kind] += 1
+        self.redis.failover()
+
+    def _check(self, token: str) -> None:
+        """A token handed out must still be valid when it is used, now."""
+        exp = self.expiry.get(token)
+        if exp is None:
+            parsed = parse_access_token(token, Rules().tokens, self.clock.now())
+            exp = self.expiry[token] = parsed.exp
+            if not self.report.renewal_every:
+                window = Rules().expiry.margins(parsed)[1]
+                self.report.renewal_every = (parsed.lifetime or self.plan.lifetime) - window
+        if self.clock.now() >= exp:
+            self.report.unusable += 1
+
+    def _finished(self, real_seconds: float) -> FleetReport:
+        report = self.report
+        report.real_seconds = real_seconds
+        report.logins, report.refreshes = self.server.logins, self.server.refreshes
+        report.replays = self.server.replays
+        report.events = self.tally.counts
+        for kind in ("lag", "lost_ack", "lost_writes", "fenced_out"):
+            report.faults[kind] += self.redis.faults[kind]
+        report.faults += Counter()  # drop the kinds that never happened
+        return report
+
+
+def simulate_fleet(plan: FleetPlan) -> FleetReport:
+    """Run the fleet ``plan`` describes; the report of what it measured."""
+    return Fleet(plan).run()
+
+
+FAULTS = {
+    "lost_answer": "refresh answers lost after the server had rotated the token",
+    "death_in_flight": "processes killed after the server had rotated their refresh",
+    "failover_in_flight": "Redis failovers while a refresh was in flight (others asked meanwhile)",
+    "failover_at_random": "Redis failovers at random moments",
+    "failover_unreplicated": "Redis failovers while the replica lagged behind",
+    "lag": "writes under the lock the replica did not confirm in time (WAIT)",
+    "lost_ack": "writes to Redis whose reply was lost (the write happened)",
+    "lost_writes": "what those failovers lost: writes not yet on the replica",
+    "fenced_out": "what they refused: writes under a lock a failover had taken away",
+}
+
+
+def describe(report: FleetReport) -> list[str]:
+    """The report as lines for a person or a pipe: one figure a line, goals named."""
+    plan = report.plan
+    lifetimes = report.seconds / plan.lifetime
+    lines = [
+        f"fleet: {plan.processes} processes ({plan.per_host} on each of {plan.hosts} hosts), "
+        f"{plan.hours:g} h simulated in {report.real_seconds:.1f} s, seed {plan.seed}",
+        f"token requests: {report.requests}; failed: {sum(report.failed.values())} (goal 0); "
+        f"expired tokens handed out: {report.unusable} (goal 0); waited for the lock: "
+        f"{report.waits}",
+        f"auth calls: {report.auth_calls} (logins {report.logins}, refreshes "
+        f"{report.refreshes}) over {lifetimes:g} token lifetimes of {plan.lifetime:g} s: "
+        f"{report.per_lifetime:.3f} per lifetime",
+        f"a token is renewed when its last {plan.lifetime - report.renewal_every:g} s begin, "
+        f"so one renewal is due every {report.renewal_every:g} s: "
+        f"{report.per_renewal_due:.3f} auth calls per renewal due (goal: at most {GOAL})",
+        f"replays: {report.replays} (goal 0)",
+    ]
+    lines += [f"  failed with {name}: {count}" for name, count in sorted(report.failed.items())]
+    if not any(report.faults[kind] for kind in FAULTS):
+        lines.append("faults injected: none")
+    else:
+        lines.append("faults injected:")
+        lines += [f"  {kind:<22} {report.faults[kind]:>5}  {meaning}"
+                  for kind, meaning in FAULTS.items() if report.faults[kind]]
+    lines.append("client events, summed over every process (its warnings are counted here):")
+    lines += [f"  {kind:<22} {count:>7}" for kind, count in sorted(report.events.items())]
+    lines.append("every goal met" if report.ok else "goal missed")
+    return lines

@@ -1,0 +1,103 @@
+"""The fleet simulation measures what it claims: no replay and no failed request with
+the store's rules kept, a replay as soon as confirmation is skipped, and the auth calls
+a fault costs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from cidx_auth.app.fleet import Fleet, FleetPlan, FleetReport, describe, simulate_fleet
+
+SMALL = FleetPlan(hosts=3, per_host=5, hours=4.0, seed=11, query_every=5.0)
+"""15 processes for 4 hours, asking often enough that some process asks within a few
+seconds of any moment (the full fleet does with 1,000): a fraction of a second."""
+
+
+def clean(report: FleetReport) -> None:
+    assert report.replays == 0
+    assert not report.failed
+    assert report.unusable == 0
+
+
+def test_a_fleet_without_faults_renews_once_per_renewal_due() -> None:
+    report = simulate_fleet(SMALL.without_faults())
+    clean(report)
+    assert report.faults == {}
+    assert report.renewal_every == 300.0
+    due = report.seconds / report.renewal_every  # 48 in 4 h
+    assert report.logins == 1  # the first request; refreshes from then on
+    assert due - 1 <= report.auth_calls <= due + 1
+    assert 1.0 <= report.per_renewal_due <= 1.05
+    assert report.per_lifetime == report.per_renewal_due * 2
+    assert report.ok
+
+
+def test_with_faults_no_replay_no_failure_and_each_fault_costs_one_call_at_most() -> None:
+    plan = replace(SMALL, lost_answer=0.1, death=0.1, failover_in_flight=0.2, lag=0.1,
+                   lost_ack=0.1, failover_unreplicated=0.2, failovers_per_hour=1.0)
+    report = simulate_fleet(plan)
+    clean(report)
+    for kind in ("lost_answer", "death_in_flight", "failover_in_flight", "lag", "lost_ack",
+                 "failover_unreplicated", "failover_at_random", "lost_writes"):
+        assert report.faults[kind] > 0, kind
+    assert report.events["lock_timeout"] > 0  # the crowds found the lock held
+    failovers = sum(report.faults[kind] for kind in report.faults if kind.startswith("failover"))
+    costly = report.faults["lost_answer"] + report.faults["death_in_flight"] + failovers
+    due = report.seconds / report.renewal_every
+    assert due <= report.auth_calls <= due + 1 + costly
+    assert report.per_renewal_due > 1.05 and not report.ok  # faults this dense cost more
+
+
+def test_skipping_the_confirmation_shows_as_replays() -> None:
+    """The same fleet on a store whose writes count once the primary has them: a
+    failover in flight loses the intent, and a crowd process sends the spent token."""
+    plan = replace(SMALL.without_faults(), failover_in_flight=0.5, confirm_writes=False)
+    fleet = Fleet(plan)
+    report = fleet.run()
+    assert report.replays > 0 and not report.ok
+    assert report.events["replay_reported"] > 0
+    fleet.server.expected_replays = report.replays
+    confirmed = simulate_fleet(replace(plan, confirm_writes=True))
+    clean(confirmed)
+    assert confirmed.faults["failover_in_flight"] > 0
+
+
+def test_a_process_with_nothing_usable_waits_out_a_dead_holders_lease() -> None:
+    """Every refresh kills its process: the next one to renew waits for the lease, or
+    keeps a still-valid token; nobody fails and nobody replays."""
+    plan = replace(SMALL.without_faults(), death=1.0, query_every=240.0, hosts=1, per_host=4)
+    report = simulate_fleet(plan)
+    clean(report)
+    assert report.faults["death_in_flight"] > 0 and report.waits > 0
+    assert report.events["refresh_abandoned"] > 0
+
+
+def test_a_seed_replays_the_same_run() -> None:
+    plan = replace(SMALL, lost_answer=0.05, failover_in_flight=0.1)
+    first, second = simulate_fleet(plan), simulate_fleet(plan)
+    assert (first.logins, first.refreshes, first.faults, first.events) == (
+        second.logins, second.refreshes, second.faults, second.events)
+    assert first.requests == second.requests
+
+
+def test_the_report_names_each_figure_and_goal() -> None:
+    report = simulate_fleet(replace(SMALL, hours=1.0))
+    lines = describe(report)
+    assert lines[0].startswith("fleet: 15 processes (5 on each of 3 hosts), 1 h simulated in ")
+    assert lines[0].endswith("seed 11")
+    text = "\n".join(lines)
+    assert "failed: 0 (goal 0)" in text and "replays: 0 (goal 0)" in text
+    assert "per lifetime" in text and "(goal: at most 1.05)" in text
+    assert lines[-1] == ("every goal met" if report.ok else "goal missed")
+
+
+def test_a_crowd_with_nothing_usable_waits_for_the_refresh_in_flight() -> None:
+    """Requests so sparse that the token expires between them: whoever renews has no
+    token to fall back on, nor has the crowd that asks during its refresh; they wait
+    for the lock and then take the renewed token."""
+    plan = replace(SMALL.without_faults(), failover_in_flight=1.0, query_every=900.0,
+                   hosts=1, per_host=10, crowd=9)
+    report = simulate_fleet(plan)
+    clean(report)
+    assert report.waits > 0
+    assert report.events["acquired"] > 0
