@@ -27,6 +27,7 @@ it cannot use before the setting is saved.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -77,7 +78,7 @@ _SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]{1,253})(?::([0-9]{1,5}))?")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SentinelAddress:
     """Where a Sentinel-managed store is: the sentinels, the service they monitor, and
     the database on its primary. A sentinel's host is kept as written (an IPv6 address
@@ -87,7 +88,7 @@ class SentinelAddress:
     sentinels: tuple[tuple[str, int], ...]
     service: str
     database: int | None
-    """None when the path names none (a ``db`` query parameter may, else 0)."""
+    """From the path, or else the ``db`` query parameter; None when neither names one (0)."""
     username: str | None
 
     def shown(self) -> str:
@@ -108,18 +109,19 @@ def sentinel_address(url: str) -> SentinelAddress | None:
     path = path.partition("?")[0].partition("#")[0]
     netloc = netloc.partition("?")[0].partition("#")[0]
     userinfo, at, hosts = netloc.rpartition("@")
-    username = userinfo.partition(":")[0] if at else None
+    username = unquote(userinfo.partition(":")[0]) if at else None
     sentinels = []
     for item in hosts.split(","):
         match = _HOST.fullmatch(item)
         port = int(match.group(1)) if match and match.group(1) else SENTINEL_PORT
-        if match is None or not 0 < port < 65536:
+        host = item.rpartition(":")[0] if match and match.group(1) else item
+        if match is None or not 0 < port < 65536 or not _plausible_host(host):
             raise ConfigurationError(
                 "each sentinel of a redis+sentinel:// store must be HOST or HOST:PORT, "
                 "separated by commas, such as "
                 "redis+sentinel://sentinel-1:26379,sentinel-2:26379/mymaster/0"
             )
-        sentinels.append((item.rpartition(":")[0] if match.group(1) else item, port))
+        sentinels.append((host.strip("[]"), port))
     if len(sentinels) > MAX_SENTINELS:
         raise ConfigurationError(f"a redis+sentinel:// store names at most {MAX_SENTINELS} "
                                  "sentinels")
@@ -129,18 +131,40 @@ def sentinel_address(url: str) -> SentinelAddress | None:
             "the Sentinel service name of a redis+sentinel:// store may hold only letters, "
             "digits, '_', '.' and '-' (at most 64), as in redis+sentinel://HOST:26379/mymaster/0"
         )
-    if database and not (database.isascii() and database.isdigit()
-                         and int(database) <= MAX_DATABASE):
+    if service.isdigit():  # redis://HOST/0 names a database there: not here
+        raise ConfigurationError(
+            f"a redis+sentinel:// store names the Sentinel service before the database: "
+            f"redis+sentinel://HOST:26379/SERVICE/{service}, not a service named {service!r}"
+        )
+    if database and not _is_database(database):
         raise ConfigurationError(
             f"the Redis database of a redis+sentinel:// store (after the service name) must "
             f"be a number from 0 to {MAX_DATABASE}"
         )
+    if not database:
+        given = dict(parse_qsl(urlsplit(url.strip()).query)).get("db", "")
+        database = given if _is_database(given) else ""
     return SentinelAddress(
         tls=scheme.lower() == "rediss+sentinel",
-        sentinels=tuple((host.strip("[]"), port) for host, port in sentinels),
+        sentinels=tuple(sentinels),
         service=service or DEFAULT_SERVICE, database=int(database) if database else None,
         username=username or None,
     )
+
+
+def _is_database(text: str) -> bool:
+    """Whether ``text`` is a Redis database index ``SELECT`` takes."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_DATABASE
+
+
+def _plausible_host(host: str) -> bool:
+    """A bracketed host must be an IPv6 address; any other, a name or an IPv4 address."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    return host.strip(".-") != ""
 
 
 def check_store_url(url: str) -> str:
@@ -156,7 +180,9 @@ def check_store_url(url: str) -> str:
         )
     sentinel = sentinel_address(url)
     if sentinel is not None:
-        _check_parameters(url, has_database=sentinel.database is not None)
+        _, _, path = url.partition("://")[2].partition("/")
+        in_path = "/" in path.partition("?")[0].strip("/")
+        _check_parameters(url, has_database=in_path)
         return url
     parts = _split(url)
     if parts is None or parts[0] not in SCHEMES or not parts[1]:
@@ -166,8 +192,7 @@ def check_store_url(url: str) -> str:
             f"sentinels and the service, not {redact_url(url)!r}"
         )
     database = parts[3].strip("/")
-    if database and not (database.isascii() and database.isdigit()
-                         and int(database) <= MAX_DATABASE):
+    if database and not _is_database(database):
         raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number "
                                  f"from 0 to {MAX_DATABASE}")
     _check_parameters(url, has_database=bool(database))
@@ -207,8 +232,8 @@ def _check_parameters(url: str, *, has_database: bool) -> None:
 def _parameter_problem(name: str, value: str) -> str | None:
     """What is wrong with ``value`` for the parameter ``name``; None if nothing."""
     if name == "db":
-        fine = value.isascii() and value.isdigit() and int(value) <= MAX_DATABASE
-        return None if fine else f"something other than a number from 0 to {MAX_DATABASE}"
+        return None if _is_database(value) else (
+            f"something other than a number from 0 to {MAX_DATABASE}")
     if name == "health_check_interval":
         fine = value.isascii() and value.isdigit() and int(value) <= MAX_HEALTH_CHECK_INTERVAL
         return None if fine else (
@@ -369,7 +394,8 @@ def _url_password(url: str) -> str | None:
 
 
 def is_sentinel_managed(client: redis.Redis) -> bool:
-    """Whether ``client`` finds its primary through Sentinel (so replicas exist)."""
+    """Whether ``client`` finds its primary through Sentinel, where replicas exist by
+    design (the token store then has every write under the lock confirmed by one)."""
     from redis.sentinel import SentinelConnectionPool
 
     return isinstance(client.connection_pool, SentinelConnectionPool)
@@ -393,12 +419,17 @@ def describe(client: redis.Redis) -> str:
 
 def failure_hint(error: Exception) -> str:
     """What a redis-py error means for the user, without its text (which may echo input)."""
-    from redis.exceptions import AuthenticationError, AuthorizationError
+    from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
     from redis.sentinel import MasterNotFoundError
 
     if isinstance(error, MasterNotFoundError):
         return (f"{type(error).__name__}; no sentinel named a primary for the service: check "
-                "the sentinels' addresses, the service name, and that a primary is up")
+                "the sentinels' addresses, the service name, CIDX_SENTINEL_PASSWORD if they "
+                "require one, and that a primary is up")
+    if isinstance(error, NoPermissionError):
+        return (f"{type(error).__name__}; the store's Redis user may not run a command it "
+                "needs: GET, SET, DEL, EVAL/EVALSHA, SCRIPT LOAD, WAIT and PING on the "
+                "cidx-auth:* keys (see README, \"Redis user\")")
     if isinstance(error, AuthenticationError | AuthorizationError):
         return (f"{type(error).__name__}; check the store URL's user, and the password in "
                 "CIDX_STORE_PASSWORD or CIDX_STORE_PASSWORD_FILE")

@@ -216,7 +216,7 @@ def _read_password(from_stdin: bool) -> str:
                    "overrides). Query parameters: db, socket_timeout, "
                    "socket_connect_timeout, health_check_interval only. The password: env "
                    "CIDX_STORE_PASSWORD or a 0600 file named by CIDX_STORE_PASSWORD_FILE, "
-                   "never in the URL.")
+                   "never in the URL; the sentinels' in CIDX_SENTINEL_PASSWORD.")
 @click.option("--allow-plain-http", is_flag=True,
               help="Send the password and tokens to a non-loopback http:// server in clear "
                    "text (recorded in auth.json; anyone on the network can read them).")

@@ -90,9 +90,12 @@ class RedisServer:
         return argv
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv(), cwd=self._dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
+        log = open(Path(self._dir) / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self.process = subprocess.Popen(self.argv(), cwd=self._dir, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        finally:
+            log.close()
         _running.add(self)
         self._await_ping()
 
@@ -107,8 +110,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
     def client(self) -> Any:
         import redis
@@ -126,7 +127,7 @@ class RedisServer:
             while True:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    output = self.process.stdout.read() if self.process.stdout else b""
+                    output = (Path(self._dir) / "redis.log").read_bytes()
                     raise RuntimeError(f"redis-server exited: {output.decode()[-2000:]}")
                 with contextlib.suppress(redis.RedisError):
                     if probe.ping():
@@ -148,8 +149,9 @@ class RedisServer:
 
 class SentinelServer(RedisServer):
     """A ``redis-server --sentinel`` on 127.0.0.1 watching the primary at ``primary``
-    as the service ``service``: it calls the primary down after 500 ms without an
-    answer; ``quorum`` sentinels must agree."""
+    as the service ``service``: it calls the primary down after 2 s without an
+    answer (long enough for a loaded machine, short enough for a test); ``quorum``
+    sentinels must agree."""
 
     def __init__(self, binary: str, primary: int, service: str, quorum: int = 2) -> None:
         super().__init__(binary)
@@ -160,7 +162,7 @@ class SentinelServer(RedisServer):
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self._dir}\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary} {self.quorum}\n"
-            f"sentinel down-after-milliseconds {self.service} 500\n"
+            f"sentinel down-after-milliseconds {self.service} 2000\n"
             f"sentinel failover-timeout {self.service} 5000\n"
         )
         return [self.binary, str(config), "--sentinel"]
@@ -185,13 +187,17 @@ class ReplicatedRedis:
         return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
 
     def __enter__(self) -> ReplicatedRedis:
-        self.primary.start()
-        self.replica.start()
-        await_until(lambda: info(self.replica, "master_link_status") == "up",
-                    "the replica never synchronised with the primary")
-        for sentinel in self.sentinels:
-            sentinel.start()
-        await_until(self._watched, "the Sentinels never saw the replica and each other")
+        try:
+            self.primary.start()
+            self.replica.start()
+            await_until(lambda: replicating(self.primary, self.replica),
+                        "the replica never synchronised with the primary")
+            for sentinel in self.sentinels:
+                sentinel.start()
+            await_until(self._watched, "the Sentinels never saw the replica and each other")
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -223,6 +229,13 @@ class ReplicatedRedis:
         process.wait()
         self.primary.stop()
 
+    def rejoin(self) -> None:
+        """Start the killed primary again; the Sentinels make it a replica of the new
+        primary. Returns once it replicates."""
+        self.primary.start()
+        await_until(lambda: replicating(self.replica, self.primary),
+                    "the old primary never rejoined as a replica", timeout=60)
+
     def await_failover(self) -> None:
         """Until every Sentinel names the replica as the primary, and it acts as one."""
         port = self.replica.port
@@ -243,6 +256,22 @@ def info(server: RedisServer, field: str) -> str | None:
         return None
     finally:
         client.close()
+
+
+def replicating(primary: RedisServer, replica: RedisServer) -> bool:
+    """Whether ``replica`` has synchronised with ``primary``, and ``primary`` counts it
+    online (``ROLE`` lists it, so writes wait for it)."""
+    import redis
+
+    client = primary.client()
+    try:
+        role = client.execute_command("ROLE")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    listed = {int(entry[1]) for entry in role[2]} if role[0] == b"master" else set()
+    return replica.port in listed and info(replica, "master_link_status") == "up"
 
 
 def sentinel_state(sentinel: SentinelServer, service: str) -> dict[str, str]:

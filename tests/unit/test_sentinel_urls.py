@@ -4,6 +4,7 @@ where it enters, printed without secrets, refused with the form to give instead.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,8 @@ from cidx_auth.domain.errors import ConfigurationError
     ("redis+sentinel://bob:pw@[::1]:26379,[fe80::1]/my-svc.1?socket_timeout=1",
      SentinelAddress(False, (("::1", 26379), ("fe80::1", SENTINEL_PORT)), "my-svc.1", None,
                      "bob")),
+    ("redis+sentinel://bob%40corp@s1/svc?db=4",
+     SentinelAddress(False, (("s1", SENTINEL_PORT),), "svc", 4, "bob@corp")),
     ("REDIS+SENTINEL://h/svc/", SentinelAddress(False, (("h", SENTINEL_PORT),), "svc", None,
                                                None)),
 ])
@@ -48,6 +51,7 @@ def test_a_sentinel_url_is_shown_without_user_password_or_query() -> None:
     assert redact_url(url) == "rediss+sentinel://s1:1,[::1]:2/svc/3"
     assert redact_url("redis+sentinel://s1") == "redis+sentinel://s1:26379/mymaster/0"
     assert redact_url("redis+sentinel://a:b:c/svc") == "<an unparsable redis+sentinel URL>"
+    assert redact_url("redis+sentinel://s1/svc?db=4") == "redis+sentinel://s1:26379/svc/4"
 
 
 @pytest.mark.parametrize(("url", "message"), [
@@ -60,6 +64,11 @@ def test_a_sentinel_url_is_shown_without_user_password_or_query() -> None:
     ("redis+sentinel://s1/sv%20c", "service name of a redis+sentinel:// store may hold only"),
     ("redis+sentinel://s1/" + "s" * 65, "service name"),
     ("redis+sentinel://s1/svc/x", "database of a redis+sentinel:// store (after the service"),
+    ("redis+sentinel://s1/0", "names the Sentinel service before the database: "
+     "redis+sentinel://HOST:26379/SERVICE/0, not a service named '0'"),
+    ("redis+sentinel://[1.2.3.4]/svc", "must be HOST or HOST:PORT"),
+    ("redis+sentinel://[:]:1/svc", "must be HOST or HOST:PORT"),
+    ("redis+sentinel://-/svc", "must be HOST or HOST:PORT"),
     ("redis+sentinel://s1/svc/2147483648", "must be a number from 0 to 2147483647"),
     ("redis+sentinel://s1/svc/1?db=2", "sets db twice"),
     ("redis+sentinel://s1/svc?ssl_cert_reqs=none", "would weaken or change the TLS"),
@@ -89,7 +98,7 @@ def test_a_sentinel_client_gets_each_password_and_the_urls_settings(
     monkeypatch.setenv("CIDX_STORE_PASSWORD", "data-secret")
     monkeypatch.setenv("CIDX_SENTINEL_PASSWORD", "sentinel-secret")
     client = connect("rediss+sentinel://bob@s1:1,s2:2/svc?db=3&socket_timeout=0.5")
-    pool = client.connection_pool
+    pool: Any = client.connection_pool
     data = pool.connection_kwargs
     assert (pool.service_name, data["db"], data["username"]) == ("svc", 3, "bob")
     assert (data["password"], data["socket_timeout"]) == ("data-secret", 0.5)
@@ -101,7 +110,7 @@ def test_a_sentinel_client_gets_each_password_and_the_urls_settings(
     assert (watcher["ssl_cert_reqs"], watcher["ssl_check_hostname"]) == ("required", True)
     assert describe(client) == "the primary of Sentinel service svc"
     monkeypatch.delenv("CIDX_SENTINEL_PASSWORD")
-    plain = connect("redis+sentinel://s1/svc/7").connection_pool
+    plain: Any = connect("redis+sentinel://s1/svc/7").connection_pool
     assert plain.connection_kwargs["db"] == 7
     assert plain.connection_class.__name__ == "SentinelManagedConnection"
     assert plain.sentinel_manager.sentinels[0].connection_pool.connection_kwargs.get(
