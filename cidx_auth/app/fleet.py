@@ -14,14 +14,20 @@ Faults, drawn from ``random.Random(seed)``:
   is spent): the answer is lost (``lost_answer``); the process dies (``death``; a new
   one starts on its host a few seconds later); or Redis fails over and ``crowd`` other
   processes ask for a token before the answer arrives (``failover_in_flight``). That
-  last one is where a write-ahead intent lost in the failover would let another process
-  send the spent refresh token again: a replay;
+  last one is where a write-ahead intent lost in the failover would let the next process
+  to renew after the promotion send the spent refresh token again: a replay;
 - per write to Redis: the replica does not confirm it in time (``lag``), or the reply
   is lost although the write happened (``lost_ack``);
 - failovers: at random moments (``failovers_per_hour``), and just before a replication
   tick finds writes the replica has not applied (``failover_unreplicated``): those
   writes are lost. The replica applies the primary's writes once per ``tick`` of
   simulated time, or when a write is confirmed.
+
+A failover takes ``failover_takes`` seconds, during which no process can take the lock
+or write (``adapters/memory_redis.py`` says what each call gets); the promoted replica's
+lock expires as its last replicated extension said, and the old primary rejoins as its
+replica ``rejoin_after`` seconds later. No failover starts while one is under way or no
+replica is connected (``failover_skipped``: there is nothing to promote).
 
 A process that would wait for the lock held by a refresh in flight asks again as soon
 as that refresh ends; one that would wait for a dead holder's lease asks again when the
@@ -46,7 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from adapters.memory import FakeClock, MemoryCredentialStore, MemoryStateStore, ScriptedGateway
-from adapters.memory_redis import MemoryRedis, MemoryRedisStore
+from adapters.memory_redis import FAILOVER_TAKES, REJOIN_AFTER, MemoryRedis, MemoryRedisStore
 from cidx_auth.app.container import Container
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
@@ -87,6 +93,14 @@ class FleetPlan:
     lost_ack: float = 0.01
     """Per write to Redis."""
     crowd: int = 20
+    failover_takes: float = FAILOVER_TAKES
+    """Seconds without a primary per failover: Sentinel's down-after (30 s by default),
+    its election and the promotion."""
+    rejoin_after: float = REJOIN_AFTER
+    """Seconds from a promotion until the old primary is back as the new one's replica."""
+    sentinel: bool = True
+    """The store is reached through Sentinel: a write under the lock needs one replica's
+    confirmation even while none is connected."""
     confirm_writes: bool = True
     """False: writes count once the primary has them (no WAIT), the rule broken."""
     tick: float = 1.0
@@ -200,8 +214,11 @@ class Fleet:
         credentials = Credentials("fleet", secrets.token_urlsafe(16))
         self.server = ScriptedGateway(self.clock, {credentials.username: credentials.password},
                                       plan.lifetime)
-        self.redis = MemoryRedis(self.clock, confirm_writes=plan.confirm_writes, lag=plan.lag,
-                                 lost_acks=plan.lost_ack, draw=self.rng.random)
+        self.redis = MemoryRedis(
+            self.clock, confirm_writes=plan.confirm_writes, sentinel=plan.sentinel,
+            failover_takes=plan.failover_takes, rejoin_after=plan.rejoin_after, lag=plan.lag,
+            lost_acks=plan.lost_ack, draw=self.rng.random,
+        )
         self.redis.on_wait = self._blocked
         self.hosts = [(MemoryCredentialStore(credentials), MemoryStateStore())
                       for _ in range(plan.hosts)]
@@ -240,8 +257,8 @@ class Fleet:
             return
         plan, draw = self.plan, self.rng.random()
         if draw < plan.failover_in_flight:
-            self._failover("failover_in_flight")
-            self._crowd(slot)
+            if self._failover("failover_in_flight"):
+                self._crowd(slot)
         elif draw < plan.failover_in_flight + plan.lost_answer:
             self.report.faults["lost_answer"] += 1
             raise ServerUnavailable("read timed out: the answer was lost")
@@ -349,9 +366,14 @@ class Fleet:
         self.processes[slot] = self._started(slot)
         self._schedule(slot, self.rng.uniform(*RESTART_DELAY))
 
-    def _failover(self, kind: str) -> None:
+    def _failover(self, kind: str) -> bool:
+        """A failover of ``kind`` if Redis has a replica to promote (else it is skipped)."""
+        if not self.redis.can_fail_over:
+            self.report.faults["failover_skipped"] += 1
+            return False
         self.report.faults[kind] += 1
         self.redis.failover()
+        return True
 
     def _check(self, token: str) -> None:
         """A token handed out must still be valid when it is used, now."""
@@ -371,7 +393,8 @@ class Fleet:
         report.logins, report.refreshes = self.server.logins, self.server.refreshes
         report.replays = self.server.replays
         report.events = self.tally.counts
-        for kind in ("lag", "lost_ack", "lost_writes", "fenced_out"):
+        for kind in ("lag", "lost_ack", "lost_writes", "unavailable", "no_replica",
+                     "lease_lost", "fenced_out"):
             report.faults[kind] += self.redis.faults[kind]
         report.faults += Counter()  # drop the kinds that never happened
         return report
@@ -388,9 +411,13 @@ FAULTS = {
     "failover_in_flight": "Redis failovers while a refresh was in flight (others asked meanwhile)",
     "failover_at_random": "Redis failovers at random moments",
     "failover_unreplicated": "Redis failovers while the replica lagged behind",
+    "failover_skipped": "failovers drawn while one was under way or no replica was connected",
     "lag": "writes under the lock the replica did not confirm in time (WAIT)",
     "lost_ack": "writes to Redis whose reply was lost (the write happened)",
     "lost_writes": "what those failovers lost: writes not yet on the replica",
+    "unavailable": "what they refused: calls while no primary answered (locks, writes, reads)",
+    "no_replica": "writes under the lock no replica confirmed: none connected yet",
+    "lease_lost": "lock holders whose keeper found the lock gone after a failover",
     "fenced_out": "what they refused: writes under a lock a failover had taken away",
 }
 
