@@ -104,11 +104,27 @@ def test_the_report_names_each_figure_and_goal() -> None:
     report = simulate_fleet(replace(SMALL, hours=1.0))
     lines = describe(report)
     assert lines[0].startswith("fleet: 15 processes (5 on each of 3 hosts), 1 h simulated in ")
-    assert lines[0].endswith("seed 11")
+    assert lines[0].endswith(" s (building it included), seed 11")
     text = "\n".join(lines)
     assert "failed: 0 (goal 0)" in text and "replays: 0 (goal 0)" in text
-    assert "per lifetime" in text and "(goal: at most 1.05)" in text
-    assert lines[-1] == ("every goal met" if report.ok else "goal missed")
+    floor = "(floor 2.000 with a 300 s renewal window)"
+    assert f"per lifetime {report.per_lifetime:.3f} {floor}" in text
+    assert "goal of 1.0 to 1.05 auth calls per token lifetime is judged per renewal due" in text
+    assert "auth calls per renewal due (goal: at most 1.05)" in text
+    judged = "(the auth-call goal judged per renewal due, not per lifetime)"
+    if report.ok:
+        assert lines[-1] == f"every goal met {judged}"
+    else:
+        assert lines[-1] == f"goal missed: {'; '.join(report.missed)} {judged}"
+
+
+def test_a_missed_goal_is_named_with_its_figure() -> None:
+    report = FleetReport(SMALL, seconds=3000.0, renewal_every=300.0, refreshes=11, replays=2)
+    assert report.floor_per_lifetime == 2.0
+    assert report.missed == ["1.100 auth calls per renewal due > 1.05", "2 replays"]
+    assert describe(report)[-1].startswith("goal missed: 1.100 auth calls per renewal due > "
+                                           "1.05; 2 replays (")
+    assert "faults injected: none" in describe(report)
 
 
 def test_a_crowd_with_nothing_usable_waits_for_the_refresh_in_flight() -> None:
