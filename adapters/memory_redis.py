@@ -81,6 +81,8 @@ promotion (a few seconds)."""
 REJOIN_AFTER = 120.0
 """From the promotion until the old primary is back as a replica: the failure that took
 it down (a crash, a reboot, a cut link) was long enough for Sentinel to act."""
+_PROMOTION, _REJOIN = -1, -2
+"""What :meth:`MemoryRedis._catch_up` plays besides keepers' turns (keyed by token > 0)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,20 +229,20 @@ class MemoryRedis:
     def _catch_up(self) -> None:
         """Play what happened on the server up to now, in its order."""
         if not self._keepers and self._promote_at is None and self._rejoin_at is None:
-            return  # nothing is due, ever: the common case, kept cheap
+            return  # nothing pending: the common case, kept cheap
         now = self.clock.now()
         while True:
             due = [(when, token) for token, when in self._keepers.items()]
             if self._promote_at is not None:
-                due.append((self._promote_at, -1))
+                due.append((self._promote_at, _PROMOTION))
             if self._rejoin_at is not None:
-                due.append((self._rejoin_at, -2))
+                due.append((self._rejoin_at, _REJOIN))
             when, what = min(due, default=(math.inf, 0))
             if when > now:
                 return
-            if what == -1:
+            if what == _PROMOTION:
                 self._promote(when)
-            elif what == -2:
+            elif what == _REJOIN:
                 self._replica, self._rejoin_at = self._primary, None  # a full sync
             else:
                 self._extend(what, when)
