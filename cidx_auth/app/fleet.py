@@ -14,8 +14,8 @@ Faults, drawn from ``random.Random(seed)``:
   is spent): the answer is lost (``lost_answer``); the process dies (``death``; a new
   one starts on its host a few seconds later); or Redis fails over and ``crowd`` other
   processes ask for a token before the answer arrives (``failover_in_flight``). That
-  last one is where a write-ahead intent lost in the failover would let another process
-  send the spent refresh token again: a replay;
+  last one is where a write-ahead intent lost in the failover would let the next process
+  to renew after the promotion send the spent refresh token again: a replay;
 - per write to Redis: the replica does not confirm it in time (``lag``), or the reply
   is lost although the write happened (``lost_ack``);
 - failovers: at random moments (``failovers_per_hour``), and just before a replication
@@ -23,15 +23,23 @@ Faults, drawn from ``random.Random(seed)``:
   writes are lost. The replica applies the primary's writes once per ``tick`` of
   simulated time, or when a write is confirmed.
 
+A failover takes ``failover_takes`` seconds, during which no process can take the lock
+or write (``adapters/memory_redis.py`` says what each call gets); the promoted replica's
+lock expires as its last replicated extension said, and the old primary rejoins as its
+replica ``rejoin_after`` seconds later. No failover starts while one is under way or no
+replica is connected (``failover_skipped``: there is nothing to promote).
+
 A process that would wait for the lock held by a refresh in flight asks again as soon
 as that refresh ends; one that would wait for a dead holder's lease asks again when the
 lease runs out: what its blocked call would have seen.
 
 The figures: auth calls (logins and refreshes the server saw) per token lifetime, and
-per renewal due. A token is renewed once it enters its refresh window (its last 300 s
-of 600), so a fleet that never stops asking needs one renewal per lifetime minus window:
-two per lifetime. Replays (goal 0); token requests that failed or handed out an
-expired token (goal 0).
+per renewal due. The issue's goal is 1.0 to 1.05 auth calls per token lifetime, but a
+token is renewed once it enters its refresh window (its last 300 s of 600), so a fleet
+that never stops asking needs one renewal per lifetime minus window: two per lifetime
+is the floor, and the goal is judged per renewal due. Replays (goal 0); token requests
+that failed or handed out an expired token (goal 0). The real time printed covers the
+whole run, building the containers included.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 
 from adapters.memory import FakeClock, MemoryCredentialStore, MemoryStateStore, ScriptedGateway
-from adapters.memory_redis import MemoryRedis, MemoryRedisStore
+from adapters.memory_redis import FAILOVER_TAKES, REJOIN_AFTER, MemoryRedis, MemoryRedisStore
 from cidx_auth.app.container import Container
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import CidxAuthError, ServerUnavailable
@@ -87,6 +95,14 @@ class FleetPlan:
     lost_ack: float = 0.01
     """Per write to Redis."""
     crowd: int = 20
+    failover_takes: float = FAILOVER_TAKES
+    """Seconds without a primary per failover: Sentinel's down-after (30 s by default),
+    its election and the promotion."""
+    rejoin_after: float = REJOIN_AFTER
+    """Seconds from a promotion until the old primary is back as the new one's replica."""
+    sentinel: bool = True
+    """The store is reached through Sentinel: a write under the lock needs one replica's
+    confirmation even while none is connected."""
     confirm_writes: bool = True
     """False: writes count once the primary has them (no WAIT), the rule broken."""
     tick: float = 1.0
@@ -137,9 +153,24 @@ class FleetReport:
         return self.auth_calls / (self.seconds / self.renewal_every)
 
     @property
+    def floor_per_lifetime(self) -> float:
+        """The fewest auth calls per lifetime a fleet that never stops asking can make."""
+        return self.plan.lifetime / self.renewal_every if self.renewal_every else math.nan
+
+    @property
+    def missed(self) -> list[str]:
+        """The goals missed, each with its figure."""
+        missed = []
+        if not self.per_renewal_due <= GOAL:  # nan too: no token was ever handed out
+            missed.append(f"{self.per_renewal_due:.3f} auth calls per renewal due > {GOAL}")
+        missed += [f"{count} {what}" for count, what in (
+            (self.replays, "replays"), (sum(self.failed.values()), "failed requests"),
+            (self.unusable, "expired tokens handed out")) if count]
+        return missed
+
+    @property
     def ok(self) -> bool:
-        return (self.replays == 0 and not self.failed and self.unusable == 0
-                and self.per_renewal_due <= GOAL)
+        return not self.missed
 
 
 class _Killed(BaseException):
@@ -193,6 +224,7 @@ class Fleet:
     at hand for tests."""
 
     def __init__(self, plan: FleetPlan) -> None:
+        self.began = time.perf_counter()  # the run's real time includes building it
         self.plan = plan
         self.rng = random.Random(plan.seed)  # noqa: S311 - a reproducible simulation
         self.clock = FakeClock()
@@ -200,8 +232,11 @@ class Fleet:
         credentials = Credentials("fleet", secrets.token_urlsafe(16))
         self.server = ScriptedGateway(self.clock, {credentials.username: credentials.password},
                                       plan.lifetime)
-        self.redis = MemoryRedis(self.clock, confirm_writes=plan.confirm_writes, lag=plan.lag,
-                                 lost_acks=plan.lost_ack, draw=self.rng.random)
+        self.redis = MemoryRedis(
+            self.clock, confirm_writes=plan.confirm_writes, sentinel=plan.sentinel,
+            failover_takes=plan.failover_takes, rejoin_after=plan.rejoin_after, lag=plan.lag,
+            lost_acks=plan.lost_ack, draw=self.rng.random,
+        )
         self.redis.on_wait = self._blocked
         self.hosts = [(MemoryCredentialStore(credentials), MemoryStateStore())
                       for _ in range(plan.hosts)]
@@ -217,7 +252,6 @@ class Fleet:
 
     def run(self) -> FleetReport:
         """Play the plan's hours; the report of what they measured."""
-        began = time.perf_counter()
         end = self.start + self.report.seconds
         for slot in range(self.plan.processes):
             self._schedule(slot, self.rng.uniform(0, self.plan.query_every))
@@ -231,7 +265,7 @@ class Fleet:
             if generation == self.processes[slot].generation:
                 self._ask(slot, regular=regular)
                 self._after_flight()
-        return self._finished(time.perf_counter() - began)
+        return self._finished(time.perf_counter() - self.began)
 
     def answer_on_its_way(self, slot: int) -> None:
         """The server has rotated ``slot``'s refresh token and answers: at most one fault
@@ -240,8 +274,8 @@ class Fleet:
             return
         plan, draw = self.plan, self.rng.random()
         if draw < plan.failover_in_flight:
-            self._failover("failover_in_flight")
-            self._crowd(slot)
+            if self._failover("failover_in_flight"):
+                self._crowd(slot)
         elif draw < plan.failover_in_flight + plan.lost_answer:
             self.report.faults["lost_answer"] += 1
             raise ServerUnavailable("read timed out: the answer was lost")
@@ -349,9 +383,14 @@ class Fleet:
         self.processes[slot] = self._started(slot)
         self._schedule(slot, self.rng.uniform(*RESTART_DELAY))
 
-    def _failover(self, kind: str) -> None:
+    def _failover(self, kind: str) -> bool:
+        """A failover of ``kind`` if Redis has a replica to promote (else it is skipped)."""
+        if not self.redis.can_fail_over:
+            self.report.faults["failover_skipped"] += 1
+            return False
         self.report.faults[kind] += 1
         self.redis.failover()
+        return True
 
     def _check(self, token: str) -> None:
         """A token handed out must still be valid when it is used, now."""
@@ -371,7 +410,8 @@ class Fleet:
         report.logins, report.refreshes = self.server.logins, self.server.refreshes
         report.replays = self.server.replays
         report.events = self.tally.counts
-        for kind in ("lag", "lost_ack", "lost_writes", "fenced_out"):
+        for kind in ("lag", "lost_ack", "lost_writes", "unavailable", "no_replica",
+                     "lease_lost", "fenced_out"):
             report.faults[kind] += self.redis.faults[kind]
         report.faults += Counter()  # drop the kinds that never happened
         return report
@@ -382,45 +422,64 @@ def simulate_fleet(plan: FleetPlan) -> FleetReport:
     return Fleet(plan).run()
 
 
-FAULTS = {
+INJECTED = {
     "lost_answer": "refresh answers lost after the server had rotated the token",
     "death_in_flight": "processes killed after the server had rotated their refresh",
     "failover_in_flight": "Redis failovers while a refresh was in flight (others asked meanwhile)",
     "failover_at_random": "Redis failovers at random moments",
     "failover_unreplicated": "Redis failovers while the replica lagged behind",
+    "failover_skipped": "failovers drawn while one was under way or no replica was connected",
     "lag": "writes under the lock the replica did not confirm in time (WAIT)",
     "lost_ack": "writes to Redis whose reply was lost (the write happened)",
-    "lost_writes": "what those failovers lost: writes not yet on the replica",
-    "fenced_out": "what they refused: writes under a lock a failover had taken away",
 }
+CAUSED = {
+    "lost_writes": "writes the failovers lost: not yet on the replica",
+    "unavailable": "calls refused while no primary answered (locks, writes, reads)",
+    "no_replica": "writes under the lock no replica confirmed: none connected yet",
+    "lease_lost": "lock holders whose keeper found the lock gone after a failover",
+    "fenced_out": "writes refused under a lock a failover had taken away",
+}
+FAULTS = INJECTED | CAUSED
 
 
 def describe(report: FleetReport) -> list[str]:
     """The report as lines for a person or a pipe: one figure a line, goals named."""
     plan = report.plan
     lifetimes = report.seconds / plan.lifetime
+    window = plan.lifetime - report.renewal_every
+    judged = "the auth-call goal judged per renewal due, not per lifetime"
     lines = [
         f"fleet: {plan.processes} processes ({plan.per_host} on each of {plan.hosts} hosts), "
-        f"{plan.hours:g} h simulated in {report.real_seconds:.1f} s, seed {plan.seed}",
+        f"{plan.hours:g} h simulated in {report.real_seconds:.1f} s (building it included), "
+        f"seed {plan.seed}",
         f"token requests: {report.requests}; failed: {sum(report.failed.values())} (goal 0); "
         f"expired tokens handed out: {report.unusable} (goal 0); waited for the lock: "
         f"{report.waits}",
         f"auth calls: {report.auth_calls} (logins {report.logins}, refreshes "
         f"{report.refreshes}) over {lifetimes:g} token lifetimes of {plan.lifetime:g} s: "
-        f"{report.per_lifetime:.3f} per lifetime",
-        f"a token is renewed when its last {plan.lifetime - report.renewal_every:g} s begin, "
-        f"so one renewal is due every {report.renewal_every:g} s: "
-        f"{report.per_renewal_due:.3f} auth calls per renewal due (goal: at most {GOAL})",
+        f"per lifetime {report.per_lifetime:.3f} (floor {report.floor_per_lifetime:.3f} "
+        f"with a {window:g} s renewal window)",
+        f"the goal of 1.0 to 1.05 auth calls per token lifetime is judged per renewal due: "
+        f"a token is renewed when its last {window:g} s begin, so one renewal is due every "
+        f"{report.renewal_every:g} s: {report.per_renewal_due:.3f} auth calls per renewal "
+        f"due (goal: at most {GOAL})",
         f"replays: {report.replays} (goal 0)",
     ]
     lines += [f"  failed with {name}: {count}" for name, count in sorted(report.failed.items())]
-    if not any(report.faults[kind] for kind in FAULTS):
-        lines.append("faults injected: none")
-    else:
-        lines.append("faults injected:")
-        lines += [f"  {kind:<22} {report.faults[kind]:>5}  {meaning}"
-                  for kind, meaning in FAULTS.items() if report.faults[kind]]
+    lines += _faults("faults injected:", INJECTED, report.faults, empty="none")
+    lines += _faults("what they caused in Redis:", CAUSED, report.faults)
     lines.append("client events, summed over every process (its warnings are counted here):")
     lines += [f"  {kind:<22} {count:>7}" for kind, count in sorted(report.events.items())]
-    lines.append("every goal met" if report.ok else "goal missed")
+    lines.append(f"every goal met ({judged})" if report.ok
+                 else f"goal missed: {'; '.join(report.missed)} ({judged})")
     return lines
+
+
+def _faults(title: str, kinds: dict[str, str], counts: Counter[str], empty: str = ""
+            ) -> list[str]:
+    """A titled line per kind that happened; the title alone with ``empty`` if none did."""
+    lines = [f"  {kind:<22} {counts[kind]:>5}  {meaning}"
+             for kind, meaning in kinds.items() if counts[kind]]
+    if not lines:
+        return [f"{title} {empty}"] if empty else []
+    return [title, *lines]

@@ -1,7 +1,9 @@
 """The replicated Redis in memory keeps the rules the fleet simulation relies on: fenced
-writes, confirmation by the replica, lost replies, failovers that lose what the replica
-had not applied, and leases on the fake clock. Then the ownership rule over it: a
-failover while a refresh is in flight causes no replay, unless confirmation is skipped."""
+writes, confirmation by the replica (and by none while none is connected, behind
+Sentinel), lost replies, leases extended by a keeper on the fake clock, and failovers
+that take time, lose what the replica had not applied, and promote a lock that may have
+expired meanwhile. Then the ownership rule over it: a failover while a refresh is in
+flight causes no replay, unless confirmation is skipped."""
 
 from __future__ import annotations
 
@@ -18,14 +20,14 @@ from adapters.memory import (
     ScriptedGateway,
     make_jwt,
 )
-from adapters.memory_redis import MemoryRedis, MemoryRedisStore
+from adapters.memory_redis import FAILOVER_TAKES, Keyspace, Lock, MemoryRedis, MemoryRedisStore
 from cidx_auth.app.container import Container
 from cidx_auth.domain.credentials import Credentials
-from cidx_auth.domain.errors import LockTimeout, StorageError
+from cidx_auth.domain.errors import LockTimeout, LockUnavailable, StorageError
 from cidx_auth.domain.rules import Rules
 from cidx_auth.domain.token import Grant, Session, parse_access_token
 from cidx_auth.ports import TokenStore
-from cidx_auth.service.provider import TokenProvider
+from cidx_auth.service.provider import RENEWAL_BACKOFF, TokenProvider
 
 _serials = itertools.count()
 
@@ -47,8 +49,28 @@ def redis(clock: FakeClock) -> MemoryRedis:
     return MemoryRedis(clock)
 
 
+def replica(redis: MemoryRedis) -> Keyspace:
+    """The replica's keyspace, which the test expects to be connected."""
+    assert redis.replica is not None
+    return redis.replica
+
+
+def promoted(clock: FakeClock, redis: MemoryRedis) -> None:
+    """A failover, and the time it takes, until the replica is the primary."""
+    redis.failover()
+    clock.advance(redis.failover_takes)
+    assert redis.available
+
+
 def test_each_process_store_is_a_token_store(redis: MemoryRedis) -> None:
     assert isinstance(redis.client(), TokenStore)
+
+
+def test_the_defaults_are_the_redis_store_s(redis: MemoryRedis) -> None:
+    redis_store = pytest.importorskip("adapters.redis_token_store")
+    assert redis.lease == redis_store.DEFAULT_LEASE
+    assert redis.replica_wait == redis_store.REPLICA_WAIT
+    assert redis.failover_takes == FAILOVER_TAKES > 30.0  # Sentinel's down-after, then more
 
 
 def test_a_write_outside_the_lock_is_not_confirmed_and_replicates_later(
@@ -56,10 +78,10 @@ def test_a_write_outside_the_lock_is_not_confirmed_and_replicates_later(
 ) -> None:
     stored = session(clock)
     redis.client().save(stored)
-    assert redis.primary.session == stored and redis.replica.session is None
+    assert redis.primary.session == stored and replica(redis).session is None
     assert redis.unreplicated == 1
     redis.replicate()
-    assert redis.replica.session == stored and redis.unreplicated == 0
+    assert replica(redis).session == stored and redis.unreplicated == 0
 
 
 def test_a_write_under_the_lock_counts_once_the_replica_has_it(
@@ -67,10 +89,10 @@ def test_a_write_under_the_lock_counts_once_the_replica_has_it(
 ) -> None:
     store, stored = redis.client(), session(clock)
     with store.lock(0.0):
-        assert redis.replica.lock is None  # taking the lock is not confirmed by itself
+        assert replica(redis).lock is None  # taking the lock is not confirmed by itself
         store.save(stored)
         # WAIT confirmed everything written so far: the session and the lock before it
-        assert redis.replica.session == stored and redis.replica.lock == redis.primary.lock
+        assert replica(redis).session == stored and replica(redis).lock == redis.primary.lock
         assert redis.unreplicated == 0
 
 
@@ -79,11 +101,13 @@ def test_a_write_the_replica_does_not_confirm_fails_but_stays_on_the_primary(
 ) -> None:
     store, stored = redis.client(), session(clock)
     redis.lag_next = 1
+    start = clock.now()
     with store.lock(0.0), pytest.raises(StorageError, match="did not confirm"):
         store.save(stored)
-    assert redis.primary.session == stored and redis.replica.session is None
+    assert clock.now() == start + redis.replica_wait  # WAIT waited for its bound
+    assert redis.primary.session == stored and replica(redis).session is None
     assert redis.faults["lag"] == 1
-    redis.failover()  # before the replica caught up: the write is gone
+    promoted(clock, redis)  # before the replica caught up: the write is gone
     # the lock taken, the session, the lock released: none reached the replica
     assert redis.primary.session is None and redis.faults["lost_writes"] == 3
 
@@ -100,37 +124,104 @@ def test_a_lost_reply_is_an_error_although_the_write_happened(
     with store.lock(0.0), pytest.raises(StorageError, match="reply"):
         store.save(second)
     assert redis.primary.session == second
-    assert redis.replica.session is None  # no WAIT was sent after the lost reply
+    assert replica(redis).session is None  # no WAIT was sent after the lost reply
     assert redis.faults["lost_ack"] == 2
 
 
-def test_a_failover_keeps_what_was_confirmed_and_loses_the_rest(
+def test_no_primary_answers_while_a_failover_is_under_way(
+    clock: FakeClock, redis: MemoryRedis
+) -> None:
+    """Sentinel's down-after, then its election: locks, writes and reads under the lock
+    fail as with Redis down; a read outside it gets the process's last loaded session
+    while it is still usable, without its refresh token."""
+    store, stored = redis.client(), session(clock)
+    with store.lock(0.0):
+        store.save(stored)
+    assert store.load() == stored
+    redis.failover()
+    assert not redis.available and not redis.can_fail_over
+    with pytest.raises(RuntimeError, match="under way"):
+        redis.failover()
+    with pytest.raises(LockUnavailable):
+        store.lock(0.0).__enter__()
+    with pytest.raises(StorageError, match="primary is down"):
+        store.save(session(clock))
+    copy = store.load()
+    assert copy is not None and copy.token == stored.token and copy.refresh_token is None
+    with pytest.raises(StorageError, match="primary is down"):
+        redis.client().load()  # a process that never loaded it has no copy
+    clock.advance(redis.failover_takes - 1)
+    assert not redis.available
+    clock.advance(1)
+    assert redis.available and store.load() == stored  # the confirmed save was kept
+    assert redis.faults["unavailable"] == 3
+
+
+def test_a_failover_outlasting_the_lease_drops_the_lock_whose_release_it_lost(
     clock: FakeClock, redis: MemoryRedis
 ) -> None:
     store, confirmed, plain = redis.client(), session(clock), session(clock)
     with store.lock(0.0):
         store.save(confirmed)
     store.save(plain)  # the release and this plain SET are not confirmed
-    redis.failover()
+    assert redis.failover_takes > redis.lease
+    promoted(clock, redis)
     assert redis.primary.session == confirmed
     assert redis.faults["failover"] == 1 and redis.faults["lost_writes"] == 2
-    assert redis.primary.lock is not None  # the release was lost: the lock is back ...
-    clock.advance(redis.lease - 0.5)
-    with pytest.raises(LockTimeout):
-        redis.client().lock(0.0).__enter__()
-    clock.advance(0.5)  # ... until its lease runs out, counted from the release
+    assert redis.primary.lock is None  # back on the replica, but expired by its promotion
     with redis.client().lock(0.0):
         pass
 
 
-def test_writes_under_a_lock_a_failover_took_away_are_fenced_out(
+def test_a_quick_failover_brings_back_a_lost_release_until_its_lease_runs_out(
+    clock: FakeClock,
+) -> None:
+    redis = MemoryRedis(clock, failover_takes=5.0)
+    store = redis.client()
+    with store.lock(0.0):
+        store.save(session(clock))  # confirmed: the lock with it, expiring in 30 s
+    taken = clock.now()
+    promoted(clock, redis)  # the release was not replicated: the lock is back ...
+    assert redis.lease_end() == taken + redis.lease
+    with pytest.raises(LockTimeout):
+        redis.client().lock(0.0).__enter__()
+    clock.advance(taken + redis.lease - clock.now())  # ... until its lease runs out
+    with redis.client().lock(0.0):
+        pass
+
+
+def test_a_live_holder_s_keeper_extends_the_lease_and_the_replica_follows(
     clock: FakeClock, redis: MemoryRedis
 ) -> None:
-    first, second = redis.client(), redis.client()
-    theirs = session(clock)
+    holder = redis.client()
+    with holder.lock(0.0):
+        taken = clock.now()
+        clock.advance(25)
+        assert redis.primary.lock == Lock(redis.primary.lock.token, taken + 20 + redis.lease)
+        assert replica(redis).lock is None  # the extensions are not replicated yet
+        redis.replicate()
+        assert replica(redis).lock == redis.primary.lock
+        assert redis.lease_end() == math.inf  # the keeper will extend it in time
+    assert redis.primary.lock is None and redis.unreplicated == 1  # the release
+
+
+def test_a_holder_loses_a_lock_a_failover_promoted_expired(
+    clock: FakeClock, redis: MemoryRedis
+) -> None:
+    """The replica's lock expires a lease after the last extension it received; the
+    failover outlasts that, so the lock is gone when the replica is promoted. The
+    holder's keeper finds it gone; its fenced writes fail; another process takes over."""
+    first, second, theirs = redis.client(), redis.client(), session(clock)
     with first.lock(0.0):
-        redis.failover()  # the lock was never replicated: gone
+        first.save(session(clock))  # confirmed: the replica has the lock, 30 s ahead
+        clock.advance(12)  # one extension, 10 s in, not replicated yet
+        redis.failover()
+        clock.advance(redis.failover_takes)  # its keeper could not reach Redis meanwhile
+        assert redis.primary.lock is None
+        clock.advance(redis.lease / 3)  # its next turn finds the lock gone: it stops
+        assert redis.faults["lease_lost"] == 1
         with second.lock(0.0):
+            redis.sentinel = False  # no replica yet: let the primary's word count here
             second.save(theirs)
             with pytest.raises(StorageError, match="lease"):
                 first.save(session(clock))
@@ -139,12 +230,71 @@ def test_writes_under_a_lock_a_failover_took_away_are_fenced_out(
     assert redis.primary.session == theirs and redis.faults["fenced_out"] == 2
 
 
+def test_a_lock_outlives_a_failover_shorter_than_its_replicated_lease(
+    clock: FakeClock,
+) -> None:
+    redis = MemoryRedis(clock, failover_takes=12.0)
+    holder = redis.client()
+    with holder.lock(0.0):
+        clock.advance(10)  # extended to 40 s from the start
+        redis.replicate()
+        clock.advance(5)
+        redis.failover()  # the extension at 20 s fails; promoted at 27 s, before 40 s
+        clock.advance(redis.failover_takes + 5)
+        token = redis.primary.lock.token if redis.primary.lock else None
+        assert token is not None and redis.lease_end() == math.inf  # extended at 30 s
+        assert redis.faults["lease_lost"] == 0
+        with pytest.raises(LockTimeout):
+            redis.client().lock(0.0).__enter__()
+
+
+def test_behind_sentinel_no_replica_means_no_confirmed_write_until_the_old_primary_rejoins(
+    clock: FakeClock, redis: MemoryRedis
+) -> None:
+    store = redis.client()
+    promoted(clock, redis)
+    assert redis.replica is None and not redis.can_fail_over
+    stored = session(clock)
+    with store.lock(0.0):
+        start = clock.now()
+        with pytest.raises(StorageError, match="0 of 1 replica"):
+            store.save(stored)
+        assert clock.now() == start + redis.replica_wait
+    assert redis.primary.session == stored  # not confirmed, but on the primary
+    assert redis.faults["no_replica"] == 1
+    clock.advance(redis.rejoin_after)
+    assert replica(redis).session == stored and redis.can_fail_over  # a full sync
+    with store.lock(0.0):
+        store.save(session(clock))
+
+
+def test_a_lone_primary_not_behind_sentinel_counts_on_its_own_word(clock: FakeClock) -> None:
+    redis = MemoryRedis(clock, sentinel=False)
+    promoted(clock, redis)
+    store, stored = redis.client(), session(clock)
+    with store.lock(0.0):
+        store.save(stored)
+    assert redis.primary.session == stored and redis.faults["no_replica"] == 0
+
+
+def test_a_release_during_a_failover_is_lost(clock: FakeClock) -> None:
+    redis = MemoryRedis(clock, failover_takes=5.0)
+    store = redis.client()
+    with store.lock(0.0):
+        store.save(session(clock))
+        redis.failover()
+    clock.advance(5)
+    assert redis.primary.lock is not None  # the confirmed lock, never released
+    clock.advance(redis.lease - 5)
+    assert redis.primary.lock is None  # its lease ran out
+
+
 def test_a_clear_under_the_lock_is_confirmed(clock: FakeClock, redis: MemoryRedis) -> None:
     store = redis.client()
     with store.lock(0.0):
         store.save(session(clock))
         store.clear()
-        assert redis.primary.session is None and redis.replica.session is None
+        assert redis.primary.session is None and replica(redis).session is None
 
 
 def test_a_live_holder_keeps_its_lease_and_a_waiter_times_out(
@@ -170,17 +320,17 @@ def test_a_killed_holder_releases_nothing_and_its_lease_runs_out(
 
     def killed_mid_refresh() -> None:
         with holder.lock(0.0):
-            clock.advance(5)
+            clock.advance(15)  # its keeper extended the lease once, at 10 s
             holder.kill()
             raise KeyboardInterrupt  # the stack unwinds through the lock's block
 
     with pytest.raises(KeyboardInterrupt):
         killed_mid_refresh()
     assert redis.primary.lock is not None
-    assert redis.lease_end() == clock.now() + redis.lease
+    assert redis.lease_end() == clock.now() - 5 + redis.lease  # the last extension's
     start = clock.now()
     with waiter.lock(65.0):  # waits out the lease, then takes the lock
-        assert clock.now() == start + redis.lease
+        assert clock.now() == start + redis.lease - 5
     with pytest.raises(StorageError, match="dead"):
         holder.save(session(clock))
 
@@ -211,8 +361,8 @@ def test_without_confirmation_the_primary_alone_acknowledges(clock: FakeClock) -
     store, stored = redis.client(), session(clock)
     with store.lock(0.0):
         store.save(stored)  # no WAIT: lag never shows
-    assert redis.replica.session is None and redis.faults["lag"] == 0
-    redis.failover()
+    assert replica(redis).session is None and redis.faults["lag"] == 0
+    promoted(clock, redis)
     assert redis.primary.session is None
 
 
@@ -258,9 +408,10 @@ def process(clock: FakeClock, store: MemoryRedisStore, wire: Wire) -> TokenProvi
 
 @pytest.mark.parametrize("confirm_writes", [True, False])
 def test_a_failover_while_a_refresh_is_in_flight(clock: FakeClock, confirm_writes: bool) -> None:
-    """A refreshes; the server rotates; Redis fails over; B asks for a token before A's
-    answer arrives. With confirmed writes the failover kept A's intent (and the lock):
-    B cannot send the spent refresh token. Without, it does, and the server sees it."""
+    """A refreshes; the server rotates; Redis fails; B asks for a token before A's answer
+    arrives, and A's answer cannot be saved. Once the replica is promoted, B renews. With
+    confirmed writes the replica had A's intent: B logs in. Without, it had the session
+    with the refresh token A spent: B sends it, and the server sees a replay."""
     server = ScriptedGateway(clock)
     redis = MemoryRedis(clock, confirm_writes=confirm_writes)
     wire = Wire(server)
@@ -278,12 +429,15 @@ def test_a_failover_while_a_refresh_is_in_flight(clock: FakeClock, confirm_write
 
     wire.during_refresh = failover_then_b_asks
     renewed = a.get_token()
-    assert renewed != first
+    assert renewed != first  # A has it, in its memory only: the save failed
+    assert asked == [first]  # B kept its stale token: no lock to be had
+    assert server.refreshes == 1 and server.logins == 1
+    clock.advance(redis.failover_takes + RENEWAL_BACKOFF)  # B's back-off is over
+    assert b.get_token() not in (first, renewed)
     if confirm_writes:
-        assert server.replays == 0 and server.refreshes == 1
-        assert asked == [first]  # B kept its stale token: the lock was still A's
+        assert server.replays == 0 and server.logins == 2  # B found the intent
         stored = redis.primary.session
-        assert stored is not None and stored.token.raw == renewed
+        assert stored is not None and stored.refresh_token is not None
     else:
         assert server.replays == 1  # B presented the refresh token A had just spent
         server.expected_replays = 1
