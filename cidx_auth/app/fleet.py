@@ -23,6 +23,13 @@ Faults, drawn from ``random.Random(seed)``:
   writes are lost. The replica applies the primary's writes once per ``tick`` of
   simulated time, or when a write is confirmed.
 
+The default plan is a realistic day: the per-event faults at their rates, and exactly
+two failovers (``armed_in_flight``, ``armed_unreplicated``), each armed at a seeded
+random moment and fired at the first chance after (the next refresh in flight, the next
+tick with writes unreplicated) while a failover can happen. :meth:`FleetPlan.stress_day`
+draws failovers at rates instead (14-24 a day): the cases the ownership rule must
+survive, many times in every run.
+
 A failover takes ``failover_takes`` seconds, during which no process can take the lock
 or write (``adapters/memory_redis.py`` says what each call gets); the promoted replica's
 lock expires as its last replicated extension said, and the old primary rejoins as its
@@ -86,11 +93,16 @@ class FleetPlan:
     """Mean seconds between one process's token requests, by day."""
     lost_answer: float = 0.01
     death: float = 0.01
-    failover_in_flight: float = 0.02
+    failover_in_flight: float = 0.0
     """Per refresh the server made, while its answer is on its way (one fault at most)."""
-    failovers_per_hour: float = 0.25
-    failover_unreplicated: float = 0.05
+    failovers_per_hour: float = 0.0
+    failover_unreplicated: float = 0.0
     """Per replication tick that finds writes the replica has not applied yet."""
+    armed_in_flight: int = 1
+    armed_unreplicated: int = 1
+    """Failovers armed at seeded random moments (the run's last token lifetime left out),
+    each fired at the first chance after: the next refresh in flight, the next tick with
+    writes unreplicated, while a failover can happen."""
     lag: float = 0.02
     lost_ack: float = 0.01
     """Per write to Redis."""
@@ -114,8 +126,39 @@ class FleetPlan:
     def without_faults(self) -> FleetPlan:
         """The same fleet and schedule with no fault injected: the baseline."""
         return replace(self, lost_answer=0.0, death=0.0, failover_in_flight=0.0,
-                       failovers_per_hour=0.0, failover_unreplicated=0.0, lag=0.0,
-                       lost_ack=0.0)
+                       failovers_per_hour=0.0, failover_unreplicated=0.0, armed_in_flight=0,
+                       armed_unreplicated=0, lag=0.0, lost_ack=0.0)
+
+    def stress_day(self) -> FleetPlan:
+        """The same fleet with failovers drawn at rates, none armed: 14-24 a day, so a
+        failover in flight and one losing writes happen several times in every run."""
+        return replace(self, failover_in_flight=0.02, failovers_per_hour=0.25,
+                       failover_unreplicated=0.05, armed_in_flight=0, armed_unreplicated=0)
+
+    @property
+    def day(self) -> str:
+        """Which day's faults the plan has: the default, the stress day, none, or its own."""
+        rates = (FleetPlan(), "the default day"), (FleetPlan().stress_day(), "the stress day"), (
+            FleetPlan().without_faults(), "no faults")
+        for model, name in rates:
+            if all(getattr(self, rate) == getattr(model, rate) for rate in _RATES):
+                return name
+        return "faults of its own"
+
+
+_RATES = ("lost_answer", "death", "failover_in_flight", "failovers_per_hour",
+          "failover_unreplicated", "armed_in_flight", "armed_unreplicated", "lag", "lost_ack")
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverSeen:
+    """One failover: its kind, when it began (seconds into the run), the writes it lost,
+    and the logins made while no primary answered."""
+
+    kind: str
+    at: float
+    lost_writes: int
+    logins: int = 0
 
 
 @dataclass
@@ -137,6 +180,7 @@ class FleetReport:
     failed: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
+    failovers: list[FailoverSeen] = field(default_factory=list)
 
     @property
     def auth_calls(self) -> int:
@@ -211,6 +255,7 @@ class _Wire:
         self._slot = slot
 
     def login(self, credentials: Credentials) -> Grant:
+        self._fleet.logins_at.append(self._fleet.clock.now())
         return self._fleet.server.login(credentials)
 
     def refresh(self, refresh_token: str) -> Grant:
@@ -249,6 +294,12 @@ class Fleet:
         self.waiting: list[tuple[int, int, bool]] = []
         self.in_flight = False
         self.expiry: dict[str, float] = {}
+        self.logins_at: list[float] = []
+        span = max(0.0, self.report.seconds - plan.lifetime)
+        self.armed = {kind: sorted(self.start + self.rng.uniform(0, span) for _ in range(count))
+                      for kind, count in (("failover_in_flight", plan.armed_in_flight),
+                                          ("failover_unreplicated", plan.armed_unreplicated))}
+        """When each armed failover may fire, by kind; fired ones are taken off."""
 
     def run(self) -> FleetReport:
         """Play the plan's hours; the report of what they measured."""
@@ -271,6 +322,10 @@ class Fleet:
         """The server has rotated ``slot``'s refresh token and answers: at most one fault
         per refresh, and none while one is being played out (in a crowd)."""
         if self.in_flight:
+            return
+        if self._fires("failover_in_flight"):
+            self._failover("failover_in_flight")
+            self._crowd(slot)
             return
         plan, draw = self.plan, self.rng.random()
         if draw < plan.failover_in_flight:
@@ -351,13 +406,22 @@ class Fleet:
         """Replication ticks and random failovers up to now, in their order."""
         while min(timers.values()) <= self.clock.now():
             if timers["tick"] <= timers["failover"]:
-                if self.redis.unreplicated and self._happens(self.plan.failover_unreplicated):
+                if self.redis.unreplicated and (self._fires("failover_unreplicated") or
+                                                self._happens(self.plan.failover_unreplicated)):
                     self._failover("failover_unreplicated")
                 self.redis.replicate()
                 timers["tick"] += self.plan.tick
             else:
                 self._failover("failover_at_random")
                 timers["failover"] = self._next_failover(timers["failover"])
+
+    def _fires(self, kind: str) -> bool:
+        """An armed failover of ``kind`` is due and can happen now: it is disarmed."""
+        armed = self.armed.get(kind)
+        if not armed or armed[0] > self.clock.now() or not self.redis.can_fail_over:
+            return False
+        armed.pop(0)
+        return True
 
     def _happens(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
@@ -389,6 +453,8 @@ class Fleet:
             self.report.faults["failover_skipped"] += 1
             return False
         self.report.faults[kind] += 1
+        self.report.failovers.append(
+            FailoverSeen(kind, self.clock.now() - self.start, self.redis.unreplicated))
         self.redis.failover()
         return True
 
@@ -410,6 +476,10 @@ class Fleet:
         report.logins, report.refreshes = self.server.logins, self.server.refreshes
         report.replays = self.server.replays
         report.events = self.tally.counts
+        takes = self.plan.failover_takes
+        report.failovers = [replace(seen, logins=sum(
+            seen.at <= at - self.start < seen.at + takes for at in self.logins_at))
+            for seen in report.failovers]
         for kind in ("lag", "lost_ack", "lost_writes", "unavailable", "no_replica",
                      "lease_lost", "fenced_out"):
             report.faults[kind] += self.redis.faults[kind]
@@ -426,8 +496,8 @@ INJECTED = {
     "lost_answer": "refresh answers lost after the server had rotated the token",
     "death_in_flight": "processes killed after the server had rotated their refresh",
     "failover_in_flight": "Redis failovers while a refresh was in flight (others asked meanwhile)",
+    "failover_unreplicated": "Redis failovers while the replica lagged behind (writes lost)",
     "failover_at_random": "Redis failovers at random moments",
-    "failover_unreplicated": "Redis failovers while the replica lagged behind",
     "failover_skipped": "failovers drawn while one was under way or no replica was connected",
     "lag": "writes under the lock the replica did not confirm in time (WAIT)",
     "lost_ack": "writes to Redis whose reply was lost (the write happened)",
@@ -466,8 +536,14 @@ def describe(report: FleetReport) -> list[str]:
         f"replays: {report.replays} (goal 0)",
     ]
     lines += [f"  failed with {name}: {count}" for name, count in sorted(report.failed.items())]
+    lines.append(f"fault plan, {plan.day}: {_rates(plan)}")
     lines += _faults("faults injected:", INJECTED, report.faults, empty="none")
     lines += _faults("what they caused in Redis:", CAUSED, report.faults)
+    if report.failovers:
+        lines.append(f"each failover ({plan.failover_takes:g} s without a primary), what it "
+                     "lost and the logins made meanwhile:")
+    lines += [f"  {_time_of_day(seen.at)}  {seen.kind:<22} {seen.lost_writes:>3} writes lost, "
+              f"{seen.logins:>3} logins" for seen in report.failovers]
     lines.append("client events, summed over every process (its warnings are counted here):")
     lines += [f"  {kind:<22} {count:>7}" for kind, count in sorted(report.events.items())]
     lines.append(f"every goal met ({judged})" if report.ok
@@ -475,11 +551,31 @@ def describe(report: FleetReport) -> list[str]:
     return lines
 
 
+def _rates(plan: FleetPlan) -> str:
+    """The plan's fault rates in words."""
+    def pct(rate: float) -> str:
+        return f"{rate:.0%}" if rate * 100 == round(rate * 100) else f"{rate:.1%}"
+
+    return (f"per refresh in flight, answer lost {pct(plan.lost_answer)}, process killed "
+            f"{pct(plan.death)}, failover {pct(plan.failover_in_flight)}; per write, not "
+            f"confirmed in time {pct(plan.lag)}, reply lost {pct(plan.lost_ack)}; failovers "
+            f"at random {plan.failovers_per_hour:g} an hour, at "
+            f"{pct(plan.failover_unreplicated)} of ticks with writes unreplicated; armed at a "
+            f"seeded moment, fired at the first chance after: {plan.armed_in_flight} in "
+            f"flight, {plan.armed_unreplicated} losing unreplicated writes")
+
+
+def _time_of_day(seconds: float) -> str:
+    """``seconds`` into the run (which starts at midnight) as the day's HH:MM:SS."""
+    whole = int(seconds) % 86400
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def _faults(title: str, kinds: dict[str, str], counts: Counter[str], empty: str = ""
             ) -> list[str]:
-    """A titled line per kind that happened; the title alone with ``empty`` if none did."""
-    lines = [f"  {kind:<22} {counts[kind]:>5}  {meaning}"
-             for kind, meaning in kinds.items() if counts[kind]]
-    if not lines:
+    """A titled line per kind, 0 included; the title alone with ``empty`` if none
+    happened (nothing with no ``empty``)."""
+    if not any(counts[kind] for kind in kinds):
         return [f"{title} {empty}"] if empty else []
-    return [title, *lines]
+    return [title, *(f"  {kind:<22} {counts[kind]:>5}  {meaning}"
+                     for kind, meaning in kinds.items())]

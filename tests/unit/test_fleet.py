@@ -4,9 +4,17 @@ a fault costs."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
-from cidx_auth.app.fleet import Fleet, FleetPlan, FleetReport, describe, simulate_fleet
+from cidx_auth.app.fleet import (
+    INJECTED,
+    Fleet,
+    FleetPlan,
+    FleetReport,
+    describe,
+    simulate_fleet,
+)
 
 SMALL = FleetPlan(hosts=3, per_host=5, hours=4.0, seed=11, query_every=5.0)
 """15 processes for 4 hours, asking often enough that some process asks within a few
@@ -36,7 +44,7 @@ def test_with_faults_no_replay_no_failure_and_each_fault_costs_one_call_at_most(
     """A fault costs one auth call at most (a failover in flight: the login after the
     abandoned refresh), besides the login of each process that asks with nothing usable
     while a failover lasts (here: the processes starting during the first one)."""
-    plan = replace(SMALL, lost_answer=0.1, death=0.1, failover_in_flight=0.2, lag=0.1,
+    plan = replace(SMALL.stress_day(), lost_answer=0.1, death=0.1, failover_in_flight=0.2, lag=0.1,
                    lost_ack=0.1, failover_unreplicated=0.2, failovers_per_hour=1.0)
     report = simulate_fleet(plan)
     clean(report)
@@ -52,6 +60,36 @@ def test_with_faults_no_replay_no_failure_and_each_fault_costs_one_call_at_most(
     due = report.seconds / report.renewal_every
     assert due <= report.auth_calls <= due + 1 + costly + without_the_store
     assert report.per_renewal_due > 1.05 and not report.ok  # faults this dense cost more
+
+
+def test_the_default_day_has_one_failover_in_flight_and_one_losing_writes() -> None:
+    """Each armed at a seeded moment and fired at the first chance after; no other
+    failover, and the per-event faults at their rates."""
+    fleet = Fleet(SMALL)
+    armed = {kind: moments[0] - fleet.start for kind, moments in fleet.armed.items()}
+    report = fleet.run()
+    clean(report)
+    assert [seen.kind for seen in report.failovers] == sorted(armed, key=armed.__getitem__)
+    for seen in report.failovers:
+        assert armed[seen.kind] <= seen.at < armed[seen.kind] + SMALL.lifetime
+    assert report.faults["failover_in_flight"] == report.faults["failover_unreplicated"] == 1
+    assert report.faults["failover_at_random"] == report.faults["failover_skipped"] == 0
+    lost = {seen.kind: seen.lost_writes for seen in report.failovers}
+    assert report.faults["lost_writes"] == sum(lost.values()) == lost["failover_unreplicated"] > 0
+    assert report.faults["lag"] > 0 and report.faults["lost_ack"] > 0
+
+
+def test_the_stress_day_draws_failovers_at_rates_and_arms_none() -> None:
+    stress = FleetPlan().stress_day()
+    assert (stress.failover_in_flight, stress.failover_unreplicated,
+            stress.failovers_per_hour) == (0.02, 0.05, 0.25)
+    assert stress.armed_in_flight == stress.armed_unreplicated == 0
+    assert (stress.lost_answer, stress.death, stress.lag, stress.lost_ack) == (
+        FleetPlan().lost_answer, FleetPlan().death, FleetPlan().lag, FleetPlan().lost_ack)
+    assert not Fleet(replace(SMALL.stress_day(), hours=24.0)).armed["failover_in_flight"]
+    assert [plan.day for plan in (FleetPlan(), stress, SMALL.without_faults(),
+                                  replace(SMALL, lag=0.5))] == [
+        "the default day", "the stress day", "no faults", "faults of its own"]
 
 
 def test_a_failover_costs_a_login_per_process_with_nothing_usable_that_asks_meanwhile() -> None:
@@ -98,6 +136,7 @@ def test_a_seed_replays_the_same_run() -> None:
     assert (first.logins, first.refreshes, first.faults, first.events) == (
         second.logins, second.refreshes, second.faults, second.events)
     assert first.requests == second.requests
+    assert first.failovers == second.failovers
 
 
 def test_the_report_names_each_figure_and_goal() -> None:
@@ -111,6 +150,13 @@ def test_the_report_names_each_figure_and_goal() -> None:
     assert f"per lifetime {report.per_lifetime:.3f} {floor}" in text
     assert "goal of 1.0 to 1.05 auth calls per token lifetime is judged per renewal due" in text
     assert "auth calls per renewal due (goal: at most 1.05)" in text
+    assert "\nfault plan, the default day: per refresh in flight, answer lost 1%, " in text
+    assert "armed at a seeded moment, fired at the first chance after: 1 in flight, 1 " in text
+    for kind in INJECTED:  # every kind, those that did not happen too
+        assert f"\n  {kind} " in text
+    seen = report.failovers
+    assert len(seen) == 2 and "and the logins made meanwhile:" in text
+    assert f"\n  {time.strftime('%H:%M:%S', time.gmtime(seen[0].at))}  {seen[0].kind} " in text
     judged = "(the auth-call goal judged per renewal due, not per lifetime)"
     if report.ok:
         assert lines[-1] == f"every goal met {judged}"
