@@ -681,21 +681,30 @@ def demo(seconds: float, processes: int) -> None:
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--fleet", is_flag=True,
               help="Many processes on many hosts sharing one session in a replicated Redis, "
-                   "with faults (in memory too).")
+                   "in memory too, on a day of faults: lost answers, deaths mid-refresh, "
+                   "replica lag and lost replies at their rates, and two failovers.")
 @click.option("--hosts", type=click.IntRange(1, 500), default=None,
               help="With --fleet  [default: 50]")
 @click.option("--processes-per-host", type=click.IntRange(1, 100), default=None,
               help="With --fleet  [default: 20]")
 @click.option("--no-faults", is_flag=True, help="With --fleet: the same run without faults.")
+@click.option("--stress", is_flag=True,
+              help="With --fleet: a stress day, failovers at rates (2% of refreshes in "
+                   "flight, 5% of ticks with writes unreplicated, 0.25 an hour at random: "
+                   "14-24 a day) instead of the default day's two (one while a refresh is in "
+                   "flight, one losing unreplicated writes, each at a seeded time).")
 @handled
 def simulate(hours: float | None, seed: int, fleet: bool, hosts: int | None,
-             processes_per_host: int | None, no_faults: bool) -> None:
+             processes_per_host: int | None, no_faults: bool, stress: bool) -> None:
     """Simulate hours of use in memory on a fake clock (no network, no files): one
     process, or with --fleet many that share a session through a replicated Redis."""
     if fleet:
-        sys.exit(_simulate_fleet(hours, seed, hosts, processes_per_host, no_faults))
-    if hosts is not None or processes_per_host is not None or no_faults:
-        raise click.UsageError("--hosts, --processes-per-host and --no-faults need --fleet")
+        if no_faults and stress:
+            raise click.UsageError("--no-faults and --stress exclude each other")
+        sys.exit(_simulate_fleet(hours, seed, hosts, processes_per_host, no_faults, stress))
+    if hosts is not None or processes_per_host is not None or no_faults or stress:
+        raise click.UsageError(
+            "--hosts, --processes-per-host, --no-faults and --stress need --fleet")
     from cidx_auth.app.simulate import simulate as run
 
     report, counts = run(8.0 if hours is None else hours, seed)
@@ -710,7 +719,7 @@ def simulate(hours: float | None, seed: int, fleet: bool, hosts: int | None,
 
 
 def _simulate_fleet(hours: float | None, seed: int, hosts: int | None,
-                    per_host: int | None, no_faults: bool) -> int:
+                    per_host: int | None, no_faults: bool, stress: bool) -> int:
     """``simulate --fleet``: run it, print its report, 0 if every goal was met. Each
     process's WARNING lines are counted in the report; ``-v`` prints them as well."""
     from dataclasses import replace
@@ -722,6 +731,8 @@ def _simulate_fleet(hours: float | None, seed: int, hosts: int | None,
                    per_host=per_host or plan.per_host)
     if no_faults:
         plan = plan.without_faults()
+    if stress:
+        plan = plan.stress_day()
     quiet = _options().verbose == 0
     before = logger.level
     if quiet:
