@@ -1,6 +1,10 @@
 """Redis store URLs: checked, printed without secrets, and turned into a client.
 
-A store URL is ``redis://[user@]host[:port][/db]`` or ``rediss://`` for TLS. The
+A store URL is ``redis://[user@]host[:port][/db]`` or ``rediss://`` for TLS, or, for a
+primary that Redis Sentinel manages (and fails over to a replica),
+``redis+sentinel://[user@]host[:port][,host[:port]]...[/service[/db]]`` (``rediss+sentinel``
+for TLS to the sentinels and the data nodes): the sentinels' addresses (port 26379 by
+default) and the service name they monitor (``mymaster`` by default). The
 password never rides in a URL that ``login --store`` gets (argv shows in ``ps``) or that
 ``auth.json`` keeps (it holds no secret): :func:`refuse_password` stops both. It comes
 from ``CIDX_STORE_PASSWORD``, or from the file ``CIDX_STORE_PASSWORD_FILE`` names, which
@@ -23,14 +27,16 @@ it cannot use before the setting is saved.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, parse_qsl, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 from adapters.file_io import POSIX, check_trusted, read_regular
 from cidx_auth.domain.errors import ConfigurationError, StorageError
@@ -39,6 +45,11 @@ if TYPE_CHECKING:  # checking a URL needs no redis: the CLI does it before anyth
     import redis
 
 SCHEMES = ("redis", "rediss")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+SENTINEL_PORT = 26379
+DEFAULT_SERVICE = "mymaster"
+"""The service name Sentinel's own example configuration monitors."""
+MAX_SENTINELS = 16
 SOCKET_TIMEOUT = 2.0
 RETRIES = 2
 HEALTH_CHECK_INTERVAL = 10
@@ -63,6 +74,97 @@ _UNSAFE = re.compile("[\x00-\x20\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
                      "\u2066-\u2069]")
 """Controls, spaces and bidirectional marks: no URL holds them, and a terminal acts on some."""
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+_SERVICE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]{1,253})(?::([0-9]{1,5}))?")
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelAddress:
+    """Where a Sentinel-managed store is: the sentinels, the service they monitor, and
+    the database on its primary. A sentinel's host is kept as written (an IPv6 address
+    without its brackets)."""
+
+    tls: bool
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    database: int | None
+    """From the path, or else the ``db`` query parameter; None when neither names one (0)."""
+    username: str | None
+
+    def shown(self) -> str:
+        """The address without user, password or query: safe for messages and logs."""
+        scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+        hosts = ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                         for host, port in self.sentinels)
+        return f"{scheme}://{hosts}/{self.service}/{self.database or 0}"
+
+
+def sentinel_address(url: str) -> SentinelAddress | None:
+    """The parts of a ``redis+sentinel://`` URL; None for any other scheme. A malformed
+    one is a :class:`ConfigurationError` naming what is wrong (never the URL's secrets)."""
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator or scheme.lower() not in SENTINEL_SCHEMES:
+        return None
+    netloc, _, path = rest.partition("/")
+    path = path.partition("?")[0].partition("#")[0]
+    netloc = netloc.partition("?")[0].partition("#")[0]
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = unquote(userinfo.partition(":")[0]) if at else None
+    sentinels = []
+    for item in hosts.split(","):
+        match = _HOST.fullmatch(item)
+        port = int(match.group(1)) if match and match.group(1) else SENTINEL_PORT
+        host = item.rpartition(":")[0] if match and match.group(1) else item
+        if match is None or not 0 < port < 65536 or not _plausible_host(host):
+            raise ConfigurationError(
+                "each sentinel of a redis+sentinel:// store must be HOST or HOST:PORT, "
+                "separated by commas, such as "
+                "redis+sentinel://sentinel-1:26379,sentinel-2:26379/mymaster/0"
+            )
+        sentinels.append((host.strip("[]"), port))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ConfigurationError(f"a redis+sentinel:// store names at most {MAX_SENTINELS} "
+                                 "sentinels")
+    service, _, database = path.strip("/").partition("/")
+    if service and not _SERVICE.fullmatch(service):
+        raise ConfigurationError(
+            "the Sentinel service name of a redis+sentinel:// store may hold only letters, "
+            "digits, '_', '.' and '-' (at most 64), as in redis+sentinel://HOST:26379/mymaster/0"
+        )
+    if service.isdigit():  # redis://HOST/0 names a database there: not here
+        raise ConfigurationError(
+            f"a redis+sentinel:// store names the Sentinel service before the database: "
+            f"redis+sentinel://HOST:26379/SERVICE/{service}, not a service named {service!r}"
+        )
+    if database and not _is_database(database):
+        raise ConfigurationError(
+            f"the Redis database of a redis+sentinel:// store (after the service name) must "
+            f"be a number from 0 to {MAX_DATABASE}"
+        )
+    if not database:
+        given = dict(parse_qsl(urlsplit(url.strip()).query)).get("db", "")
+        database = given if _is_database(given) else ""
+    return SentinelAddress(
+        tls=scheme.lower() == "rediss+sentinel",
+        sentinels=tuple(sentinels),
+        service=service or DEFAULT_SERVICE, database=int(database) if database else None,
+        username=username or None,
+    )
+
+
+def _is_database(text: str) -> bool:
+    """Whether ``text`` is a Redis database index ``SELECT`` takes."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_DATABASE
+
+
+def _plausible_host(host: str) -> bool:
+    """A bracketed host must be an IPv6 address; any other, a name or an IPv4 address."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            return False
+    return host.strip(".-") != ""
 
 
 def check_store_url(url: str) -> str:
@@ -76,15 +178,21 @@ def check_store_url(url: str) -> str:
             "the token store URL holds a control character or a space; give it as "
             "redis://[user@]host:port/db"
         )
+    sentinel = sentinel_address(url)
+    if sentinel is not None:
+        _, _, path = url.partition("://")[2].partition("/")
+        in_path = "/" in path.partition("?")[0].strip("/")
+        _check_parameters(url, has_database=in_path)
+        return url
     parts = _split(url)
     if parts is None or parts[0] not in SCHEMES or not parts[1]:
         raise ConfigurationError(
             "the token store must be a redis:// or rediss:// URL with a host, such as "
-            f"redis://redis.internal:6379/0, not {redact_url(url)!r}"
+            "redis://redis.internal:6379/0, or a redis+sentinel:// URL naming the "
+            f"sentinels and the service, not {redact_url(url)!r}"
         )
     database = parts[3].strip("/")
-    if database and not (database.isascii() and database.isdigit()
-                         and int(database) <= MAX_DATABASE):
+    if database and not _is_database(database):
         raise ConfigurationError(f"the Redis database in {redact_url(url)} must be a number "
                                  f"from 0 to {MAX_DATABASE}")
     _check_parameters(url, has_database=bool(database))
@@ -124,8 +232,8 @@ def _check_parameters(url: str, *, has_database: bool) -> None:
 def _parameter_problem(name: str, value: str) -> str | None:
     """What is wrong with ``value`` for the parameter ``name``; None if nothing."""
     if name == "db":
-        fine = value.isascii() and value.isdigit() and int(value) <= MAX_DATABASE
-        return None if fine else f"something other than a number from 0 to {MAX_DATABASE}"
+        return None if _is_database(value) else (
+            f"something other than a number from 0 to {MAX_DATABASE}")
     if name == "health_check_interval":
         fine = value.isascii() and value.isdigit() and int(value) <= MAX_HEALTH_CHECK_INTERVAL
         return None if fine else (
@@ -189,6 +297,12 @@ def store_password(environ: Mapping[str, str] | None = None) -> str | None:
 
 def redact_url(url: str) -> str:
     """``url`` without user, password or query: safe for messages and logs."""
+    try:
+        sentinel = sentinel_address(url)
+    except ConfigurationError:
+        return "<an unparsable redis+sentinel URL>"
+    if sentinel is not None:
+        return sentinel.shown()
     parts = _split(url.strip())
     if parts is None:
         return "<an unparsable URL>"
@@ -208,7 +322,9 @@ def _split(url: str) -> tuple[str, str, int | None, str] | None:
 
 
 def connect(url: str, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
-    """A client for ``url`` (checked first) that fails fast when Redis is unreachable."""
+    """A client for ``url`` (checked first) that fails fast when Redis is unreachable;
+    for a ``redis+sentinel://`` URL, one that asks the sentinels where the primary is,
+    and asks again after a failover."""
     try:
         import redis
         from redis.backoff import ExponentialWithJitterBackoff
@@ -218,9 +334,13 @@ def connect(url: str, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
             "a redis:// token store needs the redis package: pip install 'cidx-auth[redis]'"
         ) from None
     retry = Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.02), RETRIES)
+    url = check_store_url(url)
+    sentinel = sentinel_address(url)
+    if sentinel is not None:
+        return _sentinel_client(url, sentinel, timeout, retry)
     # A password in the URL (only CIDX_STORE_URL may hold one) wins over this one.
     return redis.Redis.from_url(
-        check_store_url(url),
+        url,
         password=store_password(),
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
@@ -229,8 +349,63 @@ def connect(url: str, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
     )
 
 
+def _sentinel_client(url: str, address: SentinelAddress, timeout: float, retry: Any
+                     ) -> redis.Redis:
+    """The primary of ``address``'s service, found through its sentinels. The URL's
+    parameters apply to the data nodes and the sentinels alike; the password (the URL's,
+    else :func:`store_password`) to the data nodes, and ``CIDX_SENTINEL_PASSWORD`` (if
+    set) to the sentinels."""
+    from redis.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query))
+    password = _url_password(url) or options.pop("password", None) or store_password()
+    options.pop("password", None)
+    sockets: dict[str, Any] = {
+        "socket_connect_timeout": float(options.get("socket_connect_timeout", timeout)),
+        "socket_timeout": float(options.get("socket_timeout", timeout)),
+    }
+    # As rediss:// does: the certificate and the host name are always verified.
+    tls: dict[str, Any] = ({"ssl": True, "ssl_cert_reqs": "required",
+                               "ssl_check_hostname": True} if address.tls else {})
+    sentinels = Sentinel(
+        list(address.sentinels),
+        sentinel_kwargs={**sockets, **tls,
+                         "password": os.environ.get("CIDX_SENTINEL_PASSWORD") or None},
+        **sockets, **tls,
+    )
+    database = address.database if address.database is not None else int(
+        options.get("db", 0))
+    primary: redis.Redis = sentinels.master_for(
+        address.service, db=database, username=address.username, password=password,
+        retry=retry, health_check_interval=int(options.get("health_check_interval",
+                                                            HEALTH_CHECK_INTERVAL)),
+        **sockets, **tls,
+    )
+    return primary
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return None if password is None else unquote(password)
+
+
+def is_sentinel_managed(client: redis.Redis) -> bool:
+    """Whether ``client`` finds its primary through Sentinel, where replicas exist by
+    design (the token store then has every write under the lock confirmed by one)."""
+    from redis.sentinel import SentinelConnectionPool
+
+    return isinstance(client.connection_pool, SentinelConnectionPool)
+
+
 def describe(client: redis.Redis) -> str:
     """A printable name for the server ``client`` talks to, with no credentials."""
+    pool: Any = client.connection_pool
+    if is_sentinel_managed(client):
+        return f"the primary of Sentinel service {pool.service_name}"
     options = client.connection_pool.connection_kwargs
     if options.get("path"):
         return f"unix://{options['path']}"
@@ -244,8 +419,17 @@ def describe(client: redis.Redis) -> str:
 
 def failure_hint(error: Exception) -> str:
     """What a redis-py error means for the user, without its text (which may echo input)."""
-    from redis.exceptions import AuthenticationError, AuthorizationError
+    from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError
+    from redis.sentinel import MasterNotFoundError
 
+    if isinstance(error, MasterNotFoundError):
+        return (f"{type(error).__name__}; no sentinel named a primary for the service: check "
+                "the sentinels' addresses, the service name, CIDX_SENTINEL_PASSWORD if they "
+                "require one, and that a primary is up")
+    if isinstance(error, NoPermissionError):
+        return (f"{type(error).__name__}; the store's Redis user may not run a command it "
+                "needs: GET, SET, DEL, EVAL/EVALSHA, SCRIPT LOAD, WAIT and PING on the "
+                "cidx-auth:* keys (see README, \"Redis user\")")
     if isinstance(error, AuthenticationError | AuthorizationError):
         return (f"{type(error).__name__}; check the store URL's user, and the password in "
                 "CIDX_STORE_PASSWORD or CIDX_STORE_PASSWORD_FILE")

@@ -24,6 +24,18 @@ cannot overwrite or remove what the next one stored; its save or clear fails as 
 :class:`StorageError` and leaves the key alone; the core keeps the access token in
 memory and says so. Outside the lock they are plain SET and DEL.
 
+Replicas: Redis replicates asynchronously, so a write the primary acknowledged can be
+lost when a replica is promoted (a failover). A fenced write (the intent, a rotated
+session, a logout) counts only once the replicas have it: the same connection sends
+``WAIT`` after it, for every replica the primary reports connected (``ROLE``), bounded
+by :data:`REPLICA_WAIT`, and for at least one behind Sentinel (``redis+sentinel://``),
+where replicas exist by design. A write not confirmed in time fails as a
+:class:`StorageError` (it may still be on the primary): an intent not confirmed is never
+followed by the refresh token it guards (the core logs in instead), so a refresh token a
+promoted replica still holds is one nobody presented. A plain primary with no replica
+connected counts on its own acknowledgement, as a single node must (``architecture.md``
+says what that leaves open, and the primary setting that closes it).
+
 A value that does not decrypt or parse is reported with a WARNING (no secrets) and,
 only by the lock holder and only if it is still the value read, renamed to
 ``<key>:corrupt`` for a day; otherwise it is left for the next writer to replace.
@@ -40,6 +52,7 @@ exceptions never leave this module.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import threading
 import time
@@ -48,12 +61,12 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError, NoPermissionError, RedisError
 
 from adapters.digests import sha256
 from adapters.fernet_cipher import normalized_server
 from adapters.file_io import MAX_FILE_SIZE, warn
-from adapters.redis_connection import describe, failure_hint, redact_url
+from adapters.redis_connection import describe, failure_hint, is_sentinel_managed, redact_url
 from adapters.session_codec import decode_session, encode_session
 from cidx_auth.domain.errors import CorruptStore, LockTimeout, LockUnavailable, StorageError
 from cidx_auth.domain.rules import Rules
@@ -67,6 +80,9 @@ DEFAULT_LEASE = 30.0
 MAX_HOLD = 300.0
 """Longest a live process keeps extending its lease: beyond any renewal's worst case."""
 LOCAL_CACHE_TTL = 1.0
+REPLICA_WAIT = 1.0
+"""Longest a write under the lock waits for its replicas' confirmation (``WAIT``); at
+most half the client's socket timeout, so the reply comes before the socket gives up."""
 LOCK_POLL = 0.05
 """How often a waiting process retries the lock: short, since a refresh takes ~100 ms."""
 CORRUPT_KEEP = 24 * 3600
@@ -89,6 +105,12 @@ redis.call('rename', KEYS[1], KEYS[2])
 redis.call('expire', KEYS[2], ARGV[3])
 return 1
 """
+
+
+def _replicas(role: Any) -> int:
+    """How many replicas a ``ROLE`` reply lists as connected: 0 unless a primary's."""
+    primary = bool(role) and role[0] in (b"master", "master")
+    return len(role[2]) if primary and len(role) > 2 else 0
 
 
 def identity_key(server_url: str, username: str) -> str:
@@ -117,6 +139,8 @@ class RedisTokenStore:
         local_cache_ttl: float = LOCAL_CACHE_TTL,
         url: str | None = None,
         rules: Rules,
+        replica_wait: float = REPLICA_WAIT,
+        replicated: bool | None = None,
     ) -> None:
         self.key = key
         self._rules = rules
@@ -135,6 +159,12 @@ class RedisTokenStore:
         self._set = client.register_script(_FENCED_SET)
         self._delete = client.register_script(_FENCED_DELETE)
         self._set_aside_script = client.register_script(_FENCED_SET_ASIDE)
+        self._replicated = is_sentinel_managed(client) if replicated is None else replicated
+        """Replicas exist by design (Sentinel): a write under the lock needs one's word."""
+        self._may_ask_role = True
+        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        self._replica_wait = (replica_wait if not socket_timeout
+                              else min(replica_wait, float(socket_timeout) / 2))
 
     def load(self) -> Session | None:
         """The shared session; None when there is none or it is damaged."""
@@ -169,7 +199,8 @@ class RedisTokenStore:
         try:
             if token is None:
                 self._client.set(self.key, blob, ex=ttl)
-            elif not self._set(keys=[self.key, self.lock_name], args=[blob, token, ttl]):
+            elif not self._fenced(self._set, [self.key, self.lock_name], [blob, token, ttl],
+                                  "saved to"):
                 raise self._lease_lost("saved to", "this one keeps its access token in memory")
         except RedisError as error:
             raise self._unavailable(error, "save the session to") from None
@@ -188,7 +219,8 @@ class RedisTokenStore:
         try:
             if token is None:
                 self._client.delete(self.key, corrupt)
-            elif not self._delete(keys=[self.key, self.lock_name, corrupt], args=[token]):
+            elif not self._fenced(self._delete, [self.key, self.lock_name, corrupt], [token],
+                                  "removed from"):
                 raise self._lease_lost("removed from", "nothing was deleted")
         except RedisError as error:
             raise self._unavailable(error, "remove the session from") from None
@@ -230,6 +262,54 @@ class RedisTokenStore:
                 if self._token == token:
                     self._token = None
             self._release(lock)
+
+    def _fenced(self, script: Any, keys: list[str], args: list[Any], action: str) -> bool:
+        """Run a fenced ``script``; True when it wrote, and its write is confirmed by the
+        replicas it needs (:meth:`_replicas_needed`) within the wait bound, else
+        :class:`StorageError`. One pipeline, so one connection, carries the write, its
+        ``WAIT`` (which waits for what that connection wrote) and a ``ROLE`` after them:
+        the node that took the write must not have had more replicas than confirmed it
+        (the ``ROLE`` before may have reached another node, mid-failover)."""
+        needed = self._replicas_needed()
+        if needed == 0:
+            return bool(script(keys=keys, args=args))
+        pipe = self._client.pipeline(transaction=False)
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(needed, max(1, round(self._replica_wait * 1000)))
+        if self._may_ask_role:
+            cast(Any, pipe).execute_command("ROLE")
+        wrote, confirmed, *role = pipe.execute()
+        if not wrote:
+            return False
+        needed = max(needed, _replicas(role[0]) if role else 0)
+        if int(confirmed) < needed:
+            raise StorageError(
+                f"the session {action} Redis at {self.url} was confirmed by {int(confirmed)} "
+                f"of {needed} replica(s) within {self._replica_wait:g} s, so it does not count "
+                "as written (a failover could lose it); check the replicas' link to the "
+                "primary"
+            )
+        return True
+
+    def _replicas_needed(self) -> int:
+        """How many replicas must confirm a write under the lock: every one the primary
+        reports connected (``ROLE``), and at least one behind Sentinel, where replicas
+        exist by design (a primary cut off from them must not confirm alone). A Redis
+        user that may not run ``ROLE`` (an ``@dangerous`` command) gets these minimums."""
+        minimum = 1 if self._replicated else 0
+        if not self._may_ask_role:
+            return minimum
+        try:
+            role = cast(Any, self._client).execute_command("ROLE")
+        except NoPermissionError:
+            self._may_ask_role = False
+            logging.getLogger(__name__).info(
+                "the Redis user of the store at %s may not run ROLE; %s", self.url,
+                "writes wait for one replica (Sentinel)" if minimum else
+                "writes count on the primary's acknowledgement (grant +role to have them "
+                "confirmed by its replicas)")
+            return minimum
+        return max(minimum, _replicas(role))
 
     def _keep_lease(self, lock: Any, released: threading.Event) -> None:
         """Extend the lease while this process holds the lock.

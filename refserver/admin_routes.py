@@ -1,5 +1,5 @@
-"""Test controls under `/_admin`: statistics, faults, revocation, reset, clock, and
-the last query body a client sent.
+"""Test controls under `/_admin`: statistics, faults (and releasing held answers),
+revocation, reset, clock, and the last query body a client sent.
 
 `POST /_admin/wait` is the cue tests wait on instead of sleeping: it answers
 as soon as a counter reaches a value (say, `held` once a held refresh has
@@ -103,6 +103,7 @@ class AdminEndpoints:
             ("/_admin/faults", self.list_faults, "GET"),
             ("/_admin/faults", self.add_fault, "POST"),
             ("/_admin/faults", self.clear_faults, "DELETE"),
+            ("/_admin/release", self.release, "POST"),
             ("/_admin/revoke", self.revoke, "POST"),
             ("/_admin/reset", self.reset, "POST"),
             ("/_admin/clock", self.clock, "GET"),
@@ -148,6 +149,10 @@ class AdminEndpoints:
         """Disarm every fault."""
         self.state.faults.clear()
         return JSONResponse({"pending": []})
+
+    async def release(self, request: Request) -> Response:
+        """Send every answer a "hold" fault is withholding now."""
+        return JSONResponse({"released": self.state.faults.release()})
 
     async def revoke(self, request: Request) -> Response:
         """Revoke every refresh family of a user, as an administrator would."""

@@ -8,7 +8,8 @@ Kinds, and what a client sees:
                 gives up first has simply hit its read timeout
     drop        the connection closes with no response at all
     hold        the request IS processed (a refresh rotates, a login counts), then
-                the answer is withheld for `seconds`, or until the client leaves;
+                the answer is withheld for `seconds`, until the client leaves, or
+                until a test releases every held answer (`FaultBook.release`);
                 `held` in the stats counts requests processed and now held, and
                 `held_abandoned` those whose client left before the answer went out
 
@@ -83,6 +84,22 @@ class FaultBook:
 
     def __init__(self) -> None:
         self._rules: list[FaultRule] = []
+        self._released: asyncio.Event | None = None
+        self.holding = 0
+        """Answers held right now."""
+
+    def released(self) -> asyncio.Event:
+        """Set when a test releases the answers held now; later holds wait for the next."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        return self._released
+
+    def release(self) -> int:
+        """Send every held answer now; how many were held."""
+        held, event, self._released = self.holding, self._released, None
+        if event is not None:
+            event.set()
+        return held
 
     def add(self, rule: FaultRule) -> None:
         """Arm one more fault."""
@@ -149,16 +166,24 @@ class FaultMiddleware:
             answer.append(message)
 
         await self.app(scope, receive, withhold)
+        released = self.book.released()
+        self.book.holding += 1
         self.stats.bump("held")
-        if await _client_left(seconds, receive, []):
+        try:
+            left = await _client_left(seconds, receive, [], released)
+        finally:
+            self.book.holding -= 1
+        if left:
             self.stats.bump("held_abandoned")
             return
         for message in answer:
             await send(message)
 
 
-async def _client_left(seconds: float, receive: Receive, unread: list[Message]) -> bool:
-    """Wait up to `seconds` for the client to leave; True when it did.
+async def _client_left(seconds: float, receive: Receive, unread: list[Message],
+                       released: asyncio.Event | None = None) -> bool:
+    """Wait up to `seconds` (or until `released` is set) for the client to leave; True
+    when it did.
 
     Leaving shows up in ASGI only through `receive`, so any request body not
     yet read is read here and kept in `unread`.
@@ -171,11 +196,15 @@ async def _client_left(seconds: float, receive: Receive, unread: list[Message]) 
                 return
             unread.append(message)
 
+    leaving = asyncio.ensure_future(until_disconnect())
+    waiting = [leaving] if released is None else [leaving, asyncio.ensure_future(released.wait())]
     try:
-        await asyncio.wait_for(until_disconnect(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
+        done, _ = await asyncio.wait(waiting, timeout=seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiting:
+            task.cancel()
+    return leaving in done
 
 
 async def _stall(seconds: float, receive: Receive) -> Receive | None:

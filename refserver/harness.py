@@ -229,6 +229,10 @@ class RunningServer:
         """Block until `count` held requests have been processed (their answers held)."""
         self.wait_for("held", count, timeout)
 
+    def release_held(self) -> int:
+        """Send every answer held now (see :meth:`hold`); how many there were."""
+        return int(self._admin("POST", "/_admin/release")["released"])
+
     def clear_faults(self) -> None:
         """`DELETE /_admin/faults`."""
         self._admin("DELETE", "/_admin/faults")

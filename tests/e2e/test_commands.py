@@ -1,4 +1,5 @@
-"""The remaining commands as users run them: serve, demo, simulate, password sources."""
+"""The remaining commands as users run them: serve, demo, simulate (and its fleet),
+password sources."""
 
 from __future__ import annotations
 
@@ -100,6 +101,45 @@ def test_simulate_reports_zero_failures(cli: Cli) -> None:
     done = cli.run("simulate", "--hours", "2")
     assert done.returncode == 0
     assert "failed operations: 0, unusable tokens: 0, replays: 0" in done.stdout
+
+
+def test_simulate_fleet_reports_its_figures_and_goals(cli: Cli) -> None:
+    """Without faults every goal is met; the default day on this small fleet fails over
+    twice at night (00:26 and 01:00), and the logins while no primary answered miss the
+    auth-call goal: the verdict names it with its figure and the command exits 1."""
+    small = ["simulate", "--fleet", "--hosts", "2", "--processes-per-host", "5", "--hours",
+             "2", "--seed", "3"]
+    judged = "(the auth-call goal judged per renewal due, not per lifetime)"
+    done = cli.run(*small, "--no-faults")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("fleet: 10 processes (5 on each of 2 hosts), 2 h simulated in ")
+    assert lines[0].endswith(", seed 3")
+    assert "failed: 0 (goal 0)" in done.stdout and "replays: 0 (goal 0)" in done.stdout
+    assert "auth calls per renewal due (goal: at most 1.05)" in done.stdout
+    assert "\nfault plan, no faults: " in done.stdout and "\nfaults injected: none\n" in done.stdout
+    assert lines[-1] == f"every goal met {judged}"
+    assert done.stderr == ""
+
+    missed = cli.run(*small)
+    assert missed.returncode == 1, missed.stdout + missed.stderr
+    lines = missed.stdout.splitlines()
+    assert "\nfault plan, the default day: " in missed.stdout
+    assert "\n  failover_in_flight         1  " in missed.stdout
+    assert "\n  failover_unreplicated      1  " in missed.stdout
+    assert "\n  failover_at_random         0  " in missed.stdout
+    assert "\n  00:26:18  failover_in_flight " in missed.stdout
+    assert "replays: 0 (goal 0)" in missed.stdout
+    assert lines[-1] == f"goal missed: 1.208 auth calls per renewal due > 1.05 {judged}"
+    assert missed.stderr == ""  # each process's warnings are counted, not printed, without -v
+
+
+def test_simulate_fleet_options_need_the_fleet(cli: Cli) -> None:
+    done = cli.run("simulate", "--hosts", "3")
+    assert done.returncode == 2 and "need --fleet" in done.stderr
+    assert "need --fleet" in cli.run("simulate", "--stress").stderr
+    both = cli.run("simulate", "--fleet", "--stress", "--no-faults")
+    assert both.returncode == 2 and "exclude each other" in both.stderr
 
 
 def test_interactive_prompt_is_refused_without_a_terminal(cli: Cli) -> None:

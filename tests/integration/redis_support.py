@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,13 +66,15 @@ def redis_binary() -> str:
 
 class RedisServer:
     """One ``redis-server`` on 127.0.0.1, without persistence, stopped on exit;
-    ``password`` makes it require one (``--requirepass``)."""
+    ``password`` makes it require one (``--requirepass``); ``extra``: more options
+    (``--replicaof``)."""
 
-    def __init__(self, binary: str, port: int | None = None, password: str | None = None
-                 ) -> None:
+    def __init__(self, binary: str, port: int | None = None, password: str | None = None,
+                 extra: Sequence[str] = ()) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.password = password
+        self.extra = tuple(extra)
         self.process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="cidx-redis-")
 
@@ -80,14 +82,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         argv = [self.binary, "--save", "", "--appendonly", "no", "--bind", "127.0.0.1",
-                "--port", str(self.port), "--daemonize", "no"]
+                "--port", str(self.port), "--daemonize", "no", *self.extra]
         if self.password is not None:
             argv += ["--requirepass", self.password]
-        self.process = subprocess.Popen(
-            argv, cwd=self._dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
+        return argv
+
+    def start(self) -> None:
+        log = open(Path(self._dir) / "redis.log", "ab")  # noqa: SIM115 - the child keeps it
+        try:
+            self.process = subprocess.Popen(self.argv(), cwd=self._dir, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        finally:
+            log.close()
         _running.add(self)
         self._await_ping()
 
@@ -102,8 +110,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
 
     def client(self) -> Any:
         import redis
@@ -121,7 +127,7 @@ class RedisServer:
             while True:
                 assert self.process is not None
                 if self.process.poll() is not None:
-                    output = self.process.stdout.read() if self.process.stdout else b""
+                    output = (Path(self._dir) / "redis.log").read_bytes()
                     raise RuntimeError(f"redis-server exited: {output.decode()[-2000:]}")
                 with contextlib.suppress(redis.RedisError):
                     if probe.ping():
@@ -139,6 +145,158 @@ class RedisServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class SentinelServer(RedisServer):
+    """A ``redis-server --sentinel`` on 127.0.0.1 watching the primary at ``primary``
+    as the service ``service``: it calls the primary down after 2 s without an
+    answer (long enough for a loaded machine, short enough for a test); ``quorum``
+    sentinels must agree."""
+
+    def __init__(self, binary: str, primary: int, service: str, quorum: int = 2) -> None:
+        super().__init__(binary)
+        self.primary, self.service, self.quorum = primary, service, quorum
+
+    def argv(self) -> list[str]:
+        config = Path(self._dir) / "sentinel.conf"  # Sentinel rewrites its configuration
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndaemonize no\ndir {self._dir}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.primary} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} 2000\n"
+            f"sentinel failover-timeout {self.service} 5000\n"
+        )
+        return [self.binary, str(config), "--sentinel"]
+
+
+class ReplicatedRedis:
+    """A primary, a replica and three Sentinels on 127.0.0.1, as a fleet's Redis is
+    usually run: :attr:`url` is the ``redis+sentinel://`` URL of the service."""
+
+    SERVICE = "cidx"
+
+    def __init__(self, binary: str) -> None:
+        self.primary = RedisServer(binary)
+        self.replica = RedisServer(binary, extra=["--replicaof", "127.0.0.1",
+                                                  str(self.primary.port)])
+        self.sentinels = [SentinelServer(binary, self.primary.port, self.SERVICE)
+                          for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def __enter__(self) -> ReplicatedRedis:
+        try:
+            self.primary.start()
+            self.replica.start()
+            await_until(lambda: replicating(self.primary, self.replica),
+                        "the replica never synchronised with the primary")
+            for sentinel in self.sentinels:
+                sentinel.start()
+            await_until(self._watched, "the Sentinels never saw the replica and each other")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for server in (*self.sentinels, self.replica, self.primary):
+            server.__exit__()
+
+    def _watched(self) -> bool:
+        for sentinel in self.sentinels:
+            state = sentinel_state(sentinel, self.SERVICE)
+            if int(state["num-slaves"]) < 1 or int(state["num-other-sentinels"]) < 2:
+                return False
+        return True
+
+    def primary_port(self) -> int:
+        """The primary's port, as the first Sentinel answers."""
+        client = self.sentinels[0].client()
+        try:
+            address = client.execute_command("SENTINEL", "get-master-addr-by-name",
+                                             self.SERVICE)
+        finally:
+            client.close()
+        return int(address[1])
+
+    def kill_primary(self) -> None:
+        """kill -9 the primary: every write it had not replicated is gone with it."""
+        process = self.primary.process
+        assert process is not None
+        process.kill()
+        process.wait()
+        self.primary.stop()
+
+    def rejoin(self) -> None:
+        """Start the killed primary again; the Sentinels make it a replica of the new
+        primary. Returns once it replicates."""
+        self.primary.start()
+        await_until(lambda: replicating(self.replica, self.primary),
+                    "the old primary never rejoined as a replica", timeout=60)
+
+    def await_failover(self) -> None:
+        """Until every Sentinel names the replica as the primary, and it acts as one."""
+        port = self.replica.port
+        await_until(lambda: all(int(sentinel_state(sentinel, self.SERVICE)["port"]) == port
+                                for sentinel in self.sentinels)
+                    and info(self.replica, "role") == "master",
+                    "the Sentinels did not promote the replica", timeout=60)
+
+
+def info(server: RedisServer, field: str) -> str | None:
+    """One field of ``INFO`` from ``server``; None if it does not answer."""
+    import redis
+
+    client = server.client()
+    try:
+        return str(client.info().get(field))
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+def replicating(primary: RedisServer, replica: RedisServer) -> bool:
+    """Whether ``replica`` has synchronised with ``primary``, and ``primary`` counts it
+    online (``ROLE`` lists it, so writes wait for it)."""
+    import redis
+
+    client = primary.client()
+    try:
+        role = client.execute_command("ROLE")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    listed = {int(entry[1]) for entry in role[2]} if role[0] == b"master" else set()
+    return replica.port in listed and info(replica, "master_link_status") == "up"
+
+
+def sentinel_state(sentinel: SentinelServer, service: str) -> dict[str, str]:
+    """What ``sentinel`` knows of ``service`` (``SENTINEL MASTER``), as text."""
+    client = sentinel.client()
+    try:
+        reply = client.execute_command("SENTINEL", "MASTER", service)
+    finally:
+        client.close()
+    items = list(reply.items()) if isinstance(reply, dict) else list(
+        zip(reply[::2], reply[1::2], strict=True))
+    return {text(name): text(value) for name, value in items}
+
+
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def await_until(condition: Callable[[], bool], failure: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` (a state change another process makes) until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{failure} within {timeout:g} s")
+        time.sleep(0.05)
 
 
 @atexit.register

@@ -132,3 +132,28 @@ def test_wait_held_times_out_with_a_clear_error(server: RunningServer) -> None:
     server.reset()
     with pytest.raises(TimeoutError, match="held stayed at 0"):
         server.wait_held(1, timeout=0.05)
+
+
+async def test_a_release_sends_the_held_answers_now_and_only_those(
+    client: httpx.AsyncClient,
+) -> None:
+    token = (await login(client))["refresh_token"]
+    await client.post("/_admin/faults", json={"kind": "hold", "seconds": 600, "count": 2,
+                                              "paths": [REFRESH]})
+    held = asyncio.create_task(client.post(REFRESH, json={"refresh_token": token}))
+    await wait(client, counter="held", at_least=1, timeout=10)
+    assert not held.done()
+    released = await client.post("/_admin/release")
+    assert released.json() == {"released": 1}
+    answer = await asyncio.wait_for(held, 10)
+    assert answer.status_code == 200 and answer.json()["refresh_token"] != token
+    # A release is not a standing order: the next held answer waits for the next one.
+    later = asyncio.create_task(
+        client.post(REFRESH, json={"refresh_token": answer.json()["refresh_token"]}))
+    await wait(client, counter="held", at_least=2, timeout=10)
+    assert not later.done()
+    assert (await client.post("/_admin/release")).json() == {"released": 1}
+    assert (await asyncio.wait_for(later, 10)).status_code == 200
+    totals = (await client.get("/_admin/stats")).json()["totals"]
+    assert (totals["held"], totals["held_abandoned"], totals["replays"]) == (2, 0, 0)
+    assert (await client.post("/_admin/release")).json() == {"released": 0}
