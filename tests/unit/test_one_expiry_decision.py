@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -123,6 +124,7 @@ class _RedisGoneAfterOneRead:
 
     def __init__(self, blob: bytes) -> None:
         self.blob: bytes | None = blob
+        self.connection_pool = SimpleNamespace(connection_kwargs={})  # a plain primary
 
     def register_script(self, script: str) -> object:
         return None
