@@ -284,10 +284,11 @@ class Chaos:
         libraries = sum(self.library[each].kill(signal.SIGKILL) for each in hosts
                         if name == "SIGKILL" and each in self.library)
         try:
-            server.wait_for("held_abandoned", totals["held_abandoned"] + 1, timeout=5)
-            abandoned = "its client was among them"
+            server.wait_for("held_abandoned", totals["held_abandoned"] + 1, timeout=10)
+            abandoned = "the server saw its client leave"
         except TimeoutError:
-            abandoned = "its client was not among them (the answer was released to it)"
+            abandoned = "the server did not see its client leave within 10 s (the answer " \
+                "was released to it)"
         server.release_held()
         server.clear_faults()
         self._record(planned.kind, began, hosts=hosts, detail=(
@@ -416,9 +417,9 @@ class Chaos:
 
     def _store(self, planned: Planned, directory_too: bool) -> None:
         host, seconds = self._host(planned), float(planned.params["seconds"])
-        files = sorted(path for path in host.store_dir.iterdir() if path.is_file())
-        paths = [*files, host.store_dir] if directory_too else files
-        self._chattr_set(paths)
+        files = sorted(path for path in host.store_dir.iterdir()
+                       if path.is_file() and ".tmp-" not in path.name)
+        paths = self._chattr_set([*files, host.store_dir] if directory_too else files)
         what = "files and directory" if directory_too else "files"
         window = self._record(planned.kind, time.time(), hosts=(host.name,), effect=NO_STORE,
                               detail=f"chattr +i on the {what} of {host.name}'s "
@@ -444,8 +445,8 @@ class Chaos:
         locks: list[Path] = []
         hosts: tuple[str, ...]
         if host.store_url is None:
-            locks = [path for path in host.store_dir.glob("*.lock") if path.is_file()]
-            self._chattr_set(locks)
+            locks = self._chattr_set([path for path in host.store_dir.glob("*.lock")
+                                      if path.is_file()])
             hosts, detail = (host.name,), (f"chattr +i on {', '.join(p.name for p in locks)} "
                                            f"of {host.name} for {seconds:g} s")
         else:
@@ -467,11 +468,20 @@ class Chaos:
 
         self._later(seconds, (f"store:{host.name}",), end)
 
-    def _chattr_set(self, paths: list[Path]) -> None:
+    def _chattr_set(self, paths: list[Path]) -> list[Path]:
+        """``chattr +i`` each path; a file gone meanwhile (a temporary file renamed) is
+        left out. The paths made immutable."""
+        done = []
         for path in paths:
-            subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=True)
-            with self._lock:
-                self._chattr.append(path)
+            result = subprocess.run(["chattr", "+i", str(path)], capture_output=True,
+                                    text=True, check=False)
+            if result.returncode == 0:
+                with self._lock:
+                    self._chattr.append(path)
+                done.append(path)
+            elif path.exists():
+                raise RuntimeError(f"chattr +i {path.name}: {result.stderr.strip()}")
+        return done
 
     def _unchattr(self, paths: list[Path]) -> None:
         for path in paths:
