@@ -258,7 +258,7 @@ class Chaos:
     def _mid_refresh(self, planned: Planned) -> None:
         """Hold the next refresh's answer after the server rotated, provoke one with
         `token --refresh` on a host, then signal every CLI process of the identity whose
-        refresh is held (and, for kill -9, its library workers), and let the answer go."""
+        refresh is held (and, but for SIGINT, its library workers), and let the answer go."""
         server, host = self.fleet.server, self._host(planned)
         name = MID_REFRESH_SIGNAL[planned.kind]
         stats = server.stats()
@@ -281,8 +281,10 @@ class Chaos:
                  if count > before.get(user, 0)] or [host.user]
         hosts = tuple(each for user in risen for each in self.fleet.hosts_of(user))
         stopped = self.workers.running.signal_hosts(hosts, SIGNALS[name])
-        libraries = sum(self.library[each].kill(signal.SIGKILL) for each in hosts
-                        if name == "SIGKILL" and each in self.library)
+        # A library worker has no handler of its own: SIGTERM and SIGKILL end it at once
+        # (an application's Ctrl-C is the application's business: SIGINT spares it).
+        libraries = sum(self.library[each].kill(SIGNALS[name]) for each in hosts
+                        if name != "SIGINT" and each in self.library)
         try:
             server.wait_for("held_abandoned", totals["held_abandoned"] + 1, timeout=10)
             abandoned = "the server saw its client leave"
