@@ -500,8 +500,12 @@ class Chaos:
             self._skip(planned.kind, "skipped: the Redis set was not whole")
             return
         node = self.fleet.redis.restart_replica()
-        self._record(planned.kind, began, detail=(
-            f"the replica (port {node.port}) restarted empty and resynchronised"))
+        # Until the replica has synchronised, the primary lists it and `WAIT` times out:
+        # no write under the lock counts, and every renewal on the Redis hosts logs in.
+        self._record(planned.kind, began, hosts=self.fleet.hosts_of(SHARED_USER),
+                     effect=NO_STORE, detail=(
+                         f"the replica (port {node.port}) restarted empty and resynchronised "
+                         f"after {time.time() - began:.1f} s"))
 
     def _redis_failover(self, planned: Planned) -> None:
         redis = self.fleet.redis

@@ -11,7 +11,8 @@ against the run unless :func:`excuse` finds a reason outside the client for it:
   starts at 30 s and doubles per failed probe, so it depends on how long the outage
   lasted, plus any ``Retry-After`` the window sent);
 - the server's login limit refused it while that host's token store could not be written
-  (``effect`` ``no-store``: a read-only or immutable checkout, Redis failing over): then
+  (``effect`` ``no-store``: a read-only or immutable checkout, Redis failing over or its
+  replica resynchronising, when no write under the lock is confirmed): then
   every process must log in for itself, as README says ("each command needs one auth call
   of its own"), and the server's per-user bucket (10 logins, one back every 6 s) refuses
   the rest; no valid path existed for those processes.
