@@ -19,6 +19,7 @@ from tests.soak.fleet import SoakHost
 from tests.soak.plan import KINDS, make_plan
 from tests.soak.report import render, rerun
 from tests.soak.verdict import (
+    KILLED,
     NO_STORE,
     UNAVAILABLE,
     Call,
@@ -96,6 +97,19 @@ def test_the_login_limit_is_excused_only_while_the_hosts_store_could_not_be_writ
     assert excuse(failed(285.0, 286.0, LOGIN_LIMIT), [READ_ONLY]) is None
     assert excuse(failed(205.0, 206.0, LOGIN_LIMIT, host="h2"), [READ_ONLY]) is None
     assert excuse(failed(205.0, 206.0), [READ_ONLY]) is None  # any other failure is ours
+
+
+def test_a_refusal_for_a_probe_out_is_excused_for_90_s_after_the_soak_killed_one() -> None:
+    probing = ("cidx-auth: error: server unavailable: this machine's circuit breaker stopped "
+               "the call (nothing was sent) after 5 failed calls in a row; another command is "
+               "probing the server now; next attempt after 12:01:30 at the latest")
+    kill = Window("kill9-mid-refresh", 300.0, 305.0, hosts=("h1",), effect=KILLED)
+    assert excuse(failed(380.0, 381.0, probing), [kill]) is not None
+    assert excuse(failed(400.0, 401.0, probing), [kill]) is None  # past the 90 s
+    assert excuse(failed(380.0, 381.0, probing, host="h2"), [kill]) is None
+    assert excuse(failed(380.0, 381.0, BREAKER), [kill]) is None  # an open circuit: no
+    sigint = Window("sigint-mid-refresh", 300.0, 305.0, hosts=("h1",))
+    assert excuse(failed(380.0, 381.0, probing), [sigint]) is None  # it gives it back
 
 
 def test_a_process_the_soak_signalled_is_excused_and_a_success_needs_no_excuse() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from adapters.redis_token_store import identity_key
 from tests.soak.fleet import SHARED_USER, Fleet, SoakHost
 from tests.soak.plan import MID_REFRESH, Planned
-from tests.soak.verdict import NO_STORE, UNAVAILABLE, Window
+from tests.soak.verdict import KILLED, NO_STORE, UNAVAILABLE, Window
 from tests.soak.workers import LibraryWorker, Workers
 
 REFRESH = "/api/auth/refresh"
@@ -293,7 +293,9 @@ class Chaos:
                 "was released to it)"
         server.release_held()
         server.clear_faults()
-        self._record(planned.kind, began, hosts=hosts, detail=(
+        outright = name == "SIGKILL" or libraries > 0
+        self._record(planned.kind, began, hosts=hosts, effect=KILLED if outright else "",
+                     detail=(
             f"{name} to {stopped} CLI process(es) and {libraries} library worker(s) on "
             f"{', '.join(hosts)} while a refresh for {', '.join(risen)} was held; {abandoned}"))
 
@@ -317,18 +319,26 @@ class Chaos:
         """A signal to one running process, wherever it is in its work."""
         name, pick = str(planned.params["signal"]), int(planned.params["pick"])
         now = time.time()
+        hosts: tuple[str, ...] = ()
         if planned.params["library"] and name == "SIGKILL":
             victim = self.library[sorted(self.library)[pick % len(self.library)]]
-            detail = f"SIGKILL to the library worker of {victim.host.name}" \
-                if victim.kill(signal.SIGKILL) else "no library worker was running"
+            if victim.kill(signal.SIGKILL):
+                hosts, detail = (victim.host.name,), \
+                    f"SIGKILL to the library worker of {victim.host.name}"
+            else:
+                detail = "no library worker was running"
         else:
             running = self.workers.running.on_hosts()
             child = running[pick % len(running)] if running else None
-            detail = "no CLI process was running" if child is None else \
-                f"{name} to {child.label} on {child.host}" \
-                if self.workers.running.signal(child, SIGNALS[name]) else \
-                "the chosen process had just ended"
-        self._record(planned.kind, now, now, detail=detail)
+            if child is None:
+                detail = "no CLI process was running"
+            elif self.workers.running.signal(child, SIGNALS[name]):
+                hosts, detail = (child.host,), f"{name} to {child.label} on {child.host}"
+            else:
+                detail = "the chosen process had just ended"
+        outright = hosts and name == "SIGKILL"
+        self._record(planned.kind, now, now, hosts=hosts, effect=KILLED if outright else "",
+                     detail=detail)
 
     # The server ------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ against the run unless :func:`excuse` finds a reason outside the client for it:
   such a window that the breaker, opened by it, had not probed again yet (the open period
   starts at 30 s and doubles per failed probe, so it depends on how long the outage
   lasted, plus any ``Retry-After`` the window sent);
+- the soak killed a process of that host at once (``effect`` ``killed``), and the call
+  was refused within 90 s because "another command is probing the server now": the
+  killed process may have held the half-open probe, which the breaker presumes lost
+  only after 90 s (a process killed outright cannot give it back);
 - the server's login limit refused it while that host's token store could not be written
   (``effect`` ``no-store``: a read-only or immutable checkout, Redis failing over or its
   replica resynchronising, when no write under the lock is confirmed): then
@@ -32,15 +36,23 @@ UNAVAILABLE = "unavailable"
 """A window's effect: the server could not answer (stopped, or 503/429 to everything)."""
 NO_STORE = "no-store"
 """A window's effect: a host's token store could not be written or reached."""
+KILLED = "killed"
+"""A window's effect: the soak ended processes of these hosts at once (SIGKILL, or SIGTERM
+to a library worker, which has no handler), so one may have died holding the breaker's
+half-open probe."""
 
 BREAKER_LINE = "circuit breaker"
 """What the CLI's (and a `CircuitOpen`'s) message says when the breaker stopped a call."""
 LOGIN_LIMIT_LINE = "is limiting login attempts"
 """What a login refused by the server's per-user bucket (429) says."""
+PROBE_OUT_LINE = "another command is probing the server now"
+"""What a call refused because the half-open probe is out says."""
 
 BREAKER_FIRST_OPEN = 30.0
 BREAKER_MAX_OPEN = 300.0
 """The client's open periods (`BreakerConfig`), written out again: the soak judges them."""
+PROBE_TIMEOUT = 90.0
+"""How long the breaker waits before it presumes a probe that never reported lost."""
 LOGIN_REFILL_GRACE = 60.0
 """How long after a store window the server's login bucket may still be empty: 10
 logins at one back every 6 s (`refserver.config`)."""
@@ -143,6 +155,10 @@ def excuse(call: Call, windows: Iterable[Window]) -> str | None:
         if window.effect == UNAVAILABLE and BREAKER_LINE in call.last_line and \
                 window.touches(call, after=breaker_grace(window)):
             return "this machine's circuit breaker, opened by an outage, had not probed yet"
+    for window in windows:
+        if window.effect == KILLED and PROBE_OUT_LINE in call.last_line and \
+                window.touches(call, after=PROBE_TIMEOUT):
+            return "the soak killed the breaker's probe, which the breaker waits 90 s for"
     for window in windows:
         if window.effect == NO_STORE and LOGIN_LIMIT_LINE in call.last_line and \
                 window.touches(call, after=LOGIN_REFILL_GRACE):
