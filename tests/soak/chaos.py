@@ -134,7 +134,7 @@ class Chaos:
 
     def _free(self, resources: tuple[str, ...]) -> bool:
         with self._lock:
-            return not any(self._busy[resource] for resource in resources)
+            return not any(self._busy[resource] > 0 for resource in resources)
 
     def _take(self, resources: tuple[str, ...]) -> None:
         with self._lock:
@@ -260,23 +260,29 @@ class Chaos:
         `token --refresh` on a host, then signal every CLI process of the identity whose
         refresh is held (and, but for SIGINT, its library workers), and let the answer go."""
         server, host = self.fleet.server, self._host(planned)
-        name = MID_REFRESH_SIGNAL[planned.kind]
         stats = server.stats()
         totals, before = stats["totals"], _refreshes(stats)
         began = time.time()
         server.hold(REFRESH, seconds=30)
+        try:
+            self._stop_refresher(planned, host, totals, before, began)
+        finally:  # whatever happened, nothing stays held or armed
+            server.release_held()
+            server.clear_faults()
+
+    def _stop_refresher(self, planned: Planned, host: SoakHost, totals: dict[str, int],
+                        before: dict[str, int], began: float) -> None:
+        server, name = self.fleet.server, MID_REFRESH_SIGNAL[planned.kind]
         trigger = threading.Thread(target=self.workers.run_cli, daemon=True,
                                    args=(host, "chaos", "token", ("token", "--refresh")))
         trigger.start()
         if not self._held(totals["held"] + 1, trigger):
-            server.clear_faults()
-            server.release_held()
             self._skip(planned.kind, f"skipped: `token --refresh` on {host.name} caused no "
                        "refresh to hold (its breaker may have been open)")
             return
-        # Whose refresh is held: the user whose refreshes rose. A refused refresh (a token
-        # the server no longer knows, after a restart) is charged to nobody: then it is
-        # the one `token --refresh` sent.
+        # Whose refresh is held: the user whose refreshes rose (another's may have passed
+        # meanwhile: all of them). A refresh of a token the server does not know (after a
+        # restart) is charged to nobody: then it is taken to be the one the trigger sent.
         risen = [user for user, count in _refreshes(server.stats()).items()
                  if count > before.get(user, 0)] or [host.user]
         hosts = tuple(each for user in risen for each in self.fleet.hosts_of(user))
@@ -291,13 +297,12 @@ class Chaos:
         except TimeoutError:
             abandoned = "the server did not see its client leave within 10 s (the answer " \
                 "was released to it)"
-        server.release_held()
-        server.clear_faults()
         outright = name == "SIGKILL" or libraries > 0
         self._record(planned.kind, began, hosts=hosts, effect=KILLED if outright else "",
                      detail=(
-            f"{name} to {stopped} CLI process(es) and {libraries} library worker(s) on "
-            f"{', '.join(hosts)} while a refresh for {', '.join(risen)} was held; {abandoned}"))
+                         f"{name} to {stopped} CLI process(es) and {libraries} library "
+                         f"worker(s) on {', '.join(hosts)} while a refresh for "
+                         f"{', '.join(risen)} was held; {abandoned}"))
 
     _sigint_mid_refresh = _sigterm_mid_refresh = _kill9_mid_refresh = _mid_refresh
 
@@ -545,5 +550,7 @@ def _fields(window: Window) -> dict[str, Any]:
 
 
 def _refreshes(stats: dict[str, Any]) -> dict[str, int]:
-    return {user: int(counts.get("refreshes", 0)) for user, counts in stats["users"].items()}
+    """Refreshes per user, refused ones included (a held answer may be a refusal)."""
+    return {user: int(counts.get("refreshes", 0)) + int(counts.get("failed_refreshes", 0))
+            for user, counts in stats["users"].items()}
 
