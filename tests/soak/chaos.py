@@ -531,14 +531,17 @@ class Chaos:
         primary = redis.current_primary()
         redis.kill(primary)
         redis.await_primary(redis.other(primary))
-        self._record(planned.kind, began, hosts=self.fleet.hosts_of(SHARED_USER),
-                     effect=NO_STORE, detail=(
-                         f"kill -9 of the primary (port {primary.port}); the Sentinels "
-                         f"promoted port {redis.other(primary).port} after "
-                         f"{time.time() - began:.1f} s"))
+        # Behind Sentinel a write under the lock needs a replica's confirmation: until
+        # the old primary has rejoined, no renewal on the Redis hosts can record anything.
+        window = self._record(planned.kind, began, hosts=self.fleet.hosts_of(SHARED_USER),
+                              effect=NO_STORE, detail=(
+                                  f"kill -9 of the primary (port {primary.port}); the "
+                                  f"Sentinels promoted port {redis.other(primary).port} "
+                                  f"after {time.time() - began:.1f} s"))
 
         def end() -> None:
             redis.rejoin(primary)
+            self._close(window)
             self.say(f"  +{time.time() - self.start:6.1f} s  redis-failover: port "
                      f"{primary.port} rejoined as a replica")
 

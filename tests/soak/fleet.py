@@ -25,10 +25,6 @@ from tests.integration.redis_support import ReplicatedRedis, make_fleet
 
 SHARED_USER = "alice"
 FILE_USERS = ("bob", "carol")
-REDIS_DOWN_AFTER_MS = 2000
-"""The Sentinels' patience: 500 ms (the tests' value) starts failovers nobody asked for
-on a machine as loaded as a soak makes it, and the soak must know each failover it
-causes."""
 
 
 def cli_command() -> list[str]:
@@ -76,7 +72,7 @@ class Fleet:
         self.root = root
         self.passwords = {user: secrets.token_urlsafe(18)
                           for user in (SHARED_USER, *file_users)}
-        self.redis = ReplicatedRedis(binary, down_after_ms=REDIS_DOWN_AFTER_MS)
+        self.redis = ReplicatedRedis(binary)
         self.server = RunningServer(ServerConfig(users=dict(self.passwords),
                                                  token_lifetime=lifetime))
         self._redis_hosts = redis_hosts

@@ -15,8 +15,9 @@ against the run unless :func:`excuse` finds a reason outside the client for it:
   killed process may have held the half-open probe, which the breaker presumes lost
   only after 90 s (a process killed outright cannot give it back);
 - the server's login limit refused it while that host's token store could not be written
-  (``effect`` ``no-store``: a read-only or immutable checkout, Redis failing over or its
-  replica resynchronising, when no write under the lock is confirmed): then
+  (``effect`` ``no-store``: a read-only or immutable checkout; Redis failing over, until
+  the old primary has rejoined, or its replica resynchronising: behind Sentinel no write
+  under the lock counts without a replica's confirmation): then
   every process must log in for itself, as README says ("each command needs one auth call
   of its own"), and the server's per-user bucket (10 logins, one back every 6 s) refuses
   the rest; no valid path existed for those processes.
