@@ -423,7 +423,7 @@ class Chaos:
             self.fleet.server.set_clock_offset(0.0)
             self._close(window)
 
-        self._later(seconds, ("clock",), end)
+        self._later(seconds, RESOURCES[planned.kind], end)
 
     def _bank(self, stats: dict[str, Any]) -> None:
         with self._lock:
