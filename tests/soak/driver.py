@@ -83,7 +83,7 @@ def soak(args: argparse.Namespace, seed: int, lifetime: int, root: Path) -> int:
         kinds = tuple(kind for kind in KINDS if kind not in CHATTR_KINDS)
         notes.append(f"{', '.join(CHATTR_KINDS)} skipped: {why_not}")
     try:
-        fleet = Fleet(root / "fleet", lifetime).__enter__()
+        fleet = Fleet(root / "fleet", lifetime).__enter__()  # closed below
     except (RuntimeError, OSError) as error:
         print(f"soak: the fleet did not start: {error}", file=sys.stderr)
         return 2

@@ -68,7 +68,7 @@ class Fleet:
                  file_users: tuple[str, ...] = FILE_USERS) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            raise SystemExit("soak: redis-server is not on PATH (run `make redis`)")
+            raise RuntimeError("redis-server is not on PATH (run `make redis`)")
         self.root = root
         self.passwords = {user: secrets.token_urlsafe(18)
                           for user in (SHARED_USER, *file_users)}
