@@ -112,6 +112,19 @@ def test_a_refusal_for_a_probe_out_is_excused_for_90_s_after_the_soak_killed_one
     assert excuse(failed(380.0, 381.0, probing), [sigint]) is None  # it gives it back
 
 
+def test_token_refresh_stopping_on_an_unreadable_store_is_excused_only_then() -> None:
+    unreadable = ("cidx-auth: error: could not read the session from Redis at "
+                  "redis+sentinel://127.0.0.1:1/cidx/0 (ConnectionError; check that it is "
+                  "running and reachable)")
+    failover = Window("redis-failover", 100.0, 110.0, hosts=("h1",), effect=NO_STORE)
+    refresh = Call("h1", "chaos", "token --refresh", 105.0, 106.0, 5, "", unreadable)
+    assert excuse(refresh, [failover]) is not None
+    assert excuse(Call("h1", "cli-0", "query", 105.0, 106.0, 5, "", unreadable),
+                  [failover]) is None  # every other command rides the outage out
+    assert excuse(Call("h1", "chaos", "token --refresh", 150.0, 151.0, 5, "", unreadable),
+                  [failover]) is None
+
+
 def test_a_process_the_soak_signalled_is_excused_and_a_success_needs_no_excuse() -> None:
     assert excuse(failed(1.0, 2.0, killed="SIGTERM", code=143), []) == \
         "the soak sent it SIGTERM"

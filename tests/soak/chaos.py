@@ -31,7 +31,7 @@ from typing import Any
 from adapters.redis_token_store import identity_key
 from tests.soak.fleet import SHARED_USER, Fleet, SoakHost
 from tests.soak.plan import MID_REFRESH, Planned
-from tests.soak.verdict import KILLED, NO_STORE, UNAVAILABLE, Window
+from tests.soak.verdict import KILLED, NO_STORE, TOKEN_REFRESH, UNAVAILABLE, Window
 from tests.soak.workers import LibraryWorker, Workers
 
 REFRESH = "/api/auth/refresh"
@@ -274,7 +274,7 @@ class Chaos:
                         before: dict[str, int], began: float) -> None:
         server, name = self.fleet.server, MID_REFRESH_SIGNAL[planned.kind]
         trigger = threading.Thread(target=self.workers.run_cli, daemon=True,
-                                   args=(host, "chaos", "token", ("token", "--refresh")))
+                                   args=(host, "chaos", TOKEN_REFRESH, ("token", "--refresh")))
         trigger.start()
         if not self._held(totals["held"] + 1, trigger):
             self._skip(planned.kind, f"skipped: `token --refresh` on {host.name} caused no "

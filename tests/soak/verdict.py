@@ -14,6 +14,10 @@ against the run unless :func:`excuse` finds a reason outside the client for it:
   was refused within 90 s because "another command is probing the server now": the
   killed process may have held the half-open probe, which the breaker presumes lost
   only after 90 s (a process killed outright cannot give it back);
+- it was ``token --refresh`` and its store could not be read (Redis failing over): the
+  command reads the stored token first, to mark it refused, and stops with exit 5 when
+  it cannot, although a login would have given it a new token (reported as such: the
+  other commands ride such an outage out);
 - the server's login limit refused it while that host's token store could not be written
   (``effect`` ``no-store``: a read-only or immutable checkout; Redis failing over, until
   the old primary has rejoined, or its replica resynchronising: behind Sentinel no write
@@ -48,6 +52,10 @@ LOGIN_LIMIT_LINE = "is limiting login attempts"
 """What a login refused by the server's per-user bucket (429) says."""
 PROBE_OUT_LINE = "another command is probing the server now"
 """What a call refused because the half-open probe is out says."""
+UNREADABLE_LINE = "could not read the session"
+"""What a store that cannot be read says (the Redis store's StorageError)."""
+TOKEN_REFRESH = "token --refresh"
+"""The kind of the call the mid-refresh faults provoke a refresh with."""
 
 BREAKER_FIRST_OPEN = 30.0
 BREAKER_MAX_OPEN = 300.0
@@ -160,6 +168,10 @@ def excuse(call: Call, windows: Iterable[Window]) -> str | None:
         if window.effect == KILLED and PROBE_OUT_LINE in call.last_line and \
                 window.touches(call, after=PROBE_TIMEOUT):
             return "the soak killed the breaker's probe, which the breaker waits 90 s for"
+    for window in windows:
+        if window.effect == NO_STORE and call.kind == TOKEN_REFRESH and \
+                UNREADABLE_LINE in call.last_line and window.touches(call):
+            return "`token --refresh` stops when it cannot read the token it is to mark refused"
     for window in windows:
         if window.effect == NO_STORE and LOGIN_LIMIT_LINE in call.last_line and \
                 window.touches(call, after=LOGIN_REFILL_GRACE):
