@@ -148,7 +148,7 @@ class Workers:
             out.seek(0)
             printed = out.read()
         line = last_line(stderr)
-        if code == 0 and kind == "token" and printed.count(b".") != 2:
+        if code == 0 and kind.startswith("token") and printed.count(b".") != 2:
             code, line = 1, "exit 0 without printing a token"
         if process.pid in self.hung:
             code, line = 1, f"hung: killed by the watchdog after {HANG_LIMIT:.0f} s"
