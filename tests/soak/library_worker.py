@@ -31,6 +31,7 @@ PAUSE = (0.1, 0.5)
 """Seconds between two calls of one thread or task: the library is cheap, and the CLI
 processes should not be starved of the two cores."""
 TEXTS = ("token refresh", "retry with backoff", "parse the JWT")
+RECORDED = "soak: the traceback below is in a call's record"
 
 
 class Sink:
@@ -48,6 +49,7 @@ class Sink:
             code, name, line = error.exit_code, type(error).__name__, str(error)[:300]
         elif error is not None:
             code, name, line, crashed = 1, type(error).__name__, str(error)[:300], True
+            print(RECORDED, file=sys.stderr)  # the supervisor does not count it twice
             traceback.print_exception(error, file=sys.stderr)
         call = Call(self.host, worker, kind, start, time.time(), code, name, line, crashed,
                     rss)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.soak.fleet import SoakHost
+from tests.soak.library_worker import RECORDED
 from tests.soak.verdict import Call, startup_interrupt
 
 HANG_LIMIT = 240.0
@@ -218,7 +219,8 @@ class LibraryWorker:
                 self.rss_kb = max(self.rss_kb, usage.ru_maxrss)
                 err.seek(0)
                 stderr = err.read().decode(errors="replace")
-            if any(mark in stderr for mark in CRASH_MARKS):
+            # Those of failed calls are in the calls' records already (``RECORDED``).
+            if stderr.count(CRASH_MARKS[0]) > stderr.count(RECORDED):
                 self.tracebacks.append(f"{self.host.name} library worker (start "
                                        f"{self.starts}): {last_line(stderr)}")
             if self.on_exit is not None:
