@@ -7,7 +7,8 @@ Rules (errata #9, #12, #16)::
     CLOSED     --success-->       CLOSED     the count starts again
     OPEN       --cooldown_over--> HALF_OPEN  the open period has passed
     HALF_OPEN  --probe-->         HALF_OPEN  exactly one caller is let through
-    HALF_OPEN  --probe_lost-->    HALF_OPEN  the probe never reported back in 90 s; allow another
+    HALF_OPEN  --probe_lost-->    HALF_OPEN  the probe never reported back in 90 s, or was
+                                             stopped first (Ctrl-C, SIGTERM); allow another
     HALF_OPEN  --success-->       CLOSED     failures 0; the next opening is 30 s again
     HALF_OPEN  --failure-->       OPEN       open again for twice as long: 60, 120, 240, 300 s
 
@@ -176,6 +177,15 @@ def record(
         return step(state, Signal.SUCCESS, now, config)
     tripping = state.circuit is Circuit.CLOSED and state.failures + 1 >= config.failure_threshold
     return step(state, Signal.TRIP if tripping else Signal.FAILURE, now, config, retry_after)
+
+
+def abandon(state: BreakerState, now: float, config: BreakerConfig) -> BreakerState:
+    """The probe out was stopped before it could report (its caller was interrupted or
+    cancelled): it is lost now, not in ``probe_timeout``, so the next call may probe.
+    Any other state stays as it is."""
+    if state.circuit is Circuit.HALF_OPEN and state.probe_until is not None:
+        return step(state, Signal.PROBE_LOST, now, config)
+    return state
 
 
 def retry_at(state: BreakerState) -> float:

@@ -214,9 +214,7 @@ def attempts(call: Call, policy: ApiPolicy) -> Flow:
             # itself, instead of being refused because this call already holds the probe.
             yield Warm()
         admission = policy.breaker.admit()
-        outcome = yield Send(call)
-        if fresh_connection_worth_it(call, outcome):
-            outcome = yield Send(call)
+        outcome = yield from _sent(call, admission, policy.breaker)
         if isinstance(outcome, Refused):
             # The token layer renews only after a 401, so the server did answer.
             policy.breaker.record(False)
@@ -237,6 +235,22 @@ def attempts(call: Call, policy: ApiPolicy) -> Flow:
         if delay is None or not may_send_again(call, outcome):
             raise outcome.error
         yield Sleep(delay)
+
+
+def _sent(call: Call, admission: Admission, breaker: CircuitBreaker) -> Flow:
+    """Send ``call`` (again on a fresh connection when that is worth it); its outcome.
+
+    A driver interrupted meanwhile (Ctrl-C, SIGTERM, a cancelled task) closes the flow
+    here: a probe then gives its turn back, since it will never report."""
+    try:
+        outcome = yield Send(call)
+        if fresh_connection_worth_it(call, outcome):
+            outcome = yield Send(call)
+    except GeneratorExit:
+        if admission is Admission.PROBE:
+            breaker.abandon_probe()
+        raise
+    return outcome
 
 
 def _retry_after(error: CidxAuthError) -> float | None:

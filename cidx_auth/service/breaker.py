@@ -61,6 +61,17 @@ class CircuitBreaker:
             lambda breaker: table.record(breaker, failed, now, self._config, retry_after), now
         )
 
+    def abandon_probe(self) -> None:
+        """The probe this caller was admitted as was stopped before its outcome was
+        known (Ctrl-C, SIGTERM, a cancelled task): give it back, so the next call probes
+        at once instead of being refused for ``probe_timeout`` (90 s) while no probe is
+        out. Never raises: it runs while an interruption goes on up."""
+        now = self._clock.now()
+        try:
+            self._change(lambda breaker: table.abandon(breaker, now, self._config), now)
+        except Exception as error:  # the interruption matters more than the state
+            logger.debug("could not give the interrupted probe back: %s", error)
+
     def reset(self) -> None:
         """Close the circuit, forget failures and start the open period over (at ``login``).
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from cidx_auth.domain.breaker import Admission
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     AccountLocked,
@@ -309,13 +310,17 @@ class Renewal:
     # ---- the network, the store, and the rules -----------------------------------------
 
     def _call(self, send: Callable[[], Grant]) -> Grant:
-        """One request through the breaker."""
-        self._breaker.admit()
+        """One request through the breaker (an interrupted probe gives its turn back)."""
+        admission = self._breaker.admit()
         try:
             grant = send()
         except CidxAuthError as error:
             retry_after = error.retry_after if isinstance(error, TransportError) else None
             self._breaker.record(isinstance(error, ServerUnavailable), retry_after)
+            raise
+        except BaseException:
+            if admission is Admission.PROBE:
+                self._breaker.abandon_probe()
             raise
         self._breaker.record(False)
         return grant

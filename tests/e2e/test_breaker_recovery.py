@@ -7,7 +7,9 @@ Time is not slept away: the open period "passes" by planting ``.state`` with an
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,42 @@ def test_an_old_state_file_stuck_open_for_years_lets_a_probe_through(
     done = repos(cli)
     assert done.returncode == 0, done.stderr
     assert breaker(cli) == CLOSED
+
+
+@pytest.mark.posix
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_a_probe_stopped_by_a_signal_lets_the_next_command_probe(
+    cli: Cli, server: RunningServer, signum: int, code: int
+) -> None:
+    """Found by the soak: the probe's command was interrupted while the server held its
+    answer, and for 90 s every command said another one was probing."""
+    open_circuit(cli, server)
+    plant(cli, open_until=time.time() - 0.5)  # the next command is the probe
+    server.hold("/api/repos", seconds=60)
+    probe = subprocess.Popen([*cli_command(cli), "request", "GET", "/api/repos"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=cli.env, preexec_fn=_default_signals)
+    try:
+        server.wait_held()
+        assert breaker(cli)["probe_until"] is not None  # the probe is out
+        probe.send_signal(signum)
+        _, err = probe.communicate(timeout=60)
+    finally:
+        if probe.poll() is None:
+            probe.kill()
+            probe.communicate()
+        server.release_held()
+    assert probe.returncode == code, err
+    assert breaker(cli)["probe_until"] is None
+    done = repos(cli)
+    assert done.returncode == 0, done.stderr
+    assert breaker(cli) == CLOSED
+
+
+def cli_command(cli: Cli) -> list[str]:
+    return [sys.executable, "-m", "cidx_auth", "--project", str(cli.project)]
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in a terminal, even under `cmd &`

@@ -229,20 +229,92 @@ class ReplicatedRedis:
         process.wait()
         self.primary.stop()
 
-    def rejoin(self) -> None:
-        """Start the killed primary again; the Sentinels make it a replica of the new
-        primary. Returns once it replicates."""
-        self.primary.start()
-        await_until(lambda: replicating(self.replica, self.primary),
-                    "the old primary never rejoined as a replica", timeout=60)
+    def rejoin(self, node: RedisServer | None = None, timeout: float = 60) -> None:
+        """Start a killed node again (by default the primary :meth:`kill_primary` killed)
+        as a replica of the other, the primary now; empty, as a node without persistence
+        restarts. Returns once it replicates and the set is whole (:meth:`healthy`)."""
+        node = node or self.primary
+        primary = self.other(node)
+        node.extra = ("--replicaof", "127.0.0.1", str(primary.port))
+        node.start()
+        await_until(lambda: replicating(primary, node),
+                    "the old primary never rejoined as a replica", timeout=timeout)
+        await_until(self.healthy, "the Sentinels never counted the rejoined node",
+                    timeout=timeout)
 
     def await_failover(self) -> None:
         """Until every Sentinel names the replica as the primary, and it acts as one."""
-        port = self.replica.port
+        self.await_primary(self.replica)
+
+    # Roles change with each failover: `primary` and `replica` name the nodes as they
+    # started; the methods below work on whichever node holds a role now (the soak's).
+
+    @property
+    def nodes(self) -> tuple[RedisServer, RedisServer]:
+        """Both data nodes, whatever their roles now."""
+        return self.primary, self.replica
+
+    def other(self, node: RedisServer) -> RedisServer:
+        """The data node that is not ``node``."""
+        return self.replica if node is self.primary else self.primary
+
+    def current_primary(self) -> RedisServer:
+        """The node the Sentinels name as the primary now."""
+        port = self.primary_port()
+        return next(node for node in self.nodes if node.port == port)
+
+    def kill(self, node: RedisServer) -> None:
+        """kill -9 ``node``."""
+        process = node.process
+        assert process is not None
+        process.kill()
+        process.wait()
+        node.stop()
+
+    def await_primary(self, node: RedisServer, timeout: float = 60) -> None:
+        """Until every Sentinel names ``node`` as the primary, and it acts as one."""
+        port = node.port
         await_until(lambda: all(int(sentinel_state(sentinel, self.SERVICE)["port"]) == port
                                 for sentinel in self.sentinels)
-                    and info(self.replica, "role") == "master",
-                    "the Sentinels did not promote the replica", timeout=60)
+                    and info(node, "role") == "master",
+                    "the Sentinels did not promote the replica", timeout=timeout)
+
+    def restart_replica(self) -> RedisServer:
+        """Stop the node that is a replica now and start it again (see :meth:`rejoin`)."""
+        replica = self.other(self.current_primary())
+        replica.stop()
+        self.rejoin(replica)
+        return replica
+
+    def healthy(self) -> bool:
+        """Whether every Sentinel names the same node the primary, it acts as one, and the
+        other node replicates from it and is known to every Sentinel as a healthy replica:
+        the state in which a failover can promote it."""
+        import redis
+
+        try:
+            ports = {int(sentinel_state(sentinel, self.SERVICE)["port"])
+                     for sentinel in self.sentinels}
+            if len(ports) != 1:
+                return False
+            primary = next((node for node in self.nodes if node.port in ports), None)
+            if primary is None or primary.process is None or info(primary, "role") != "master":
+                return False
+            replica = self.other(primary)
+            if replica.process is None or not replicating(primary, replica):
+                return False
+            return all(self._knows_replica(sentinel, replica) for sentinel in self.sentinels)
+        except (redis.RedisError, KeyError, ValueError):
+            return False
+
+    def _knows_replica(self, sentinel: SentinelServer, node: RedisServer) -> bool:
+        client = sentinel.client()
+        try:
+            replicas = client.sentinel_slaves(self.SERVICE)
+        finally:
+            client.close()
+        return any(int(replica["port"]) == node.port and replica["flags"] == "slave"
+                   and replica["master-link-status"] == "ok" for replica in replicas)
 
 
 def info(server: RedisServer, field: str) -> str | None:

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.events import CountingSink
 from adapters.memory import FakeClock, MemoryStateStore
-from cidx_auth.domain.breaker import Circuit
+from cidx_auth.domain.breaker import Admission, Circuit
 from cidx_auth.domain.errors import (
     CidxAuthError,
     CircuitOpen,
@@ -362,3 +362,30 @@ def test_a_request_object_with_separate_options_is_refused(
     message = "pass either a QueryRequest or the text and options, not both"
     with pytest.raises(ConfigurationError, match=f"^{re.escape(message)}$"):
         query_call(QueryRequest("x"), repo, options)
+
+
+def test_a_probe_whose_caller_is_interrupted_gives_its_turn_back() -> None:
+    """Ctrl-C, SIGTERM or a cancelled task while the probe is out: the driver closes the
+    flow, and the next call probes at once instead of being refused for 90 s."""
+    state, clock = MemoryStateStore(), FakeClock()
+    rules = policy(state, clock)
+    make_half_open(rules, clock)
+    flow = attempts(REPOS, rules)
+    assert flow.send(None) == Warm()
+    assert flow.send(None) == Send(REPOS)  # admitted as the probe, now out
+    assert state.read().breaker.probe_until is not None
+    flow.close()
+    after = state.read().breaker
+    assert (after.circuit, after.probe_until) == (Circuit.HALF_OPEN, None)
+    assert rules.breaker.admit() is Admission.PROBE
+
+
+def test_an_interrupted_call_that_was_not_the_probe_changes_nothing() -> None:
+    state = MemoryStateStore()
+    rules = policy(state)
+    flow = attempts(REPOS, rules)
+    flow.send(None)
+    flow.send(None)
+    before = state.read()
+    flow.close()
+    assert state.read() == before

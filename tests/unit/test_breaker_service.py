@@ -125,3 +125,31 @@ def test_a_change_of_circuit_keeps_the_counters_and_the_last_refresh() -> None:
     assert store.read().breaker.circuit is Circuit.OPEN
     assert store.read().counters == {"logins": 2}
     assert store.read().last_refresh == NOON - 60
+
+
+def test_a_probe_given_back_lets_the_next_call_probe_at_once() -> None:
+    guard, clock, _ = breaker()
+    trip(guard, clock)
+    clock.advance(30)
+    assert guard.admit() is Admission.PROBE
+    guard.abandon_probe()  # its caller was interrupted before it reported
+    assert guard.admit() is Admission.PROBE  # not refused until NOON + 124
+    assert guard.current().circuit is Circuit.HALF_OPEN
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["closed", "open"])
+def test_giving_back_a_probe_that_is_not_out_changes_nothing(opened: bool) -> None:
+    guard, clock, _ = breaker()
+    if opened:
+        trip(guard, clock)
+    before = guard.current()
+    guard.abandon_probe()
+    assert guard.current() == before
+
+
+def test_giving_back_a_probe_never_raises() -> None:
+    class Broken(MemoryStateStore):
+        def update(self, change: object) -> ClientState:  # type: ignore[override]
+            raise OSError("disk gone")
+
+    CircuitBreaker(Broken(), FakeClock(NOON), CountingSink()).abandon_probe()

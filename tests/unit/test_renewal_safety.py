@@ -17,6 +17,7 @@ import pytest
 
 from adapters.events import CountingSink
 from adapters.memory import make_jwt
+from cidx_auth.domain.breaker import Admission
 from cidx_auth.domain.credentials import Credentials
 from cidx_auth.domain.errors import (
     AccountLocked,
@@ -673,3 +674,22 @@ def test_a_logout_that_fails_halfway_has_forgotten_the_password_first(world: Wor
         world.provider.logout()
     assert world.credentials.credentials is None
     world.store.clear = original  # type: ignore[method-assign]
+
+
+def test_a_renewal_probe_stopped_by_ctrl_c_gives_its_turn_back(world: World) -> None:
+    """The half-open probe is this renewal's request; Ctrl-C before the server answered
+    must not leave the other processes refused for 90 s while no probe is out."""
+    world.provider.get_token()
+    breaker = world.container.breaker()
+    for _ in range(5):
+        breaker.record(True)
+    world.clock.advance(600)  # the open period is over and the token has expired
+
+    def ctrl_c(token: str) -> Grant:
+        raise KeyboardInterrupt
+
+    world.gateway.refresh = ctrl_c  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        world.provider.get_token()
+    assert breaker.current().probe_until is None
+    assert breaker.admit() is Admission.PROBE
