@@ -179,11 +179,14 @@ def record(
     return step(state, Signal.TRIP if tripping else Signal.FAILURE, now, config, retry_after)
 
 
-def abandon(state: BreakerState, now: float, config: BreakerConfig) -> BreakerState:
-    """The probe out was stopped before it could report (its caller was interrupted or
-    cancelled): it is lost now, not in ``probe_timeout``, so the next call may probe.
-    Any other state stays as it is."""
-    if state.circuit is Circuit.HALF_OPEN and state.probe_until is not None:
+def abandon(state: BreakerState, now: float, config: BreakerConfig,
+            mine: float | None) -> BreakerState:
+    """The probe out, the one whose ``probe_until`` is ``mine``, was stopped before it
+    could report (its caller was interrupted or cancelled): it is lost now, not in
+    ``probe_timeout``, so the next call may probe. Another caller's probe (admitted after
+    this one was presumed lost), or any other state, stays as it is."""
+    if (state.circuit is Circuit.HALF_OPEN and state.probe_until is not None
+            and state.probe_until == mine):
         return step(state, Signal.PROBE_LOST, now, config)
     return state
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from cidx_auth.domain import breaker as table
 from cidx_auth.domain.breaker import Admission, BreakerConfig, BreakerState, Circuit
@@ -33,6 +34,10 @@ class CircuitBreaker:
         self._clock = clock
         self._events = events
         self._config = config
+        self._probe: ContextVar[float | None] = ContextVar(f"cidx-probe-{id(self)}",
+                                                           default=None)
+        """The ``probe_until`` of the probe this thread or task was admitted as: what an
+        interrupted caller may give back, and nothing else."""
 
     def current(self) -> BreakerState:
         """The persisted state, as the next call would see it."""
@@ -49,6 +54,8 @@ class CircuitBreaker:
             return breaker
 
         after = self._change(decide, now)
+        if decision is Admission.PROBE:
+            self._probe.set(after.probe_until)
         if decision is Admission.REJECT:
             raise CircuitOpen(table.retry_at(after), now, failures=after.failures,
                               probe_out=after.circuit is Circuit.HALF_OPEN)
@@ -66,9 +73,9 @@ class CircuitBreaker:
         known (Ctrl-C, SIGTERM, a cancelled task): give it back, so the next call probes
         at once instead of being refused for ``probe_timeout`` (90 s) while no probe is
         out. Never raises: it runs while an interruption goes on up."""
-        now = self._clock.now()
+        now, mine = self._clock.now(), self._probe.get()
         try:
-            self._change(lambda breaker: table.abandon(breaker, now, self._config), now)
+            self._change(lambda breaker: table.abandon(breaker, now, self._config, mine), now)
         except Exception as error:  # the interruption matters more than the state
             logger.debug("could not give the interrupted probe back: %s", error)
 

@@ -3,6 +3,7 @@ tells a refused caller, and what it leaves alone in the shared state."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
@@ -153,3 +154,32 @@ def test_giving_back_a_probe_never_raises() -> None:
             raise OSError("disk gone")
 
     CircuitBreaker(Broken(), FakeClock(NOON), CountingSink()).abandon_probe()
+
+
+def test_an_interrupted_probe_gives_back_its_own_probe_only() -> None:
+    """A probes; 90 s on it is presumed lost and B probes; then A is interrupted: B's
+    probe is still out, so C is refused (one probe at a time), until B gives it back."""
+    guard, clock, _ = breaker()
+    trip(guard, clock)
+    clock.advance(30)
+    admitted, interrupted = threading.Event(), threading.Event()
+    seen: list[Admission] = []
+
+    def first_caller() -> None:  # A: admitted, then interrupted long after
+        seen.append(guard.admit())
+        admitted.set()
+        interrupted.wait(10)
+        guard.abandon_probe()
+
+    first = threading.Thread(target=first_caller)
+    first.start()
+    admitted.wait(10)
+    assert seen == [Admission.PROBE]
+    clock.advance(91)  # A never reported: presumed lost
+    assert guard.admit() is Admission.PROBE  # B, in this thread
+    interrupted.set()
+    first.join(10)
+    with pytest.raises(CircuitOpen):
+        guard.admit()  # C: B's probe is still out
+    guard.abandon_probe()  # B gives its own back
+    assert guard.admit() is Admission.PROBE
