@@ -63,6 +63,12 @@ def test_a_failure_overlapping_an_outage_is_the_servers() -> None:
     assert excuse(failed(109.0, 111.0), [DOWN]) is not None
 
 
+@pytest.mark.parametrize("code", [1, 3, 5])
+def test_only_an_unavailable_server_is_excused_by_an_outage(code: int) -> None:
+    """A refused token, a store not written or a crash during an outage is the client's."""
+    assert excuse(failed(102.5, 103.0, code=code), [DOWN]) is None
+
+
 def test_a_failure_well_clear_of_every_window_counts_against_the_client() -> None:
     assert excuse(failed(50.0, 60.0), [DOWN, READ_ONLY]) is None
     assert excuse(failed(150.0, 151.0), [DOWN, READ_ONLY]) is None

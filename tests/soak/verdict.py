@@ -66,6 +66,10 @@ LOGIN_REFILL_GRACE = 60.0
 """How long after a store window the server's login bucket may still be empty: 10
 logins at one back every 6 s (`refserver.config`)."""
 SLACK = 2.0
+OUTAGE_EXIT = 4
+"""The exit code (and a library error's ``exit_code``) of "the server is unavailable":
+unreachable, 5xx, 429. Only that failure is the outage's; a refused token (3), a store
+that could not be written (5) or a crash (1) during an outage is the client's."""
 """Seconds of slack on each side of a window: the driver records a window's edges just
 before and after it acts, and processes read the wall clock a little apart."""
 
@@ -158,7 +162,7 @@ def excuse(call: Call, windows: Iterable[Window]) -> str | None:
         return f"the soak sent it {call.killed}"
     windows = list(windows)
     for window in windows:
-        if window.effect == UNAVAILABLE and window.touches(call):
+        if window.effect == UNAVAILABLE and call.code == OUTAGE_EXIT and window.touches(call):
             return "the server was down or answering 503/429"
     for window in windows:
         if window.effect == UNAVAILABLE and BREAKER_LINE in call.last_line and \
