@@ -35,6 +35,7 @@ from tests.integration.storage_helpers import (
     release_together,
     session_of,
     wait_for,
+    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,6 +169,10 @@ class SentinelServer(RedisServer):
         return [self.binary, str(config), "--sentinel"]
 
 
+POLL = 0.05
+"""How often to ask the servers whether a role change happened: each asking connects."""
+
+
 class ReplicatedRedis:
     """A primary, a replica and three Sentinels on 127.0.0.1, as a fleet's Redis is
     usually run: :attr:`url` is the ``redis+sentinel://`` URL of the service."""
@@ -190,11 +195,12 @@ class ReplicatedRedis:
         try:
             self.primary.start()
             self.replica.start()
-            await_until(lambda: replicating(self.primary, self.replica),
-                        "the replica never synchronised with the primary")
+            wait_until(lambda: replicating(self.primary, self.replica),
+                       "the replica's first synchronisation with the primary", 30, POLL)
             for sentinel in self.sentinels:
                 sentinel.start()
-            await_until(self._watched, "the Sentinels never saw the replica and each other")
+            wait_until(self._watched, "the Sentinels' seeing the replica and each other", 30,
+                       POLL)
         except BaseException:
             self.__exit__()
             raise
@@ -237,10 +243,9 @@ class ReplicatedRedis:
         primary = self.other(node)
         node.extra = ("--replicaof", "127.0.0.1", str(primary.port))
         node.start()
-        await_until(lambda: replicating(primary, node),
-                    "the old primary never rejoined as a replica", timeout=timeout)
-        await_until(self.healthy, "the Sentinels never counted the rejoined node",
-                    timeout=timeout)
+        wait_until(lambda: replicating(primary, node),
+                   "the old primary's rejoining as a replica", timeout, POLL)
+        wait_until(self.healthy, "the Sentinels' counting the rejoined node", timeout, POLL)
 
     def await_failover(self) -> None:
         """Until every Sentinel names the replica as the primary, and it acts as one."""
@@ -274,10 +279,10 @@ class ReplicatedRedis:
     def await_primary(self, node: RedisServer, timeout: float = 60) -> None:
         """Until every Sentinel names ``node`` as the primary, and it acts as one."""
         port = node.port
-        await_until(lambda: all(int(sentinel_state(sentinel, self.SERVICE)["port"]) == port
-                                for sentinel in self.sentinels)
-                    and info(node, "role") == "master",
-                    "the Sentinels did not promote the replica", timeout=timeout)
+        wait_until(lambda: all(int(sentinel_state(sentinel, self.SERVICE)["port"]) == port
+                               for sentinel in self.sentinels)
+                   and info(node, "role") == "master",
+                   "the Sentinels' promotion of the replica", timeout, POLL)
 
     def restart_replica(self) -> RedisServer:
         """Stop the node that is a replica now and start it again (see :meth:`rejoin`)."""
@@ -360,15 +365,6 @@ def sentinel_state(sentinel: SentinelServer, service: str) -> dict[str, str]:
 
 def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def await_until(condition: Callable[[], bool], failure: str, timeout: float = 30.0) -> None:
-    """Poll ``condition`` (a state change another process makes) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{failure} within {timeout:g} s")
-        time.sleep(0.05)
 
 
 @atexit.register

@@ -201,13 +201,15 @@ def wait_for(path: Path, timeout: float = 60.0) -> None:
         time.sleep(0.005)
 
 
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``condition`` until it holds; fail after a generous ``timeout``."""
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0,
+               every: float = 0.005) -> None:
+    """Poll ``condition`` every ``every`` seconds until it holds; fail after a generous
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout:g} s")
-        time.sleep(0.005)
+        time.sleep(every)
 
 
 def start_together(

@@ -33,12 +33,11 @@ from tests.integration.redis_support import (
     Host,
     RedisServer,
     ReplicatedRedis,
-    await_until,
     make_fleet,
     redis_binary,
     replicating,
 )
-from tests.integration.storage_helpers import ALICE, SERVER_URL, known_sessions
+from tests.integration.storage_helpers import ALICE, SERVER_URL, known_sessions, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.posix]
 
@@ -52,8 +51,8 @@ def stopped_replica() -> Iterator[tuple[RedisServer, RedisServer]]:
     with RedisServer(binary) as primary, RedisServer(
         binary, extra=["--replicaof", "127.0.0.1", str(primary.port)]
     ) as replica:
-        await_until(lambda: replicating(primary, replica),
-                    "the replica never synchronised with the primary")
+        wait_until(lambda: replicating(primary, replica),
+                   "the replica's first synchronisation with the primary", 30, 0.05)
         assert replica.process is not None
         try:
             yield primary, replica
