@@ -42,7 +42,10 @@ MAX_RETRY_AFTER = 3600.0
 """A server's ``Retry-After`` is honoured up to an hour, never for years."""
 PROBE_TIMEOUT = 90.0
 """A probe that has not reported back after this long is taken as lost (its process
-died); longer than any single call can take with the client's timeouts."""
+died); longer than one attempt can take (``retry.API_DEADLINE``, 60 s). An API call sent
+again on a fresh connection can outlive it, and then a second probe may go out while the
+first still waits: two requests to a recovering server, never a refresh token sent twice
+(the renewal's lock and intent decide that, not the breaker)."""
 
 
 class Circuit(enum.Enum):
